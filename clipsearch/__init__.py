@@ -1,0 +1,1 @@
+"""clipsearch: search your photos with words, with CLIP vectors in Valkey."""

