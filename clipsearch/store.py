@@ -89,8 +89,12 @@ class IndexSchema:
 
     @property
     def meta_key(self) -> str:
-        """Kept outside `prefix`, so the index never sees it."""
-        return f"{self.name}:meta"
+        return self.meta_key_of(self.name)
+
+    @staticmethod
+    def meta_key_of(name: str) -> str:
+        """Kept outside the photo prefix, so the index never sees it."""
+        return f"{name}:meta"
 
     def vector_field(self) -> VectorField:
         attributes: dict[str, Any] = {"TYPE": "FLOAT32", "DIM": self.model.dim, "DISTANCE_METRIC": "COSINE"}
@@ -187,6 +191,23 @@ def _credentials_message(shown: str, error: Exception) -> str:
     return f"{shown} refused the credentials ({error}). Check the user and password in VALKEY_URL."
 
 
+def index_exists(client: valkey.Valkey, name: str) -> bool:
+    return name in {os.fsdecode(existing) for existing in client.execute_command("FT._LIST")}
+
+
+def stored_meta(client: valkey.Valkey, name: str) -> dict[str, str]:
+    """The metadata of index `name` (empty if none); readable without knowing the model."""
+    raw = client.hgetall(IndexSchema.meta_key_of(name))
+    return {os.fsdecode(k): os.fsdecode(v) for k, v in raw.items()}
+
+
+def drop_index(client: valkey.Valkey, name: str) -> None:
+    """Remove the index, its documents and its metadata."""
+    if index_exists(client, name):
+        client.ft(name).dropindex(delete_documents=True)
+    client.delete(IndexSchema.meta_key_of(name))
+
+
 class PhotoStore:
     def __init__(self, client: valkey.Valkey, schema: IndexSchema) -> None:
         self.client = client
@@ -202,12 +223,10 @@ class PhotoStore:
     # --- the index itself ---------------------------------------------------------------
 
     def index_exists(self) -> bool:
-        names = self.client.execute_command("FT._LIST")
-        return self.schema.name in {os.fsdecode(name) for name in names}
+        return index_exists(self.client, self.schema.name)
 
     def stored_meta(self) -> dict[str, str]:
-        raw = self.client.hgetall(self.schema.meta_key)
-        return {os.fsdecode(k): os.fsdecode(v) for k, v in raw.items()}
+        return stored_meta(self.client, self.schema.name)
 
     def _check_or_create(self, create: bool) -> None:
         meta = self.stored_meta()
@@ -239,10 +258,7 @@ class PhotoStore:
         self.client.hset(self.schema.meta_key, mapping=values)
 
     def drop(self) -> None:
-        """Remove the index, its documents and its metadata."""
-        if self.index_exists():
-            self.client.ft(self.schema.name).dropindex(delete_documents=True)
-        self.client.delete(self.schema.meta_key)
+        drop_index(self.client, self.schema.name)
 
     # --- write path ---------------------------------------------------------------------
 

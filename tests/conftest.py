@@ -39,3 +39,38 @@ def client(settings: Settings):
 def unit_vectors(rng: np.random.Generator, count: int, dim: int) -> np.ndarray:
     vectors = rng.standard_normal((count, dim)).astype(np.float32)
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real open_clip ViT-B-32 with random weights, saved the way users' checkpoints are."""
+    import open_clip
+    import torch
+
+    torch.manual_seed(1234)
+    model = open_clip.create_model("ViT-B-32")
+    path = tmp_path_factory.mktemp("weights") / "vit-b-32-random.pt"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def encoder(random_checkpoint: Path):
+    from clipsearch.encoder import ClipEncoder
+
+    return ClipEncoder.load("ViT-B-32", str(random_checkpoint))
+
+
+@pytest.fixture
+def cli_env(settings: Settings, random_checkpoint: Path) -> dict[str, str]:
+    """Environment for a clipsearch subprocess that uses this test's index and the random model."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLIPSEARCH_", "VALKEY_URL"))}
+    return {
+        **env,
+        "CLIPSEARCH_DATA_DIR": str(settings.data_dir),
+        "CLIPSEARCH_INDEX": settings.index_name,
+        "CLIPSEARCH_PRETRAINED": str(random_checkpoint),
+        "PYTHONPATH": str(ROOT),
+    }

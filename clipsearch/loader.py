@@ -1,0 +1,308 @@
+"""Turns a folder (or a CSV of URLs and paths) into photo documents, incrementally.
+
+A photo is re-read only when its size or modification time changed, and re-encoded only when
+its content hash changed. Each photo lands as one HSET, so a run killed at any moment leaves
+whole documents only, and a rerun finishes the job. A bad file is reported and never touches
+the store.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
+
+import torch
+from tqdm import tqdm
+
+from clipsearch.encoder import ClipEncoder
+from clipsearch.photos import (
+    DEFAULT_MAX_PIXELS,
+    BadPhoto,
+    PhotoFile,
+    content_hash,
+    decode_photo,
+    make_thumbnail,
+    read_file,
+    walk_photos,
+)
+from clipsearch.store import PhotoRecord, PhotoStore
+
+CSV_COLUMNS = ("photo_image_url", "image_url", "url", "path", "file", "filename")
+MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    batch_size: int = 32
+    thumbnail_size: int | None = 256  # None: store no thumbnails
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    prune: bool = False
+    workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
+    download_timeout: float = 20.0
+    download_retries: int = 3
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one photo's bytes come from; size and mtime are known up front for files only."""
+
+    path: str
+    read: Callable[[], bytes]
+    kind: str = "file"
+    size: int | None = None
+    mtime: float | None = None
+
+    @property
+    def name(self) -> str:
+        return PurePosixPath(urlsplit(self.path).path if self.kind == "url" else self.path).name
+
+
+@dataclass(frozen=True)
+class Known:
+    key: str
+    size: int
+    mtime: float
+    content_hash: str
+
+
+@dataclass
+class LoadReport:
+    indexed: int = 0
+    unchanged: int = 0
+    pruned: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        rate = f" ({self.indexed / self.seconds:.1f} photos/s)" if self.indexed and self.seconds else ""
+        lines = [
+            f"indexed {self.indexed}, unchanged {self.unchanged}, failed {len(self.failed)}, "
+            f"pruned {self.pruned} in {self.seconds:.1f} s{rate}"
+        ]
+        lines += [f"  failed: {display_path(path)}: {reason}" for path, reason in self.failed]
+        return "\n".join(lines)
+
+
+@dataclass
+class _Prepared:
+    source: Source
+    known: Known | None
+    content_hash: str = ""
+    size: int = 0
+    error: str | None = None
+    pixels: torch.Tensor | None = None
+    width: int = 0
+    height: int = 0
+    thumbnail: bytes | None = None
+
+
+def display_path(path: str) -> str:
+    """A path fit to print: bytes that are not UTF-8 become U+FFFD."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+class PhotoLoader:
+    def __init__(
+        self,
+        store: PhotoStore,
+        encoder: ClipEncoder,
+        options: LoadOptions | None = None,
+        *,
+        on_progress: ProgressCallback | None = None,
+        show_bar: bool = True,
+    ) -> None:
+        self.store = store
+        self.encoder = encoder
+        self.options = options or LoadOptions()
+        self.on_progress = on_progress
+        self.show_bar = show_bar
+
+    def index_folder(self, root: Path) -> LoadReport:
+        root = Path(root)
+        if not root.is_dir():
+            raise NotADirectoryError(f"{root} is not a folder")
+        report = LoadReport()
+        sources: list[Source] = []
+        for entry in walk_photos(root):
+            if isinstance(entry, PhotoFile):
+                sources.append(_file_source(entry))
+            else:
+                report.failed.append(entry)
+        seen = {source.path for source in sources} | {path for path, _ in report.failed}
+        self._run(sources, report, prune_unseen=seen if self.options.prune else None)
+        self.store.set_meta(photos_root=str(root.resolve()))
+        return report
+
+    def index_csv(self, csv_path: Path, column: str | None = None) -> LoadReport:
+        report = LoadReport()
+        self._run(csv_sources(Path(csv_path), column, self.options), report, prune_unseen=None)
+        return report
+
+    def _run(self, sources: list[Source], report: LoadReport, prune_unseen: set[str] | None) -> None:
+        started = time.monotonic()
+        known = self._known()
+        todo: list[tuple[Source, Known | None]] = []
+        for source in sources:
+            entry = known.get(source.path)
+            if entry is not None and (
+                source.kind != "file" or (entry.size, entry.mtime) == (source.size, source.mtime)
+            ):
+                report.unchanged += 1
+            else:
+                todo.append((source, entry))
+        if prune_unseen is not None:
+            gone = [entry.key for path, entry in known.items() if path not in prune_unseen]
+            report.pruned = self.store.delete(gone)
+        if todo:
+            self._encode_all(todo, report)
+        elif self.show_bar:
+            print(f"Nothing to encode: all {report.unchanged} photos are unchanged.")
+        report.seconds = time.monotonic() - started
+
+    def _known(self) -> dict[str, Known]:
+        fields = ("path", "size", "mtime", "content_hash")
+        return {
+            row["path"]: Known(key, row["size"] or 0, row["mtime"] or 0.0, row["content_hash"] or "")
+            for key, row in self.store.scan(fields)
+            if row["path"] is not None
+        }
+
+    def _encode_all(self, todo: list[tuple[Source, Known | None]], report: LoadReport) -> None:
+        size = self.options.batch_size
+        batches = [todo[start : start + size] for start in range(0, len(todo), size)]
+        done = 0
+        with (
+            ThreadPoolExecutor(self.options.workers) as pool,
+            tqdm(total=len(todo), unit="photo", disable=not self.show_bar, dynamic_ncols=True) as bar,
+        ):
+            # Decode the next batch in worker threads while the model encodes this one.
+            pending = self._submit(pool, batches[0])
+            for number in range(len(batches)):
+                prepared = [future.result() for future in pending]
+                pending = self._submit(pool, batches[number + 1]) if number + 1 < len(batches) else []
+                self._write(prepared, report)
+                done += len(prepared)
+                bar.update(len(prepared))
+                if self.on_progress:
+                    self.on_progress(done, len(todo))
+
+    def _submit(self, pool: ThreadPoolExecutor, batch: list[tuple[Source, Known | None]]) -> list[Future]:
+        return [pool.submit(self._prepare, source, known) for source, known in batch]
+
+    def _prepare(self, source: Source, known: Known | None) -> _Prepared:
+        item = _Prepared(source, known)
+        try:
+            data = source.read()
+            item.size, item.content_hash = len(data), content_hash(data)
+            if known is not None and known.content_hash == item.content_hash:
+                return item  # touched, not changed
+            image = decode_photo(data, self.options.max_pixels)
+            item.width, item.height = image.size
+            item.pixels = self.encoder.preprocess_image(image)
+            if self.options.thumbnail_size:
+                item.thumbnail = make_thumbnail(image, self.options.thumbnail_size)
+        except BadPhoto as error:
+            item.error = str(error)
+        except Exception as error:  # a bad file must never stop the run
+            item.error = f"unexpected {type(error).__name__}: {error}"
+        return item
+
+    def _write(self, prepared: Iterable[_Prepared], report: LoadReport) -> None:
+        to_encode: list[_Prepared] = []
+        for item in prepared:
+            if item.error is not None:
+                report.failed.append((item.source.path, item.error))
+            elif item.pixels is None:
+                assert item.known is not None
+                self.store.touch(item.known.key, size=item.size, mtime=item.source.mtime or 0.0)
+                report.unchanged += 1
+            else:
+                to_encode.append(item)
+        if not to_encode:
+            return
+        vectors = self.encoder.encode_pixels([item.pixels for item in to_encode])
+        self.store.upsert(
+            PhotoRecord(
+                path=item.source.path,
+                vector=vector,
+                name=item.source.name,
+                width=item.width,
+                height=item.height,
+                size=item.size,
+                mtime=item.source.mtime or 0.0,
+                content_hash=item.content_hash,
+                source=item.source.kind,
+                thumbnail=item.thumbnail,
+            )
+            for item, vector in zip(to_encode, vectors, strict=True)
+        )
+        report.indexed += len(to_encode)
+
+
+def _file_source(photo: PhotoFile) -> Source:
+    return Source(photo.relpath, lambda: read_file(photo.path), "file", photo.size, photo.mtime)
+
+
+def csv_sources(csv_path: Path, column: str | None, options: LoadOptions) -> list[Source]:
+    """One source per row: http(s) URLs are downloaded, anything else is a path relative to the CSV."""
+    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+        sample = handle.read(64 * 1024)
+        handle.seek(0)
+        dialect = csv.Sniffer().sniff(sample, delimiters=",\t;") if sample.strip() else csv.excel
+        rows = list(csv.DictReader(handle, dialect=dialect))
+    header = list(rows[0]) if rows else []
+    if column is None:
+        column = next((name for name in CSV_COLUMNS if name in header), None)
+    if column is None or column not in header:
+        raise ValueError(
+            f"{csv_path}: no column {column!r}" if column else f"{csv_path}: no column named one of {CSV_COLUMNS}"
+        )
+    sources = []
+    for row in rows:
+        value = (row.get(column) or "").strip()
+        if not value:
+            continue
+        if urlsplit(value).scheme in ("http", "https"):
+            sources.append(Source(value, _downloader(value, options), "url"))
+        else:
+            path = (csv_path.parent / value).resolve()
+            try:
+                info = path.stat()
+            except OSError:
+                sources.append(Source(value, lambda path=path: read_file(path)))
+                continue
+            sources.append(Source(value, lambda path=path: read_file(path), "file", info.st_size, info.st_mtime))
+    return sources
+
+
+def _downloader(url: str, options: LoadOptions) -> Callable[[], bytes]:
+    def download() -> bytes:
+        last_error: Exception | None = None
+        for attempt in range(options.download_retries):
+            if attempt:
+                time.sleep(min(0.5 * 2**attempt, 8.0))
+            try:
+                request = urllib.request.Request(url, headers={"User-Agent": "clipsearch-loader"})
+                with urllib.request.urlopen(request, timeout=options.download_timeout) as response:
+                    data = response.read(MAX_DOWNLOAD_BYTES + 1)
+                if len(data) > MAX_DOWNLOAD_BYTES:
+                    raise BadPhoto(f"download larger than {MAX_DOWNLOAD_BYTES // 2**20} MiB")
+                return data
+            except urllib.error.HTTPError as error:
+                if error.code < 500 and error.code != 429:
+                    raise BadPhoto(f"download failed: HTTP {error.code} {error.reason}") from None
+                last_error = error
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:
+                last_error = error
+        raise BadPhoto(f"download failed after {options.download_retries} tries: {last_error}")
+
+    return download
