@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import open_clip
 import torch
+from open_clip.factory import load_state_dict
 from PIL import Image
 
 from clipsearch.errors import ConfigError, WeightsUnavailable
@@ -44,16 +45,7 @@ class ClipEncoder:
     def load(cls, model_name: str, pretrained: str, device: torch.device | None = None) -> ClipEncoder:
         """Load the model with its weights; refuses to fall back to random weights."""
         device = device or pick_device()
-        if model_name not in open_clip.list_models():
-            raise ConfigError(
-                f"CLIPSEARCH_MODEL={model_name!r} is not an open_clip model; try ViT-B-32, ViT-B-16 or ViT-L-14"
-            )
-        known_tags = open_clip.list_pretrained_tags_by_model(model_name)
-        if pretrained not in known_tags and not os.path.isfile(pretrained):
-            raise ConfigError(
-                f"CLIPSEARCH_PRETRAINED={pretrained!r} is neither a pretrained tag of {model_name} "
-                f"({', '.join(known_tags) or 'none'}) nor an existing checkpoint file"
-            )
+        check_names(model_name, pretrained)
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 model_name, pretrained=pretrained, device=device
@@ -64,12 +56,12 @@ class ClipEncoder:
         return cls(model_name, pretrained, model, preprocess, open_clip.get_tokenizer(model_name), device)
 
     @property
-    def dim(self) -> int:
-        return int(open_clip.get_model_config(self.model_name)["embed_dim"])
+    def identity(self) -> ModelIdentity:
+        return ModelIdentity(self.model_name, pretrained_label(self.pretrained), _embed_dim(self.model_name))
 
     @property
-    def identity(self) -> ModelIdentity:
-        return ModelIdentity(self.model_name, pretrained_label(self.pretrained), self.dim)
+    def logit_scale(self) -> float:
+        return float(self.model.logit_scale.exp())
 
     def preprocess_image(self, image: Image.Image) -> torch.Tensor:
         """open_clip's own transform; thread-safe, so loaders may run it in worker threads."""
@@ -89,6 +81,121 @@ class ClipEncoder:
         return _normalised(self.model.encode_text(tokens))
 
 
+@dataclass
+class TextEncoder:
+    """Only the text tower: what a text search needs, at about 40% of the full model's memory."""
+
+    model_name: str
+    pretrained: str
+    tower: torch.nn.Module
+    tokenizer: Any
+    device: torch.device
+    logit_scale: float
+
+    @classmethod
+    def load(cls, model_name: str, pretrained: str, device: torch.device | None = None) -> TextEncoder:
+        device = device or pick_device()
+        check_names(model_name, pretrained)
+        state = load_state_dict(checkpoint_file(model_name, pretrained))
+        tower = _text_tower(open_clip.get_model_config(model_name), state)
+        scale = float(state["logit_scale"].exp()) if "logit_scale" in state else 100.0
+        del state
+        if tower is None:  # a text tower open_clip builds some other way: take it from the full model
+            full = ClipEncoder.load(model_name, pretrained, device)
+            tower = _EncodeText(full.model)
+        tower.to(device).eval()
+        return cls(model_name, pretrained, tower, open_clip.get_tokenizer(model_name), device, scale)
+
+    @property
+    def identity(self) -> ModelIdentity:
+        return ModelIdentity(self.model_name, pretrained_label(self.pretrained), _embed_dim(self.model_name))
+
+    @torch.inference_mode()
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        return _normalised(self.tower(self.tokenizer(list(texts)).to(self.device)))
+
+
+class _EncodeText(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_text(tokens)
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    label: str
+    similarity: float
+    probability: float
+
+
+def rank_labels(
+    encoder: TextEncoder | ClipEncoder,
+    image_vector: np.ndarray,
+    labels: Sequence[str],
+    template: str = "a photo of {}.",
+) -> list[LabelScore]:
+    """Zero-shot labels for a photo, best first: CLIP's softmax over scaled cosine similarities."""
+    labels = list(dict.fromkeys(label.strip() for label in labels if label.strip()))
+    if not labels:
+        return []
+    similarities = encoder.encode_text([template.format(label) for label in labels]) @ image_vector
+    logits = encoder.logit_scale * similarities
+    probabilities = np.exp(logits - logits.max())
+    probabilities /= probabilities.sum()
+    order = np.argsort(-similarities, kind="stable")
+    return [LabelScore(labels[i], float(similarities[i]), float(probabilities[i])) for i in order]
+
+
+def check_names(model_name: str, pretrained: str) -> None:
+    if model_name not in open_clip.list_models():
+        raise ConfigError(
+            f"CLIPSEARCH_MODEL={model_name!r} is not an open_clip model; try ViT-B-32, ViT-B-16 or ViT-L-14"
+        )
+    known_tags = open_clip.list_pretrained_tags_by_model(model_name)
+    if pretrained not in known_tags and not os.path.isfile(pretrained):
+        raise ConfigError(
+            f"CLIPSEARCH_PRETRAINED={pretrained!r} is neither a pretrained tag of {model_name} "
+            f"({', '.join(known_tags) or 'none'}) nor an existing checkpoint file"
+        )
+
+
+def checkpoint_file(model_name: str, pretrained: str) -> str:
+    """The local file holding the weights, downloaded (and cached) by open_clip for a tag."""
+    if os.path.isfile(pretrained):
+        return pretrained
+    try:
+        return open_clip.download_pretrained(open_clip.get_pretrained_cfg(model_name, pretrained))
+    except Exception as error:  # huggingface_hub and urllib raise many kinds
+        raise WeightsUnavailable(weights_help(model_name, pretrained, error)) from None
+
+
+def _text_tower(model_cfg: dict[str, Any], state: dict[str, torch.Tensor]) -> torch.nn.Module | None:
+    """open_clip's own text tower with the checkpoint's weights, or None if the keys do not fit."""
+    text_cfg = model_cfg["text_cfg"]
+    if text_cfg.get("hf_model_name"):
+        return None
+    tower = open_clip.model._build_text_tower(
+        model_cfg["embed_dim"], text_cfg, quick_gelu=model_cfg.get("quick_gelu", False)
+    )
+    prefix = "text." if any(key.startswith("text.") for key in state) else ""
+    wanted = set(tower.state_dict())
+    subset = {key.removeprefix(prefix): value for key, value in state.items() if key.removeprefix(prefix) in wanted}
+    if not prefix:
+        subset = {key: value for key, value in subset.items() if not key.startswith("visual.")}
+    if set(subset) != wanted:
+        logging.getLogger(__name__).info("text tower keys differ from the checkpoint's; loading the full model")
+        return None
+    tower.load_state_dict(subset, strict=True)
+    return tower
+
+
+def _embed_dim(model_name: str) -> int:
+    return int(open_clip.get_model_config(model_name)["embed_dim"])
+
+
 def _normalised(features: torch.Tensor) -> np.ndarray:
     features = torch.nn.functional.normalize(features.float(), dim=-1)
     return features.cpu().numpy().astype(np.float32, copy=False)
@@ -101,7 +208,8 @@ def weights_help(model_name: str, pretrained: str, error: BaseException) -> str:
         source = f"https://huggingface.co/{source.rstrip('/')} (file open_clip_pytorch_model.bin)"
     logging.getLogger(__name__).debug("weights load failed", exc_info=error)
     return (
-        f"cannot load the weights of CLIP model {model_name} with pretrained tag {pretrained!r}: {error}. "
+        f"cannot load the weights of CLIP model {model_name} with pretrained tag {pretrained!r}: "
+        f"{str(error).rstrip('.')}. "
         "open_clip downloads them on first use, which needs network access to the Hugging Face Hub. "
         f"Without it, fetch them elsewhere from {source}, copy the file to this machine and set "
         "CLIPSEARCH_PRETRAINED=/path/to/that/file (keep CLIPSEARCH_MODEL the same)."

@@ -149,16 +149,8 @@ class PhotoLoader:
 
     def _run(self, sources: list[Source], report: LoadReport, prune_unseen: set[str] | None) -> None:
         started = time.monotonic()
-        known = self._known()
-        todo: list[tuple[Source, Known | None]] = []
-        for source in sources:
-            entry = known.get(source.path)
-            if entry is not None and (
-                source.kind != "file" or (entry.size, entry.mtime) == (source.size, source.mtime)
-            ):
-                report.unchanged += 1
-            else:
-                todo.append((source, entry))
+        known = known_photos(self.store)
+        todo, report.unchanged = _plan(sources, known)
         if prune_unseen is not None:
             gone = [entry.key for path, entry in known.items() if path not in prune_unseen]
             report.pruned = self.store.delete(gone)
@@ -167,14 +159,6 @@ class PhotoLoader:
         elif self.show_bar:
             print(f"Nothing to encode: all {report.unchanged} photos are unchanged.")
         report.seconds = time.monotonic() - started
-
-    def _known(self) -> dict[str, Known]:
-        fields = ("path", "size", "mtime", "content_hash")
-        return {
-            row["path"]: Known(key, row["size"] or 0, row["mtime"] or 0.0, row["content_hash"] or "")
-            for key, row in self.store.scan(fields)
-            if row["path"] is not None
-        }
 
     def _encode_all(self, todo: list[tuple[Source, Known | None]], report: LoadReport) -> None:
         size = self.options.batch_size
@@ -246,6 +230,34 @@ class PhotoLoader:
             for item, vector in zip(to_encode, vectors, strict=True)
         )
         report.indexed += len(to_encode)
+
+
+def known_photos(store: PhotoStore) -> dict[str, Known]:
+    """What the store holds, by path: enough to tell whether a file changed."""
+    fields = ("path", "size", "mtime", "content_hash")
+    return {
+        row["path"]: Known(key, row["size"] or 0, row["mtime"] or 0.0, row["content_hash"] or "")
+        for key, row in store.scan(fields)
+        if row["path"] is not None
+    }
+
+
+def pending_photos(store: PhotoStore | None, root: Path) -> int:
+    """How many photos under root a run would read (new or changed) or prune (gone); store None: none indexed."""
+    sources = [_file_source(entry) for entry in walk_photos(Path(root)) if isinstance(entry, PhotoFile)]
+    known = known_photos(store) if store is not None else {}
+    todo, _ = _plan(sources, known)
+    return len(todo) + len(known.keys() - {source.path for source in sources})
+
+
+def _plan(sources: list[Source], known: dict[str, Known]) -> tuple[list[tuple[Source, Known | None]], int]:
+    """Split sources into those to read (with what the store knows of them) and a count of unchanged."""
+    todo: list[tuple[Source, Known | None]] = []
+    for source in sources:
+        entry = known.get(source.path)
+        if entry is None or (source.kind == "file" and (entry.size, entry.mtime) != (source.size, source.mtime)):
+            todo.append((source, entry))
+    return todo, len(sources) - len(todo)
 
 
 def _file_source(photo: PhotoFile) -> Source:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from clipsearch.settings import Settings
 from clipsearch.store import connect
 
 ROOT = Path(__file__).resolve().parent.parent
+# Tests never download weights: a missing checkpoint must fail at once, not after network time-outs.
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 @pytest.fixture(scope="session")
@@ -64,8 +67,6 @@ def encoder(random_checkpoint: Path):
 @pytest.fixture
 def cli_env(settings: Settings, random_checkpoint: Path) -> dict[str, str]:
     """Environment for a clipsearch subprocess that uses this test's index and the random model."""
-    import os
-
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLIPSEARCH_", "VALKEY_URL"))}
     return {
         **env,

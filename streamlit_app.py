@@ -1,0 +1,343 @@
+"""clipsearch: the search page. UI only; everything it does is in the clipsearch package."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from clipsearch.encoder import ClipEncoder, TextEncoder, rank_labels
+from clipsearch.errors import (
+    ClipsearchError,
+    ConfigError,
+    IndexMismatch,
+    IndexMissing,
+    NoVectorSearch,
+    ServerError,
+    ServerUnreachable,
+    WeightsUnavailable,
+    WrongCredentials,
+)
+from clipsearch.loader import LoadOptions, PhotoLoader, display_path, pending_photos
+from clipsearch.photos import BadPhoto, decode_photo, make_thumbnail, read_file
+from clipsearch.query import (
+    DEFAULT_COLUMNS,
+    DEFAULT_LABELS,
+    DEFAULT_RESULTS,
+    EXAMPLE_PROMPTS,
+    MAX_COLUMNS,
+    MAX_RESULTS,
+    above_threshold,
+)
+from clipsearch.settings import Settings
+from clipsearch.store import PHOTO_FIELDS, Hit, IndexSchema, PhotoStore, connect, stored_meta
+
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp"]
+TOP_LABELS = 5
+
+
+def load_settings() -> Settings:
+    """Environment variables, then Streamlit secrets of the same names for what the environment lacks."""
+    environ = dict(os.environ)
+    try:
+        for name, value in st.secrets.items():
+            if isinstance(value, str | int | float):
+                environ.setdefault(name, str(value))
+    except FileNotFoundError:
+        pass
+    return Settings.from_env(environ)
+
+
+@st.cache_resource(show_spinner="Connecting to Valkey…")
+def get_client(settings: Settings):
+    return connect(settings)
+
+
+@st.cache_resource(show_spinner="Loading the CLIP text model…")
+def get_text_encoder(model_name: str, pretrained: str) -> TextEncoder:
+    return TextEncoder.load(model_name, pretrained)
+
+
+@st.cache_resource(show_spinner="Loading the CLIP image model…")
+def get_image_encoder(model_name: str, pretrained: str) -> ClipEncoder:
+    return ClipEncoder.load(model_name, pretrained)
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def text_vector(model_name: str, pretrained: str, text: str) -> np.ndarray:
+    return get_text_encoder(model_name, pretrained).encode_text([text])[0]
+
+
+@st.cache_data(max_entries=32, show_spinner="Encoding your photo…")
+def upload_vector(model_name: str, pretrained: str, data: bytes) -> np.ndarray:
+    return get_image_encoder(model_name, pretrained).encode_images([decode_photo(data)])[0]
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def count_pending(settings: Settings, schema: IndexSchema, indexed: int) -> int:
+    """Photos in the folder that the index lacks or holds stale (cached: it walks the folder)."""
+    store = PhotoStore(get_client(settings), schema) if indexed else None
+    return pending_photos(store, settings.photos_dir)
+
+
+# --- state changes, run as widget callbacks before the page is drawn again ---------------------
+
+
+def use_example() -> None:
+    if st.session_state.example:
+        st.session_state.q = st.session_state.example
+        st.session_state.mode = "Words"
+    st.session_state.example = None
+    st.session_state.like = ""
+
+
+def more_like(key: str) -> None:
+    st.session_state.like = key
+
+
+def clear_like() -> None:
+    st.session_state.like = ""
+
+
+# --- the page -------------------------------------------------------------------------------
+
+
+def sidebar(settings: Settings, store: PhotoStore | None, schema: IndexSchema) -> None:
+    with st.sidebar:
+        st.header("Index")
+        count = store.count() if store else 0
+        st.metric("Photos indexed", count)
+        st.caption(f"**Model** {schema.model.name} · {schema.model.pretrained} · {schema.model.dim}-d")
+        st.caption(f"**Index** `{schema.name}` ({schema.algorithm}, cosine)")
+        st.caption(f"**Server** {settings.server_label}")
+        if settings.valkey_url is None and settings.photos_dir.is_dir():
+            pending = count_pending(settings, schema, count)
+            if pending:
+                st.warning(f"{pending} photos in `{settings.photos_dir}` are new, changed or gone.")
+                if st.button(f"Index {settings.photos_dir}/", type="primary", width="stretch"):
+                    index_photos(settings)
+            else:
+                st.caption(f"`{settings.photos_dir}/` is fully indexed.")
+        if "last_report" in st.session_state:
+            st.caption(st.session_state.last_report)
+        st.header("What is in this photo?")
+        st.text_area("Labels to rank, one per line", "\n".join(DEFAULT_LABELS), key="labels", height=180)
+
+
+def index_photos(settings: Settings) -> None:
+    """Run the loader on the photo folder with a progress bar, then redraw the page."""
+    bar = st.progress(0.0, text="Loading the CLIP image model…")
+    encoder = get_image_encoder(settings.model_name, settings.pretrained)
+    schema = IndexSchema.from_settings(settings, encoder.identity)
+    store = PhotoStore.open(get_client(settings), schema, create=True)
+
+    def on_progress(done: int, total: int) -> None:
+        bar.progress(done / total, text=f"Indexed {done} of {total} photos")
+
+    loader = PhotoLoader(store, encoder, LoadOptions(prune=True), on_progress=on_progress, show_bar=False)
+    st.session_state.last_report = loader.index_folder(settings.photos_dir).summary().replace("\n", "  \n")
+    count_pending.clear()
+    st.rerun()
+
+
+def photos_root(settings: Settings, store: PhotoStore) -> Path:
+    """The folder the loader read, if this machine has it; else the configured photo folder."""
+    loaded_from = stored_meta(store.client, store.schema.name).get("photos_root")
+    if loaded_from and Path(loaded_from).is_dir():
+        return Path(loaded_from)
+    return settings.photos_dir
+
+
+def full_photo(root: Path, hit: Hit) -> Path | None:
+    if hit.fields.get("source") != "file":
+        return None
+    path = (root / hit.path).resolve()
+    return path if path.is_relative_to(root.resolve()) and path.is_file() else None
+
+
+@st.cache_data(max_entries=1024, show_spinner=False)
+def thumbnail_from_file(path: str, mtime: float) -> bytes | None:
+    try:
+        return make_thumbnail(decode_photo(read_file(Path(path))), 256)
+    except BadPhoto:
+        return None
+
+
+def picture(hit: Hit, root: Path) -> bytes | str | None:
+    """The stored thumbnail; else one made from the file, or the photo's URL."""
+    if hit.fields.get("thumbnail"):
+        return hit.fields["thumbnail"]
+    if hit.fields.get("source") == "url":
+        return hit.path
+    path = full_photo(root, hit)
+    return thumbnail_from_file(str(path), path.stat().st_mtime) if path else None
+
+
+def show_labels(text_encoder: TextEncoder, vector: np.ndarray) -> None:
+    labels = st.session_state.get("labels", "\n".join(DEFAULT_LABELS)).splitlines()
+    ranked = rank_labels(text_encoder, vector, labels)[:TOP_LABELS]
+    if not ranked:
+        st.caption("Add some labels in the sidebar to rank them.")
+    for score in ranked:
+        label = f"**{score.label}** · {score.probability:.0%} · cosine {score.similarity:.3f}"
+        st.progress(score.probability, text=label)
+
+
+@st.dialog("Photo", width="large")
+def open_photo(hit: Hit, rank: int, root: Path, store: PhotoStore, text_encoder: TextEncoder) -> None:
+    path = full_photo(root, hit)
+    image = str(path) if path else picture(hit, root)
+    if image is not None:
+        st.image(image, width="stretch")
+    fields = hit.fields
+    st.markdown(f"**#{rank} · similarity {hit.score:.3f}** · `{display_path(hit.path)}`")
+    st.caption(
+        f"{fields.get('width')} x {fields.get('height')} px · {(fields.get('size') or 0) / 1024:.0f} KiB"
+        + ("" if path else " · shown from the stored thumbnail (the photo folder is not on this machine)")
+    )
+    st.button("More like this", key=f"dialog-like-{hit.key}", on_click=more_like, args=(hit.key,))
+    st.subheader("What is in this photo?")
+    vector = store.vector_of(hit.key)
+    if vector is not None:
+        show_labels(text_encoder, vector)
+
+
+def gallery(hits: list[Hit], columns: int, root: Path, store: PhotoStore, text_encoder: TextEncoder) -> None:
+    for rank, hit in enumerate(hits, 1):
+        if (rank - 1) % columns == 0:  # a row of its own, so ranks read left to right
+            row = st.columns(columns)
+        with row[(rank - 1) % columns]:
+            image = picture(hit, root)
+            caption = f"#{rank} · {hit.score:.3f} · {display_path(hit.fields.get('name') or hit.path)}"
+            if image is None:
+                st.caption(f"{caption} (no thumbnail)")
+            else:
+                st.image(image, caption=caption, width="stretch")
+            left, right = st.columns(2)
+            left.button("More like this", key=f"like-{hit.key}", on_click=more_like, args=(hit.key,), width="stretch")
+            if right.button("Open", key=f"open-{hit.key}", width="stretch"):
+                open_photo(hit, rank, root, store, text_encoder)
+
+
+def query_vector(settings: Settings, store: PhotoStore, text_encoder: TextEncoder) -> tuple[np.ndarray | None, str]:
+    """The vector to search with and a line saying what it stands for."""
+    model = (settings.model_name, settings.pretrained)
+    if st.session_state.like:
+        vector = store.vector_of(st.session_state.like)
+        if vector is not None:
+            [row] = store.get([st.session_state.like], ["name"])
+            return vector, f"Photos like **{display_path((row or {}).get('name') or '?')}**"
+        st.warning("That photo is no longer in the index.")
+        st.session_state.like = ""
+    if st.session_state.mode == "Photo":
+        upload = st.file_uploader("Find photos like this one", type=UPLOAD_TYPES, key="upload")
+        if upload is None:
+            return None, "Upload a JPEG, PNG or WebP photo to find similar ones."
+        try:
+            vector = upload_vector(*model, upload.getvalue())
+        except BadPhoto as error:
+            st.error(f"**{upload.name} cannot be used:** {error}. Try another JPEG, PNG or WebP file.")
+            return None, ""
+        left, right = st.columns([1, 3])
+        left.image(upload.getvalue(), caption=upload.name, width="stretch")
+        with right:
+            st.markdown("**What is in this photo?**")
+            show_labels(text_encoder, vector)
+        return vector, f"Photos like **{upload.name}**"
+    text = st.session_state.q.strip()
+    if not text:
+        return None, "Type what you are looking for, or click an example."
+    return text_vector(*model, text), f"Photos matching **{text}**"
+
+
+def controls() -> None:
+    st.segmented_control("Search by", ["Words", "Photo"], key="mode", required=True, on_change=clear_like)
+    if st.session_state.mode == "Words":
+        st.text_input(
+            "Describe the photo you are looking for, then press Enter",
+            key="q",
+            bind="query-params",
+            placeholder="e.g. a dog on a chair",
+            on_change=clear_like,
+        )
+        st.pills("Examples", EXAMPLE_PROMPTS, key="example", on_change=use_example, label_visibility="collapsed")
+    results, columns, cut = st.columns(3)
+    results.slider("Results", 1, MAX_RESULTS, DEFAULT_RESULTS, key="k", bind="query-params")
+    columns.slider("Gallery columns", 1, MAX_COLUMNS, DEFAULT_COLUMNS, key="cols", bind="query-params")
+    cut.slider(
+        "Minimum similarity",
+        0.0,
+        1.0,
+        0.0,
+        0.01,
+        key="min",
+        bind="query-params",
+        help="Hide results below this cosine similarity (each result shows its own). 0 shows them all.",
+    )
+
+
+def init_state() -> None:
+    """Defaults for this browser session; `like` comes from the URL, the bound widgets read theirs."""
+    if "like" not in st.session_state:
+        st.session_state.like = st.query_params.get("like", "")
+    st.session_state.setdefault("mode", "Words")
+    st.session_state.setdefault("q", "")
+
+
+def main() -> None:
+    st.set_page_config(page_title="clipsearch", page_icon="🔎", layout="wide")
+    init_state()
+    settings = load_settings()
+    st.title("clipsearch")
+    st.caption("Search your photos with words, or with another photo.")
+    client = get_client(settings)
+    text_encoder = get_text_encoder(settings.model_name, settings.pretrained)
+    schema = IndexSchema.from_settings(settings, text_encoder.identity)
+    try:
+        store = PhotoStore.open(client, schema)
+    except IndexMissing:
+        sidebar(settings, None, schema)
+        hint = (
+            f"use **Index {settings.photos_dir}/** in the sidebar, or run "
+            if settings.valkey_url is None and settings.photos_dir.is_dir()
+            else "run "
+        )
+        st.info(f"No photos indexed yet: {hint}`python scripts/load_photos.py [FOLDER]`.")
+        return
+    sidebar(settings, store, schema)
+    controls()
+    vector, heading = query_vector(settings, store, text_encoder)
+    if st.session_state.like:
+        st.button("← Back to your search", on_click=clear_like)
+        st.query_params["like"] = st.session_state.like
+    elif "like" in st.query_params:
+        del st.query_params["like"]
+    if vector is None:
+        if heading:
+            st.info(heading)
+        return
+    hits = store.search(vector, k=st.session_state.k, fields=(*PHOTO_FIELDS, "thumbnail"))
+    shown = above_threshold(hits, st.session_state.min)
+    st.markdown(f"{heading} · {len(shown)} of {len(hits)} results")
+    if hits and not shown:
+        st.info(f"No result reaches similarity {st.session_state.min:.2f}; the best has {hits[0].score:.3f}.")
+    gallery(shown, st.session_state.cols, photos_root(settings, store), store, text_encoder)
+
+
+PROBLEMS = {
+    ServerUnreachable: "Cannot reach the Valkey server",
+    WrongCredentials: "Valkey refused the credentials",
+    NoVectorSearch: "This server has no vector search",
+    ServerError: "The embedded Valkey server could not start",
+    IndexMismatch: "The index does not fit this model",
+    WeightsUnavailable: "The CLIP model weights are not available",
+    ConfigError: "A setting is wrong",
+}
+
+try:
+    main()
+except ClipsearchError as problem:
+    title = next((text for kind, text in PROBLEMS.items() if isinstance(problem, kind)), "Something went wrong")
+    st.error(f"**{title}.** {problem}")

@@ -1,0 +1,219 @@
+"""The search page through Streamlit's AppTest, against a real server and a real (random) model."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT
+from streamlit.testing.v1 import AppTest
+
+from clipsearch.encoder import TextEncoder
+from clipsearch.loader import LoadOptions, PhotoLoader
+from clipsearch.settings import Settings
+from clipsearch.store import IndexSchema, PhotoStore, connect
+
+PHOTOS = ROOT / "photos"
+APP = str(ROOT / "streamlit_app.py")
+CAPTION = re.compile(r"^#(\d+) · (-?\d\.\d{3}) · (.+)$")
+
+
+@pytest.fixture
+def photo_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "my-photos"
+    folder.mkdir()
+    for path in sorted(PHOTOS.glob("*.jpg"))[::6]:  # 34 photos across the whole set
+        shutil.copy2(path, folder / path.name)
+    return folder
+
+
+@pytest.fixture
+def app_env(monkeypatch, settings: Settings, random_checkpoint: Path, photo_folder: Path) -> Settings:
+    """The app's environment: this test's index, the random model, the test photo folder."""
+    for name in ("VALKEY_URL", "CLIPSEARCH_MODEL", "CLIPSEARCH_ALGORITHM"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CLIPSEARCH_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("CLIPSEARCH_INDEX", settings.index_name)
+    monkeypatch.setenv("CLIPSEARCH_PRETRAINED", str(random_checkpoint))
+    monkeypatch.setenv("CLIPSEARCH_PHOTOS", str(photo_folder))
+    return settings
+
+
+@pytest.fixture
+def indexed(app_env: Settings, encoder, photo_folder: Path) -> PhotoStore:
+    store = PhotoStore.open(connect(app_env), IndexSchema.from_settings(app_env, encoder.identity), create=True)
+    PhotoLoader(store, encoder, LoadOptions(), show_bar=False).index_folder(photo_folder)
+    return store
+
+
+def run_app(**query_params: str) -> AppTest:
+    app = AppTest.from_file(APP, default_timeout=120)
+    for name, value in query_params.items():
+        app.query_params[name] = value
+    return app.run()
+
+
+def results(app: AppTest) -> list[tuple[int, float, str]]:
+    """(rank, similarity, name) of each gallery image, in rank order."""
+    found = [CAPTION.match(caption) for image in app.image for caption in image.captions]
+    return sorted((int(m[1]), float(m[2]), m[3]) for m in found if m)
+
+
+def assert_clean(app: AppTest) -> None:
+    assert not app.exception, [e.value for e in app.exception]
+
+
+def test_text_search_shows_slider_count_and_columns(indexed: PhotoStore) -> None:
+    app = run_app()
+    assert_clean(app)
+    app.text_input(key="q").input("a snowy street").run()
+    assert [rank for rank, _, _ in results(app)] == list(range(1, 13))
+    scores = [score for _, score, _ in results(app)]
+    assert scores == sorted(scores, reverse=True)
+    app.slider(key="k").set_value(30).run()
+    assert len(results(app)) == 30
+    app.slider(key="k").set_value(5).run()
+    assert len(results(app)) == 5
+    app.slider(key="cols").set_value(3).run()
+    assert len(app.columns) >= 3 and len(results(app)) == 5
+
+
+def test_example_prompt_searches(indexed: PhotoStore) -> None:
+    app = run_app()
+    app.pills(key="example").set_value("dog on chair").run()
+    assert_clean(app)
+    assert app.text_input(key="q").value == "dog on chair"
+    assert len(results(app)) == 12
+
+
+def test_minimum_similarity_hides_results_under_it(indexed: PhotoStore) -> None:
+    app = run_app()
+    first = results(app.text_input(key="q").input("a red car").run())
+    liked_key = _key_of(indexed, first[2][2])
+    app.button(key=f"like-{liked_key}").click().run()  # photo-to-photo scores spread widely
+    liked = results(app)
+    cut = float(np.floor(liked[5][1] * 100) / 100)  # the slider moves in steps of 0.01
+    app.slider(key="min").set_value(cut).run()
+    expected = [hit.fields["name"] for hit in indexed.search(indexed.vector_of(liked_key), k=12) if hit.score >= cut]
+    shown = [name for _, _, name in results(app)]
+    assert shown == expected and 0 < len(shown) < len(liked)
+
+    text = run_app(q="a red car", min="0.5")  # the random model's text-to-photo scores are near 0
+    assert results(text) == []
+    assert any("No result reaches similarity 0.50" in info.value for info in text.info)
+
+
+def _key_of(store: PhotoStore, name: str) -> str:
+    return next(key for key, row in store.scan(("name",)) if row["name"] == name)
+
+
+def test_query_params_reproduce_a_search(indexed: PhotoStore) -> None:
+    typed = run_app()
+    typed.text_input(key="q").input("old tools").run()
+    typed.slider(key="k").set_value(7).run()
+    shared = run_app(q="old tools", k="7")
+    assert_clean(shared)
+    assert results(shared) == results(typed) and len(results(shared)) == 7
+
+
+def test_more_like_this_uses_the_stored_vector_and_goes_into_the_url(indexed: PhotoStore) -> None:
+    app = run_app(q="a monument")
+    _, _, third = results(app)[2]
+    key = _key_of(indexed, third)
+    app.button(key=f"like-{key}").click().run()
+    assert_clean(app)
+    top = results(app)[0]
+    assert top[2] == third and top[1] == pytest.approx(1.0, abs=1e-3)
+    assert app.query_params["like"] == [key] or app.query_params["like"] == key
+    again = run_app(like=key)
+    assert results(again) == results(app)
+    vector = indexed.vector_of(key)
+    expected = [hit.fields["name"] for hit in indexed.search(vector, k=12)]
+    assert [name for _, _, name in results(app)] == expected
+
+
+def test_upload_searches_by_image_and_names_what_is_in_it(indexed: PhotoStore, photo_folder: Path) -> None:
+    app = run_app()
+    app.segmented_control(key="mode").set_value("Photo").run()
+    photo = sorted(photo_folder.iterdir())[4]
+    app.file_uploader(key="upload").set_value((photo.name, photo.read_bytes(), "image/jpeg")).run()
+    assert_clean(app)
+    top = results(app)[0]
+    assert top[2] == photo.name and top[1] == pytest.approx(1.0, abs=1e-3)
+    assert len(app.get("progress")) == 5, "the top 5 labels with their scores"
+
+
+def test_bad_upload_is_a_message_not_a_traceback(indexed: PhotoStore) -> None:
+    app = run_app()
+    app.segmented_control(key="mode").set_value("Photo").run()
+    app.file_uploader(key="upload").set_value(("holiday.jpg", b"definitely not a jpeg", "image/jpeg")).run()
+    assert_clean(app)
+    assert any("holiday.jpg cannot be used" in error.value for error in app.error)
+    assert results(app) == []
+
+
+def test_index_button_indexes_the_photo_folder(app_env: Settings, photo_folder: Path, encoder) -> None:
+    app = run_app()
+    assert_clean(app)
+    assert any("No photos indexed yet" in info.value for info in app.info)
+    button = next(b for b in app.sidebar.button if b.label.startswith("Index "))
+    button.click().run()
+    assert_clean(app)
+    store = PhotoStore.open(connect(app_env), IndexSchema.from_settings(app_env, encoder.identity))
+    assert store.count() == len(list(photo_folder.glob("*.jpg")))
+    app.text_input(key="q").input("a cat").run()
+    assert len(results(app)) == 12
+    assert not [b for b in app.sidebar.button if b.label.startswith("Index ")], "nothing left to index"
+
+
+def test_stale_index_offers_the_button_again(indexed: PhotoStore, photo_folder: Path) -> None:
+    shutil.copy2(PHOTOS / "farm-animals-cat.jpg", photo_folder / "new-cat.jpg")
+    app = run_app()
+    assert any("1 photos in" in warning.value for warning in app.sidebar.warning)
+
+
+def test_server_unreachable_is_explained(app_env: Settings, monkeypatch) -> None:
+    monkeypatch.setenv("VALKEY_URL", "redis://default:hunter2@127.0.0.1:1")
+    app = run_app()
+    assert_clean(app)
+    [error] = app.error
+    assert "Cannot reach the Valkey server" in error.value and "hunter2" not in error.value
+
+
+def test_model_mismatch_is_explained(indexed: PhotoStore, random_checkpoint: Path, tmp_path: Path, monkeypatch) -> None:
+    other = tmp_path / "another-model.pt"
+    shutil.copy(random_checkpoint, other)
+    monkeypatch.setenv("CLIPSEARCH_PRETRAINED", str(other))
+    app = run_app()
+    assert_clean(app)
+    [error] = app.error
+    assert "does not fit this model" in error.value and "vit-b-32-random.pt" in error.value
+
+
+def test_weights_unavailable_offline_is_explained(app_env: Settings, monkeypatch) -> None:
+    monkeypatch.setenv("CLIPSEARCH_PRETRAINED", "commonpool_s_s13m_b4k")
+    app = run_app()
+    assert_clean(app)
+    [error] = app.error
+    assert "weights are not available" in error.value and "CLIPSEARCH_PRETRAINED=/path/to" in error.value
+
+
+def test_repeated_queries_are_not_encoded_again(indexed: PhotoStore, monkeypatch) -> None:
+    calls: list[list[str]] = []
+    real_encode = TextEncoder.encode_text
+
+    def counting_encode(self, texts):
+        calls.append(list(texts))
+        return real_encode(self, texts)
+
+    monkeypatch.setattr(TextEncoder, "encode_text", counting_encode)
+    query = f"a lighthouse at dusk {uuid.uuid4().hex[:6]}"
+    app = run_app(q=query)
+    app.slider(key="k").set_value(20).run()
+    app.slider(key="cols").set_value(2).run()
+    run_app(q=query)
+    assert calls == [[query]]
