@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import streamlit as st
+import valkey
 
 from clipsearch.encoder import ClipEncoder, TextEncoder, rank_labels
 from clipsearch.errors import (
@@ -20,8 +21,8 @@ from clipsearch.errors import (
     WeightsUnavailable,
     WrongCredentials,
 )
-from clipsearch.loader import LoadOptions, PhotoLoader, display_path, pending_photos
-from clipsearch.photos import BadPhoto, decode_photo, make_thumbnail, read_file
+from clipsearch.loader import LoadOptions, PhotoLoader, pending_photos
+from clipsearch.photos import BadPhoto, decode_photo, display_path, make_thumbnail, read_file
 from clipsearch.query import (
     DEFAULT_COLUMNS,
     DEFAULT_LABELS,
@@ -190,7 +191,7 @@ def open_photo(hit: Hit, rank: int, root: Path, store: PhotoStore, text_encoder:
     path = full_photo(root, hit)
     image = str(path) if path else picture(hit, root)
     if image is not None:
-        st.image(image, width="stretch")
+        st.image(image)  # its own size, at most the dialog's width
     fields = hit.fields
     st.markdown(f"**#{rank} · similarity {hit.score:.3f}** · `{display_path(hit.path)}`")
     st.caption(
@@ -204,21 +205,31 @@ def open_photo(hit: Hit, rank: int, root: Path, store: PhotoStore, text_encoder:
         show_labels(text_encoder, vector)
 
 
+# Gallery tiles of one shape, cropped to fill; "Open" shows the whole photo.
+GALLERY_CSS = "<style>.st-key-gallery img {aspect-ratio: 4 / 3; object-fit: cover;}</style>"
+
+
 def gallery(hits: list[Hit], columns: int, root: Path, store: PhotoStore, text_encoder: TextEncoder) -> None:
-    for rank, hit in enumerate(hits, 1):
-        if (rank - 1) % columns == 0:  # a row of its own, so ranks read left to right
-            row = st.columns(columns)
-        with row[(rank - 1) % columns]:
-            image = picture(hit, root)
-            caption = f"#{rank} · {hit.score:.3f} · {display_path(hit.fields.get('name') or hit.path)}"
-            if image is None:
-                st.caption(f"{caption} (no thumbnail)")
-            else:
-                st.image(image, caption=caption, width="stretch")
-            left, right = st.columns(2)
-            left.button("More like this", key=f"like-{hit.key}", on_click=more_like, args=(hit.key,), width="stretch")
-            if right.button("Open", key=f"open-{hit.key}", width="stretch"):
-                open_photo(hit, rank, root, store, text_encoder)
+    st.html(GALLERY_CSS)
+    with st.container(key="gallery"):
+        for rank, hit in enumerate(hits, 1):
+            if (rank - 1) % columns == 0:  # a row of its own, so ranks read left to right
+                row = st.columns(columns)
+            gallery_tile(row[(rank - 1) % columns], rank, hit, root, store, text_encoder)
+
+
+def gallery_tile(cell, rank: int, hit: Hit, root: Path, store: PhotoStore, text_encoder: TextEncoder) -> None:
+    with cell:
+        image = picture(hit, root)
+        caption = f"#{rank} · {hit.score:.3f} · {display_path(hit.fields.get('name') or hit.path)}"
+        if image is None:
+            st.caption(f"{caption} (no thumbnail)")
+        else:
+            st.image(image, caption=caption, width="stretch")
+        left, right = st.columns(2)
+        left.button("More like this", key=f"like-{hit.key}", on_click=more_like, args=(hit.key,), width="stretch")
+        if right.button("Open", key=f"open-{hit.key}", width="stretch"):
+            open_photo(hit, rank, root, store, text_encoder)
 
 
 def query_vector(settings: Settings, store: PhotoStore, text_encoder: TextEncoder) -> tuple[np.ndarray | None, str]:
@@ -341,3 +352,6 @@ try:
 except ClipsearchError as problem:
     title = next((text for kind, text in PROBLEMS.items() if isinstance(problem, kind)), "Something went wrong")
     st.error(f"**{title}.** {problem}")
+except valkey.ConnectionError as problem:
+    get_client.clear()  # the next run connects afresh (and restarts the embedded server if it stopped)
+    st.error(f"**Lost the connection to the Valkey server** ({problem}). Reload the page to reconnect.")

@@ -6,14 +6,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from clipsearch.encoder import ClipEncoder
 from clipsearch.errors import ClipsearchError
-from clipsearch.loader import LoadOptions, PhotoLoader, display_path
-from clipsearch.photos import DEFAULT_MAX_PIXELS, BadPhoto, decode_photo, read_file
+from clipsearch.photos import DEFAULT_MAX_PIXELS, BadPhoto, decode_photo, display_path, read_file
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
 from clipsearch.store import IndexSchema, PhotoStore, connect, drop_index, index_exists, stored_meta
+
+if TYPE_CHECKING:
+    from clipsearch.encoder import ClipEncoder
 
 EXIT_FAILURES = 1  # --strict and some photos failed
 EXIT_ERROR = 2  # nothing done: bad settings, server unreachable, index missing...
@@ -78,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def open_store(settings: Settings, *, create: bool = False, rebuild: bool = False) -> tuple[PhotoStore, ClipEncoder]:
     """Connect first, so an unreachable server is reported before the model takes seconds to load."""
+    from clipsearch.encoder import ClipEncoder  # torch: imported only by the commands that need it
+
     client = connect(settings)
     encoder = ClipEncoder.load(settings.model_name, settings.pretrained)
     schema = IndexSchema.from_settings(settings, encoder.identity)
@@ -92,6 +96,8 @@ def index_command(settings: Settings, args: argparse.Namespace) -> int:
     folder = args.folder or settings.photos_dir
     if args.from_csv is None and not folder.is_dir():
         raise NotADirectoryError(f"{folder} is not a folder")
+    from clipsearch.loader import LoadOptions, PhotoLoader
+
     store, encoder = open_store(settings, create=True, rebuild=args.rebuild)
     options = LoadOptions(
         batch_size=args.batch_size,
@@ -172,6 +178,9 @@ def server_command(settings: Settings, action: str) -> int:
     status = server.status()
     if not status.running:
         print(f"not running (data: {status.data_dir})")
+        return 0
+    if status.loading or status.version is None:
+        print(f"running: pid {status.pid}, {'loading its data' if status.loading else 'not answering'}")
         return 0
     print(
         f"running: pid {status.pid}, Valkey {status.version}, {status.keys} keys, {status.used_memory}\n"

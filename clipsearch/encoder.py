@@ -61,7 +61,7 @@ class ClipEncoder:
 
     @property
     def logit_scale(self) -> float:
-        return float(self.model.logit_scale.exp())
+        return float(self.model.logit_scale.detach().exp())
 
     def preprocess_image(self, image: Image.Image) -> torch.Tensor:
         """open_clip's own transform; thread-safe, so loaders may run it in worker threads."""

@@ -29,6 +29,7 @@ from clipsearch.photos import (
     PhotoFile,
     content_hash,
     decode_photo,
+    display_path,
     make_thumbnail,
     read_file,
     walk_photos,
@@ -103,11 +104,6 @@ class _Prepared:
     width: int = 0
     height: int = 0
     thumbnail: bytes | None = None
-
-
-def display_path(path: str) -> str:
-    """A path fit to print: bytes that are not UTF-8 become U+FFFD."""
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 class PhotoLoader:

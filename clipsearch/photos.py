@@ -52,6 +52,11 @@ def walk_photos(root: Path) -> Iterator[PhotoFile | tuple[str, str]]:
             yield Path(error.filename).relative_to(root).as_posix(), f"cannot list folder: {error.strerror}"
 
 
+def display_path(path: str) -> str:
+    """A path fit to print: bytes that are not UTF-8 become U+FFFD."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -52,6 +53,7 @@ class ServerStatus:
     version: str | None = None
     keys: int | None = None
     used_memory: str | None = None
+    loading: bool = False
 
 
 class EmbeddedServer:
@@ -88,14 +90,23 @@ class EmbeddedServer:
     def client(self, **kwargs: object) -> valkey.Valkey:
         return valkey.Valkey(unix_socket_path=str(self.socket_path), **kwargs)
 
-    def is_running(self) -> bool:
+    def state(self) -> str:
+        """ "ready", "loading" (up, reading its data back) or "down"."""
         if not self.socket_path.exists():
-            return False
+            return "down"
         try:
             with self.client(socket_timeout=2) as client:
-                return bool(client.ping())
+                client.ping()
+            return "ready"
+        except valkey.BusyLoadingError:
+            return "loading"
         except (valkey.ConnectionError, valkey.TimeoutError, OSError):
-            return False
+            return "down"
+        except valkey.ResponseError:
+            return "ready"  # up and answering, if only with an error (BUSY running a script)
+
+    def is_running(self) -> bool:
+        return self.state() != "down" or self._process_alive()
 
     @contextmanager
     def _start_lock(self) -> Iterator[None]:
@@ -107,16 +118,17 @@ class EmbeddedServer:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def ensure_started(self) -> str:
-        """Start the server unless one already serves this data directory; return its URL."""
-        if self.is_running():
+        """Start the server unless one already serves this data directory; return its URL once it answers."""
+        if self.state() == "ready":
             return self.url
         self._make_private_dirs()
         with self._start_lock():
-            if not self.is_running():
-                self._start()
+            if self.state() == "down" and not self._process_alive():
+                self._start_process()
+            self._wait_ready()
         return self.url
 
-    def _start(self) -> None:
+    def _start_process(self) -> None:
         command = [
             str(valkey_binary()),
             "--port", "0",
@@ -134,18 +146,35 @@ class EmbeddedServer:
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise ServerError(f"valkey-server failed to start: {result.stderr or result.stdout}\n{self._log_tail()}")
+
+    def _wait_ready(self) -> None:
+        """Wait for the server to answer; a server still loading its data is given all the time it needs."""
         deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.is_running():
+        while True:
+            state = self.state()
+            if state == "ready":
                 return
-            pid = self.pid()
-            if pid is not None and not _alive(pid):
+            if state == "loading":
+                deadline = time.monotonic() + START_TIMEOUT_S
+            elif self.pid() is not None and not self._process_alive():
+                break
+            if time.monotonic() > deadline:
                 break
             time.sleep(0.01)
         raise ServerError(
             f"the embedded Valkey in {self.data_dir} did not come up within {START_TIMEOUT_S:.0f} s."
             f" Its log ({self.log_file}) ends with:\n{self._log_tail()}"
         )
+
+    def _process_alive(self) -> bool:
+        """Whether the pid file names our live server, not a process that reused the pid after a reboot."""
+        pid = self.pid()
+        if pid is None or not _alive(pid):
+            return False
+        try:  # Valkey titles itself "valkey-server unixsocket:<path>"
+            return os.fsencode(self.socket_path) in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return True  # no /proc (macOS): trust the pid
 
     def _log_tail(self, lines: int = 15) -> str:
         try:
@@ -160,25 +189,31 @@ class EmbeddedServer:
             return None
 
     def stop(self, timeout: float = START_TIMEOUT_S) -> bool:
-        """Shut the server down cleanly (it flushes its append-only file); False if none was running."""
+        """Shut the server down cleanly (it saves its data first); False if none was running."""
         if not self.is_running():
             return False
         pid = self.pid()
         try:
             with self.client(socket_timeout=timeout) as client:
                 client.shutdown()
+        except valkey.BusyLoadingError:
+            if pid is not None:
+                os.kill(pid, signal.SIGTERM)  # it exits cleanly on SIGTERM while loading too
         except valkey.ConnectionError:
             pass  # the server closes the connection as it exits
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if (pid is None or not _alive(pid)) and not self.is_running():
+            if not self._process_alive() and self.state() == "down":
                 return True
             time.sleep(0.02)
         raise ServerError(f"the embedded Valkey (pid {pid}) did not stop within {timeout:.0f} s")
 
     def status(self) -> ServerStatus:
-        if not self.is_running():
-            return ServerStatus(running=False, data_dir=self.data_dir, socket_path=self.socket_path)
+        state = self.state()
+        if state != "ready":
+            running = state == "loading" or self._process_alive()
+            pid = self.pid() if running else None
+            return ServerStatus(running, self.data_dir, self.socket_path, pid=pid, loading=state == "loading")
         with self.client(decode_responses=True) as client:
             info = client.info()
             return ServerStatus(

@@ -217,3 +217,41 @@ def test_repeated_queries_are_not_encoded_again(indexed: PhotoStore, monkeypatch
     app.slider(key="cols").set_value(2).run()
     run_app(q=query)
     assert calls == [[query]]
+
+
+def test_open_shows_the_photo_larger_with_its_labels(indexed: PhotoStore, photo_folder: Path) -> None:
+    app = run_app(q="a bridge")
+    _, score, name = results(app)[1]
+    app.button(key=f"open-{_key_of(indexed, name)}").click().run()
+    assert_clean(app)
+    assert any(f"#2 · similarity {score:.3f}" in md.value and name in md.value for md in app.markdown)
+    large = [image for image in app.image if image.captions == [""]]
+    assert len(large) == 1, "the photo itself, from the photo folder"
+    assert len(app.get("progress")) == 5
+
+
+def test_a_stopped_embedded_server_is_reported_then_restarted(
+    tmp_path: Path, monkeypatch, random_checkpoint: Path, encoder, photo_folder: Path
+) -> None:
+    from clipsearch.server import EmbeddedServer
+
+    server = EmbeddedServer(tmp_path / "own-data")
+    settings = Settings(data_dir=server.data_dir, index_name="restartable")
+    monkeypatch.setenv("CLIPSEARCH_DATA_DIR", str(server.data_dir))
+    monkeypatch.setenv("CLIPSEARCH_INDEX", settings.index_name)
+    monkeypatch.setenv("CLIPSEARCH_PRETRAINED", str(random_checkpoint))
+    monkeypatch.setenv("CLIPSEARCH_PHOTOS", str(photo_folder))
+    try:
+        store = PhotoStore.open(connect(settings), IndexSchema.from_settings(settings, encoder.identity), create=True)
+        PhotoLoader(store, encoder, LoadOptions(), show_bar=False).index_folder(photo_folder)
+        app = run_app(q="a tower")
+        assert len(results(app)) == 12
+        server.stop()
+        app.run()
+        assert_clean(app)
+        assert any("Lost the connection" in error.value for error in app.error)
+        app.run()
+        assert_clean(app)
+        assert len(results(app)) == 12 and server.is_running()
+    finally:
+        server.stop()

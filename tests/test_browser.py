@@ -94,4 +94,10 @@ def test_typing_a_query_and_enter_fills_the_gallery(streamlit_server: str) -> No
         page.wait_for_function("() => [...document.images].every(img => img.complete && img.naturalWidth > 0)")
         assert "q=a+cat" in page.url or "q=a%20cat" in page.url
         page.screenshot(path=str(OUTPUT / "browser-search.png"), full_page=True)
+
+        page.get_by_role("button", name="Open").first.click()
+        dialog = page.get_by_role("dialog")
+        expect(dialog.get_by_text("What is in this photo?")).to_be_visible(timeout=60_000)
+        expect(dialog.locator('[data-testid="stProgress"]')).to_have_count(5, timeout=60_000)
+        page.screenshot(path=str(OUTPUT / "browser-open.png"))
         browser.close()

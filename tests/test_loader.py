@@ -21,7 +21,7 @@ import torch
 from conftest import ROOT
 from PIL import Image, ImageOps
 
-from clipsearch.encoder import ClipEncoder
+from clipsearch.encoder import ClipEncoder, TextEncoder, rank_labels
 from clipsearch.errors import ConfigError
 from clipsearch.loader import LoadOptions, PhotoLoader
 from clipsearch.photos import decode_photo
@@ -84,6 +84,30 @@ def test_vectors_equal_open_clips_own_encoding(
     assert query.dtype == np.float32
     np.testing.assert_allclose(query, expected_text.numpy(), atol=1e-5)
     assert np.linalg.norm(query) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_text_tower_alone_encodes_like_the_full_model(encoder: ClipEncoder, random_checkpoint: Path) -> None:
+    text_only = TextEncoder.load("ViT-B-32", str(random_checkpoint))
+    assert text_only.identity == encoder.identity
+    tower_parameters = sum(p.numel() for p in text_only.tower.parameters())
+    assert tower_parameters < 0.5 * sum(p.numel() for p in encoder.model.parameters())
+    assert not any(name.startswith("visual") for name, _ in text_only.tower.named_parameters())
+    texts = ["a photo of a cat", "snowy streets at night", ""]
+    np.testing.assert_allclose(text_only.encode_text(texts), encoder.encode_text(texts), atol=1e-6)
+    assert text_only.logit_scale == pytest.approx(encoder.logit_scale)
+
+
+def test_rank_labels_orders_by_similarity_with_clip_softmax(encoder: ClipEncoder) -> None:
+    labels = ["cat", "dog", "car", " ", "cat"]
+    image = encoder.encode_images([decode_photo((PHOTOS / "farm-animals-cat.jpg").read_bytes())])[0]
+    ranked = rank_labels(encoder, image, labels)
+    assert [score.label for score in ranked] == sorted(
+        {"cat", "dog", "car"}, key=lambda label: -float(encoder.encode_text([f"a photo of {label}."])[0] @ image)
+    )
+    assert sum(score.probability for score in ranked) == pytest.approx(1.0)
+    logits = np.array([score.similarity for score in ranked]) * encoder.logit_scale
+    expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    np.testing.assert_allclose([score.probability for score in ranked], expected, rtol=1e-5)
 
 
 def test_unknown_model_or_tag_is_a_config_error() -> None:

@@ -154,3 +154,14 @@ def test_settings_from_env_and_redaction() -> None:
     ):
         with pytest.raises(ConfigError):
             Settings.from_env(bad)
+
+
+def test_stale_pid_file_from_another_process_does_not_block_start(tmp_path: Path) -> None:
+    server = EmbeddedServer(tmp_path / "data")
+    server.run_dir.mkdir(parents=True)
+    server.pid_file.write_text(str(os.getpid()))  # alive, but not a valkey-server of this directory
+    try:
+        server.ensure_started()
+        assert server.status().pid not in (None, os.getpid())
+    finally:
+        server.stop()
