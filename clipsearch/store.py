@@ -8,6 +8,7 @@ fetched with HMGET, and hits are sorted here rather than with SORTBY.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -85,7 +86,11 @@ class IndexSchema:
 
     @property
     def prefix(self) -> str:
-        return f"{self.name}:photo:"
+        return self.prefix_of(self.name)
+
+    @staticmethod
+    def prefix_of(name: str) -> str:
+        return f"{name}:photo:"
 
     @property
     def meta_key(self) -> str:
@@ -202,9 +207,20 @@ def stored_meta(client: valkey.Valkey, name: str) -> dict[str, str]:
 
 
 def drop_index(client: valkey.Valkey, name: str) -> None:
-    """Remove the index, its documents and its metadata."""
+    """Remove the index, its documents and its metadata.
+
+    valkey-search has no FT.DROPINDEX ... DD, so the documents are deleted by key prefix.
+    """
     if index_exists(client, name):
-        client.ft(name).dropindex(delete_documents=True)
+        client.ft(name).dropindex(delete_documents=False)
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=f"{IndexSchema.prefix_of(name)}*", count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            client.unlink(*batch)
+            batch = []
+    if batch:
+        client.unlink(*batch)
     client.delete(IndexSchema.meta_key_of(name))
 
 
@@ -218,6 +234,9 @@ class PhotoStore:
         """Check that the index fits this schema and model; with `create`, make it if missing."""
         store = cls(client, schema)
         store._check_or_create(create)
+        built_as = store.stored_meta().get("algorithm", schema.algorithm)
+        if built_as != schema.algorithm:  # the index stays what it was built as until --rebuild
+            store.schema = dataclasses.replace(schema, algorithm=built_as)
         return store
 
     # --- the index itself ---------------------------------------------------------------

@@ -164,3 +164,14 @@ def test_wrong_dimension_is_a_clear_error(client, settings: Settings) -> None:
     with pytest.raises(ValueError, match=r"shape \(3,\), the index expects \(512,\)"):
         store.upsert([PhotoRecord("x.jpg", np.ones(3, dtype=np.float32))])
     assert store.count() == 0
+
+
+def test_an_index_keeps_the_algorithm_it_was_built_with(client, settings: Settings) -> None:
+    vectors = unit_vectors(np.random.default_rng(9), 20, 512)
+    flat = PhotoStore.open(
+        client, IndexSchema.from_settings(dataclasses.replace(settings, algorithm="FLAT"), MODEL), create=True
+    )
+    flat.upsert(records(vectors))
+    reopened = PhotoStore.open(client, IndexSchema.from_settings(settings, MODEL))  # settings now say HNSW
+    assert reopened.schema.algorithm == "FLAT"
+    assert index_of(reopened.search(vectors[3], k=1)[0].path) == 3
