@@ -288,19 +288,22 @@ def test_from_csv_downloads_urls_and_reads_paths(tmp_path: Path, settings: Setti
 # --- the command line ----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("stop_signal", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
 def test_killed_run_then_rerun_gives_one_whole_document_per_photo(
-    tmp_path: Path, settings: Settings, encoder: ClipEncoder, cli_env: dict[str, str]
+    tmp_path: Path, settings: Settings, encoder: ClipEncoder, cli_env: dict[str, str], stop_signal: int
 ) -> None:
     names = sorted(p.name for p in PHOTOS.glob("*.jpg"))[:60]
     folder = copy_photos(tmp_path / "photos", names)
     command = [sys.executable, "scripts/load_photos.py", str(folder), "--batch-size", "4"]
-    run = subprocess.Popen(command, env=cli_env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = subprocess.Popen(command, env=cli_env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     store = open_store(settings, encoder)
     deadline = time.monotonic() + 240
     while store.count() < 12 and time.monotonic() < deadline and run.poll() is None:
         time.sleep(0.05)
-    run.send_signal(signal.SIGKILL)
-    run.wait()
+    run.send_signal(stop_signal)
+    _, stderr = run.communicate(timeout=60)
+    if stop_signal == signal.SIGINT:
+        assert run.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr
     written = store.count()
     assert 12 <= written < len(names), f"the run should be killed halfway, not after {written} photos"
 
