@@ -113,7 +113,7 @@ def sidebar(settings: Settings, store: PhotoStore | None, schema: IndexSchema) -
         st.caption(f"**Model** {schema.model.name} · {schema.model.pretrained} · {schema.model.dim}-d")
         st.caption(f"**Index** `{schema.name}` ({schema.algorithm}, cosine)")
         st.caption(f"**Server** {settings.server_label}")
-        if settings.valkey_url is None and settings.photos_dir.is_dir():
+        if offers_indexing(settings, store, count):
             pending = count_pending(settings, schema, count)
             if pending:
                 st.warning(f"{pending} photos in `{settings.photos_dir}` are new, changed or gone.")
@@ -125,6 +125,14 @@ def sidebar(settings: Settings, store: PhotoStore | None, schema: IndexSchema) -
             st.caption(st.session_state.last_report)
         st.header("What is in this photo?")
         st.text_area("Labels to rank, one per line", "\n".join(DEFAULT_LABELS), key="labels", height=180)
+
+
+def offers_indexing(settings: Settings, store: PhotoStore | None, count: int) -> bool:
+    """The index button: embedded server only, and never over an index loaded from another folder."""
+    if settings.valkey_url is not None or not settings.photos_dir.is_dir():
+        return False
+    loaded_from = stored_meta(store.client, store.schema.name).get("photos_root") if store else None
+    return count == 0 or loaded_from is None or Path(loaded_from) == settings.photos_dir.resolve()
 
 
 def index_photos(settings: Settings) -> None:
@@ -152,10 +160,20 @@ def photos_root(settings: Settings, store: PhotoStore) -> Path:
 
 
 def full_photo(root: Path, hit: Hit) -> Path | None:
-    if hit.fields.get("source") != "file":
+    relative = Path(hit.path)
+    if hit.fields.get("source") != "file" or relative.is_absolute() or ".." in relative.parts:
         return None
-    path = (root / hit.path).resolve()
-    return path if path.is_relative_to(root.resolve()) and path.is_file() else None
+    path = root / relative
+    return path if path.is_file() else None
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def large_view(path: str, mtime: float) -> bytes | None:
+    """The photo upright and at most 1600 px, not the camera's full file."""
+    try:
+        return make_thumbnail(decode_photo(read_file(Path(path))), 1600)
+    except BadPhoto:
+        return None
 
 
 @st.cache_data(max_entries=1024, show_spinner=False)
@@ -189,7 +207,8 @@ def show_labels(text_encoder: TextEncoder, vector: np.ndarray) -> None:
 @st.dialog("Photo", width="large")
 def open_photo(hit: Hit, rank: int, root: Path, store: PhotoStore, text_encoder: TextEncoder) -> None:
     path = full_photo(root, hit)
-    image = str(path) if path else picture(hit, root)
+    image = large_view(str(path), path.stat().st_mtime) if path else None
+    image = image or picture(hit, root)
     if image is not None:
         st.image(image)  # its own size, at most the dialog's width
     fields = hit.fields

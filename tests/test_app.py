@@ -255,3 +255,17 @@ def test_a_stopped_embedded_server_is_reported_then_restarted(
         assert len(results(app)) == 12 and server.is_running()
     finally:
         server.stop()
+
+
+def test_no_index_button_over_an_index_loaded_from_another_folder(
+    app_env: Settings, encoder, photo_folder: Path, tmp_path: Path
+) -> None:
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    shutil.copy2(PHOTOS / "pan.jpg", other / "pan.jpg")
+    store = PhotoStore.open(connect(app_env), IndexSchema.from_settings(app_env, encoder.identity), create=True)
+    PhotoLoader(store, encoder, LoadOptions(), show_bar=False).index_folder(other)
+    app = run_app()
+    assert_clean(app)
+    assert not [b for b in app.sidebar.button if b.label.startswith("Index ")], "it would prune the other folder"
+    assert store.count() == 1
