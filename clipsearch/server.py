@@ -91,7 +91,7 @@ class EmbeddedServer:
         return valkey.Valkey(unix_socket_path=str(self.socket_path), **kwargs)
 
     def state(self) -> str:
-        """ "ready", "loading" (up, reading its data back) or "down"."""
+        """One of "ready", "loading" (up, reading its data back) or "down"."""
         if not self.socket_path.exists():
             return "down"
         try:

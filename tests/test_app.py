@@ -78,8 +78,17 @@ def test_text_search_shows_slider_count_and_columns(indexed: PhotoStore) -> None
     assert len(results(app)) == 30
     app.slider(key="k").set_value(5).run()
     assert len(results(app)) == 5
-    app.slider(key="cols").set_value(3).run()
-    assert len(app.columns) >= 3 and len(results(app)) == 5
+    app.slider(key="cols").set_value(5).run()
+    assert len(results(app)) == 5 and len(gallery_cells(app, 5)) == 5, "one row of five"
+    app.slider(key="k").set_value(12).run()
+    assert len(gallery_cells(app, 5)) == 15, "three rows of five"
+    app.slider(key="cols").set_value(6).run()
+    assert len(gallery_cells(app, 6)) == 12, "two rows of six"
+
+
+def gallery_cells(app: AppTest, columns: int) -> list:
+    """The cells of the gallery's rows: st.columns(n) gives each a weight of 1/n (no other row has 5 or 6)."""
+    return [column for column in app.columns if abs(column.weight - 1 / columns) < 1e-6]
 
 
 def test_example_prompt_searches(indexed: PhotoStore) -> None:
