@@ -37,6 +37,8 @@ from clipsearch.store import PHOTO_FIELDS, Hit, IndexSchema, PhotoStore, connect
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp"]
 TOP_LABELS = 5
+GALLERY_SIDE = 256  # pixels, for photos indexed with --no-thumbnails
+DIALOG_SIDE = 1600  # "Open" sends this much, not the camera's full file
 
 
 def load_settings() -> Settings:
@@ -167,19 +169,11 @@ def full_photo(root: Path, hit: Hit) -> Path | None:
     return path if path.is_file() else None
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def large_view(path: str, mtime: float) -> bytes | None:
-    """The photo upright and at most 1600 px, not the camera's full file."""
-    try:
-        return make_thumbnail(decode_photo(read_file(Path(path))), 1600)
-    except BadPhoto:
-        return None
-
-
 @st.cache_data(max_entries=1024, show_spinner=False)
-def thumbnail_from_file(path: str, mtime: float) -> bytes | None:
+def resized_photo(path: str, mtime: float, long_side: int) -> bytes | None:
+    """A photo file upright and at most long_side pixels (mtime only keys the cache)."""
     try:
-        return make_thumbnail(decode_photo(read_file(Path(path))), 256)
+        return make_thumbnail(decode_photo(read_file(Path(path))), long_side)
     except BadPhoto:
         return None
 
@@ -191,7 +185,7 @@ def picture(hit: Hit, root: Path) -> bytes | str | None:
     if hit.fields.get("source") == "url":
         return hit.path
     path = full_photo(root, hit)
-    return thumbnail_from_file(str(path), path.stat().st_mtime) if path else None
+    return resized_photo(str(path), path.stat().st_mtime, GALLERY_SIDE) if path else None
 
 
 def show_labels(text_encoder: TextEncoder, vector: np.ndarray) -> None:
@@ -207,7 +201,7 @@ def show_labels(text_encoder: TextEncoder, vector: np.ndarray) -> None:
 @st.dialog("Photo", width="large")
 def open_photo(hit: Hit, rank: int, root: Path, store: PhotoStore, text_encoder: TextEncoder) -> None:
     path = full_photo(root, hit)
-    image = large_view(str(path), path.stat().st_mtime) if path else None
+    image = resized_photo(str(path), path.stat().st_mtime, DIALOG_SIDE) if path else None
     image = image or picture(hit, root)
     if image is not None:
         st.image(image)  # its own size, at most the dialog's width

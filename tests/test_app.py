@@ -278,3 +278,14 @@ def test_no_index_button_over_an_index_loaded_from_another_folder(
     assert_clean(app)
     assert not [b for b in app.sidebar.button if b.label.startswith("Index ")], "it would prune the other folder"
     assert store.count() == 1
+
+
+def test_an_index_without_thumbnails_shows_photos_from_the_folder(
+    app_env: Settings, encoder, photo_folder: Path
+) -> None:
+    store = PhotoStore.open(connect(app_env), IndexSchema.from_settings(app_env, encoder.identity), create=True)
+    PhotoLoader(store, encoder, LoadOptions(thumbnail_size=None), show_bar=False).index_folder(photo_folder)
+    assert all(row["thumbnail"] is None for _, row in store.scan(("thumbnail",)))
+    app = run_app(q="a harbour")
+    assert_clean(app)
+    assert len(results(app)) == 12 and not [c for c in app.caption if "(no thumbnail)" in c.value]
