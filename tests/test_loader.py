@@ -21,7 +21,7 @@ import torch
 from conftest import ROOT
 from PIL import Image, ImageOps
 
-from clipsearch.encoder import ClipEncoder, TextEncoder, rank_labels
+from clipsearch.encoder import ClipEncoder, TextEncoder, pretrained_label, rank_labels
 from clipsearch.errors import ConfigError
 from clipsearch.loader import LoadOptions, PhotoLoader
 from clipsearch.photos import decode_photo
@@ -108,6 +108,24 @@ def test_rank_labels_orders_by_similarity_with_clip_softmax(encoder: ClipEncoder
     logits = np.array([score.similarity for score in ranked]) * encoder.logit_scale
     expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
     np.testing.assert_allclose([score.probability for score in ranked], expected, rtol=1e-5)
+
+
+def test_a_checkpoint_file_is_known_by_name_and_content_not_by_folder(random_checkpoint: Path, tmp_path: Path) -> None:
+    same = tmp_path / "elsewhere" / random_checkpoint.name
+    same.parent.mkdir()
+    shutil.copy(random_checkpoint, same)
+    assert pretrained_label(str(same)) == pretrained_label(str(random_checkpoint))
+    assert pretrained_label(str(same)).startswith("vit-b-32-random.pt#")
+    other = tmp_path / "other" / random_checkpoint.name  # same name, other weights
+    other.parent.mkdir()
+    shutil.copy(random_checkpoint, other)
+    with open(other, "r+b") as handle:  # same size, one byte of the weights changed
+        handle.seek(600_000)
+        byte = handle.read(1)
+        handle.seek(600_000)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    assert pretrained_label(str(other)) != pretrained_label(str(random_checkpoint))
+    assert pretrained_label("laion2b_s34b_b79k") == "laion2b_s34b_b79k"
 
 
 def test_unknown_model_or_tag_is_a_config_error() -> None:
