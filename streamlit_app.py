@@ -21,8 +21,8 @@ from clipsearch.errors import (
     WeightsUnavailable,
     WrongCredentials,
 )
-from clipsearch.loader import LoadOptions, PhotoLoader, pending_photos
-from clipsearch.photos import BadPhoto, decode_photo, display_path, make_thumbnail, read_file
+from clipsearch.loader import LoadOptions, PhotoLoader, loaded_from, pending_photos
+from clipsearch.photos import BadPhoto, decode_photo, display_path, file_under, make_thumbnail, read_file
 from clipsearch.query import (
     DEFAULT_COLUMNS,
     DEFAULT_LABELS,
@@ -33,7 +33,7 @@ from clipsearch.query import (
     above_threshold,
 )
 from clipsearch.settings import Settings
-from clipsearch.store import PHOTO_FIELDS, Hit, IndexSchema, PhotoStore, connect, stored_meta
+from clipsearch.store import PHOTO_FIELDS, Hit, IndexSchema, PhotoStore, connect
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp"]
 TOP_LABELS = 5
@@ -133,8 +133,8 @@ def offers_indexing(settings: Settings, store: PhotoStore | None, count: int) ->
     """The index button: embedded server only, and never over an index loaded from another folder."""
     if settings.valkey_url is not None or not settings.photos_dir.is_dir():
         return False
-    loaded_from = stored_meta(store.client, store.schema.name).get("photos_root") if store else None
-    return count == 0 or loaded_from is None or Path(loaded_from) == settings.photos_dir.resolve()
+    source = loaded_from(store) if store else None
+    return count == 0 or source is None or source == settings.photos_dir.resolve()
 
 
 def index_photos(settings: Settings) -> None:
@@ -155,18 +155,12 @@ def index_photos(settings: Settings) -> None:
 
 def photos_root(settings: Settings, store: PhotoStore) -> Path:
     """The folder the loader read, if this machine has it; else the configured photo folder."""
-    loaded_from = stored_meta(store.client, store.schema.name).get("photos_root")
-    if loaded_from and Path(loaded_from).is_dir():
-        return Path(loaded_from)
-    return settings.photos_dir
+    source = loaded_from(store)
+    return source if source and source.is_dir() else settings.photos_dir
 
 
 def full_photo(root: Path, hit: Hit) -> Path | None:
-    relative = Path(hit.path)
-    if hit.fields.get("source") != "file" or relative.is_absolute() or ".." in relative.parts:
-        return None
-    path = root / relative
-    return path if path.is_file() else None
+    return file_under(root, hit.path) if hit.fields.get("source") == "file" else None
 
 
 @st.cache_data(max_entries=1024, show_spinner=False)

@@ -36,6 +36,7 @@ from clipsearch.photos import (
 )
 from clipsearch.store import PhotoRecord, PhotoStore
 
+PHOTOS_ROOT_META = "photos_root"  # the folder a store was last loaded from
 CSV_COLUMNS = ("photo_image_url", "image_url", "url", "path", "file", "filename")
 MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
 ProgressCallback = Callable[[int, int], None]
@@ -135,7 +136,7 @@ class PhotoLoader:
                 report.failed.append(entry)
         seen = {source.path for source in sources} | {path for path, _ in report.failed}
         self._run(sources, report, prune_unseen=seen if self.options.prune else None)
-        self.store.set_meta(photos_root=str(root.resolve()))
+        self.store.set_meta(**{PHOTOS_ROOT_META: str(root.resolve())})
         return report
 
     def index_csv(self, csv_path: Path, column: str | None = None) -> LoadReport:
@@ -226,6 +227,12 @@ class PhotoLoader:
             for item, vector in zip(to_encode, vectors, strict=True)
         )
         report.indexed += len(to_encode)
+
+
+def loaded_from(store: PhotoStore) -> Path | None:
+    """The folder this index was last loaded from (None: never loaded from a folder)."""
+    root = store.stored_meta().get(PHOTOS_ROOT_META)
+    return Path(root) if root else None
 
 
 def known_photos(store: PhotoStore) -> dict[str, Known]:

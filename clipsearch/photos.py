@@ -52,6 +52,15 @@ def walk_photos(root: Path) -> Iterator[PhotoFile | tuple[str, str]]:
             yield Path(error.filename).relative_to(root).as_posix(), f"cannot list folder: {error.strerror}"
 
 
+def file_under(root: Path, relpath: str) -> Path | None:
+    """root/relpath if that file exists and the stored path does not climb out of root."""
+    relative = Path(relpath)
+    if relative.is_absolute() or ".." in relative.parts:
+        return None
+    path = root / relative
+    return path if path.is_file() else None
+
+
 def display_path(path: str) -> str:
     """A path fit to print: bytes that are not UTF-8 become U+FFFD."""
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")

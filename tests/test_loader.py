@@ -23,8 +23,8 @@ from PIL import Image, ImageOps
 
 from clipsearch.encoder import ClipEncoder, TextEncoder, pretrained_label, rank_labels
 from clipsearch.errors import ConfigError
-from clipsearch.loader import LoadOptions, PhotoLoader
-from clipsearch.photos import decode_photo
+from clipsearch.loader import LoadOptions, PhotoLoader, loaded_from
+from clipsearch.photos import decode_photo, file_under
 from clipsearch.settings import Settings
 from clipsearch.store import IndexSchema, PhotoStore, connect
 
@@ -163,6 +163,7 @@ def test_incremental_runs_changes_and_prune(tmp_path: Path, settings: Settings, 
     assert kept.pruned == 0 and store.count() == len(SOME_PHOTOS)
     pruned = quiet_loader(store, encoder, prune=True).index_folder(folder)
     assert pruned.pruned == 1 and store.count() == len(SOME_PHOTOS) - 1
+    assert loaded_from(store) == folder.resolve()
     assert "pan.jpg" not in stored_vectors(store)
 
 
@@ -232,6 +233,17 @@ def test_bad_files_are_reported_and_skipped_good_ones_indexed(
     assert (stored["rotated.jpg"]["width"], stored["rotated.jpg"]["height"]) == (48, 64)
     assert Image.open(__import__("io").BytesIO(stored["alpha.png"]["thumbnail"])).format == "JPEG"
     assert report.indexed == len(good)
+
+
+def test_stored_paths_never_climb_out_of_the_photo_folder(tmp_path: Path) -> None:
+    (tmp_path / "photos" / "sub").mkdir(parents=True)
+    (tmp_path / "photos" / "sub" / "a.jpg").write_bytes(b"x")
+    (tmp_path / "secret.jpg").write_bytes(b"x")
+    root = tmp_path / "photos"
+    assert file_under(root, "sub/a.jpg") == root / "sub" / "a.jpg"
+    assert file_under(root, "../secret.jpg") is None
+    assert file_under(root, str(tmp_path / "secret.jpg")) is None
+    assert file_under(root, "sub/missing.jpg") is None
 
 
 def test_conversions_to_rgb() -> None:
