@@ -12,7 +12,15 @@ from clipsearch.errors import ClipsearchError
 from clipsearch.photos import DEFAULT_MAX_PIXELS, BadPhoto, decode_photo, display_path, read_file
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
-from clipsearch.store import IndexSchema, PhotoStore, connect, drop_index, index_exists, stored_meta
+from clipsearch.store import (
+    PHOTOS_ROOT_META,
+    IndexSchema,
+    PhotoStore,
+    connect,
+    drop_index,
+    index_exists,
+    stored_meta,
+)
 
 if TYPE_CHECKING:
     from clipsearch.encoder import ClipEncoder
@@ -154,7 +162,7 @@ def info_command(settings: Settings) -> int:
     print(
         f"index {settings.index_name!r}: {count} photos, model {meta.get('model_name')} / "
         f"{meta.get('pretrained')} ({meta.get('dim')}-d), {meta.get('algorithm')}, "
-        f"key schema v{meta.get('schema_version')}, photos from {meta.get('photos_root', '-')}"
+        f"key schema v{meta.get('schema_version')}, photos from {meta.get(PHOTOS_ROOT_META, '-')}"
     )
     return 0
 

@@ -34,9 +34,8 @@ from clipsearch.photos import (
     read_file,
     walk_photos,
 )
-from clipsearch.store import PhotoRecord, PhotoStore
+from clipsearch.store import PHOTOS_ROOT_META, PhotoRecord, PhotoStore
 
-PHOTOS_ROOT_META = "photos_root"  # the folder a store was last loaded from
 CSV_COLUMNS = ("photo_image_url", "image_url", "url", "path", "file", "filename")
 MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
 ProgressCallback = Callable[[int, int], None]

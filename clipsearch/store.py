@@ -35,6 +35,7 @@ from clipsearch.settings import Settings, redact_url
 SCHEMA_VERSION = 1
 VECTOR_FIELD = "vector"
 SCORE_ALIAS = "score"
+PHOTOS_ROOT_META = "photos_root"  # meta field: the folder the index was last loaded from
 NO_VECTOR_SEARCH = "this server has no FT.CREATE with VECTOR: use Valkey with valkey-search, Redis 8, or Redis Stack"
 
 _FIELD_DECODERS = {

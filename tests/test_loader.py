@@ -356,6 +356,11 @@ def test_second_cli_run_encodes_nothing_and_says_so(tmp_path: Path, cli_env: dic
     assert "Nothing to encode: all 2 photos are unchanged." in second.stdout
     assert "indexed 0, unchanged 2" in second.stdout
 
+    info = run_cli(cli_env, "info").stdout
+    assert "2 photos, model ViT-B-32 / vit-b-32-random.pt#" in info and f"photos from {folder.resolve()}" in info
+    assert "dropped" in run_cli(cli_env, "drop", "--yes").stdout
+    assert "none yet" in run_cli(cli_env, "info").stdout
+
 
 def test_cli_exit_status_for_failures_and_unreachable_store(tmp_path: Path, cli_env: dict[str, str]) -> None:
     folder = copy_photos(tmp_path / "photos", ["pan.jpg"])
