@@ -234,8 +234,7 @@ class PhotoStore:
     def open(cls, client: valkey.Valkey, schema: IndexSchema, *, create: bool = False) -> PhotoStore:
         """Check that the index fits this schema and model; with `create`, make it if missing."""
         store = cls(client, schema)
-        store._check_or_create(create)
-        built_as = store.stored_meta().get("algorithm", schema.algorithm)
+        built_as = store._check_or_create(create).get("algorithm", schema.algorithm)
         if built_as != schema.algorithm:  # the index stays what it was built as until --rebuild
             store.schema = dataclasses.replace(schema, algorithm=built_as)
         return store
@@ -248,7 +247,8 @@ class PhotoStore:
     def stored_meta(self) -> dict[str, str]:
         return stored_meta(self.client, self.schema.name)
 
-    def _check_or_create(self, create: bool) -> None:
+    def _check_or_create(self, create: bool) -> dict[str, str]:
+        """The index's metadata, after checking it (or writing it for a new index)."""
         meta = self.stored_meta()
         exists = self.index_exists()
         if meta:
@@ -272,7 +272,9 @@ class PhotoStore:
                 if "Index already exists" not in str(error):  # another process won the race
                     raise NoVectorSearch(f"FT.CREATE failed ({error}): {NO_VECTOR_SEARCH}") from None
             if not meta:
-                self.client.hset(self.schema.meta_key, mapping=self.schema.meta())
+                meta = self.schema.meta()
+                self.client.hset(self.schema.meta_key, mapping=meta)
+        return meta
 
     def set_meta(self, **values: str) -> None:
         self.client.hset(self.schema.meta_key, mapping=values)
