@@ -214,15 +214,21 @@ def drop_index(client: valkey.Valkey, name: str) -> None:
     """
     if index_exists(client, name):
         client.ft(name).dropindex(delete_documents=False)
-    batch: list[bytes] = []
-    for key in client.scan_iter(match=f"{IndexSchema.prefix_of(name)}*", count=1000):
+    delete_keys(client, client.scan_iter(match=f"{IndexSchema.prefix_of(name)}*", count=1000))
+    client.delete(IndexSchema.meta_key_of(name))
+
+
+def delete_keys(client: valkey.Valkey, keys: Iterable[str | bytes], batch_size: int = 1000) -> int:
+    """Delete keys in batches of one command each; returns how many existed."""
+    deleted, batch = 0, []
+    for key in keys:
         batch.append(key)
-        if len(batch) >= 1000:
-            client.unlink(*batch)
+        if len(batch) >= batch_size:
+            deleted += int(client.delete(*batch))
             batch = []
     if batch:
-        client.unlink(*batch)
-    client.delete(IndexSchema.meta_key_of(name))
+        deleted += int(client.delete(*batch))
+    return deleted
 
 
 class PhotoStore:
@@ -305,11 +311,7 @@ class PhotoStore:
         self.client.hset(key, mapping={k: repr(v) if isinstance(v, float) else v for k, v in values.items()})
 
     def delete(self, keys: Iterable[str]) -> int:
-        keys = list(keys)
-        deleted = 0
-        for start in range(0, len(keys), 1000):
-            deleted += int(self.client.delete(*keys[start : start + 1000]))
-        return deleted
+        return delete_keys(self.client, keys)
 
     # --- query path ---------------------------------------------------------------------
 
