@@ -23,7 +23,7 @@ from clipsearch.store import (
 )
 
 if TYPE_CHECKING:
-    from clipsearch.encoder import ClipEncoder
+    from clipsearch.encoder import ClipEncoder, TextEncoder
 
 EXIT_FAILURES = 1  # --strict and some photos failed
 EXIT_ERROR = 2  # nothing done: bad settings, server unreachable, index missing...
@@ -86,12 +86,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def open_store(settings: Settings, *, create: bool = False, rebuild: bool = False) -> tuple[PhotoStore, ClipEncoder]:
-    """Connect first, so an unreachable server is reported before the model takes seconds to load."""
-    from clipsearch.encoder import ClipEncoder  # torch: imported only by the commands that need it
+def open_store(
+    settings: Settings, *, create: bool = False, rebuild: bool = False, text_only: bool = False
+) -> tuple[PhotoStore, ClipEncoder | TextEncoder]:
+    """Connect first, so an unreachable server is reported before the model takes seconds to load.
+
+    With text_only, only CLIP's text tower is loaded: a text search encodes no photo.
+    """
+    from clipsearch.encoder import ClipEncoder, TextEncoder  # torch: imported only by the commands that need it
 
     client = connect(settings)
-    encoder = ClipEncoder.load(settings.model_name, settings.pretrained)
+    encoder = (TextEncoder if text_only else ClipEncoder).load(settings.model_name, settings.pretrained)
     schema = IndexSchema.from_settings(settings, encoder.identity)
     if rebuild:
         PhotoStore(client, schema).drop()
@@ -126,7 +131,7 @@ def search_command(settings: Settings, args: argparse.Namespace) -> int:
         raise ValueError("give either TEXT or --image FILE")
     if args.k <= 0:
         raise ValueError("--k must be above 0")
-    store, encoder = open_store(settings)
+    store, encoder = open_store(settings, text_only=args.image is None)
     if args.image is not None:
         try:
             vector = encoder.encode_images([decode_photo(read_file(args.image))])[0]
