@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 import valkey
+from streamlit.delta_generator import DeltaGenerator
 
-from clipsearch.encoder import ClipEncoder, TextEncoder, rank_labels
+from clipsearch.connection import connect
+from clipsearch.encoder import DEFAULT_LABELS, ClipEncoder, TextEncoder, TextEncoding, rank_labels
 from clipsearch.errors import (
     ClipsearchError,
     ConfigError,
@@ -21,20 +23,17 @@ from clipsearch.errors import (
     WeightsUnavailable,
     WrongCredentials,
 )
-from clipsearch.loader import LoadOptions, PhotoLoader, loaded_from, pending_photos
+from clipsearch.index import open_index
+from clipsearch.loader import LoadOptions, PhotoLoader, pending_photos
 from clipsearch.photos import BadPhoto, decode_photo, display_path, file_under, make_thumbnail, read_file
-from clipsearch.query import (
-    DEFAULT_COLUMNS,
-    DEFAULT_LABELS,
-    DEFAULT_RESULTS,
-    EXAMPLE_PROMPTS,
-    MAX_COLUMNS,
-    MAX_RESULTS,
-    above_threshold,
-)
 from clipsearch.settings import Settings
-from clipsearch.store import PHOTO_FIELDS, Hit, IndexSchema, PhotoStore, connect
+from clipsearch.store import PHOTO_FIELDS, Hit, IndexSchema, PhotoStore
 
+EXAMPLE_PROMPTS = ("cat", "dog on chair", "man jumping", "snowy streets", "woolen hat", "santa claus")
+DEFAULT_RESULTS = 12
+MAX_RESULTS = 100
+DEFAULT_COLUMNS = 4
+MAX_COLUMNS = 8
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp"]
 TOP_LABELS = 5
 GALLERY_SIDE = 256  # pixels, for photos indexed with --no-thumbnails
@@ -54,7 +53,7 @@ def load_settings() -> Settings:
 
 
 @st.cache_resource(show_spinner="Connecting to Valkey…")
-def get_client(settings: Settings):
+def get_client(settings: Settings) -> valkey.Valkey:
     return connect(settings)
 
 
@@ -70,19 +69,20 @@ def get_image_encoder(model_name: str, pretrained: str) -> ClipEncoder:
 
 @st.cache_data(max_entries=512, show_spinner=False)
 def text_vector(model_name: str, pretrained: str, text: str) -> np.ndarray:
-    return get_text_encoder(model_name, pretrained).encode_text([text])[0]
+    vector: np.ndarray = get_text_encoder(model_name, pretrained).encode_text([text])[0]
+    return vector
 
 
 @st.cache_data(max_entries=32, show_spinner="Encoding your photo…")
 def upload_vector(model_name: str, pretrained: str, data: bytes) -> np.ndarray:
-    return get_image_encoder(model_name, pretrained).encode_images([decode_photo(data)])[0]
+    vector: np.ndarray = get_image_encoder(model_name, pretrained).encode_images([decode_photo(data)])[0]
+    return vector
 
 
 @st.cache_data(ttl=60, show_spinner=False)
-def count_pending(settings: Settings, schema: IndexSchema, indexed: int) -> int:
-    """Photos in the folder that the index lacks or holds stale (cached: it walks the folder)."""
-    store = PhotoStore(get_client(settings), schema) if indexed else None
-    return pending_photos(store, settings.photos_dir)
+def count_pending(_store: PhotoStore | None, index_name: str, photos_dir: Path, indexed: int) -> int:
+    """Photos in the folder that the index lacks or holds stale (cached per index and count: it walks the folder)."""
+    return pending_photos(_store if indexed else None, photos_dir)
 
 
 # --- state changes, run as widget callbacks before the page is drawn again ---------------------
@@ -115,8 +115,8 @@ def sidebar(settings: Settings, store: PhotoStore | None, schema: IndexSchema) -
         st.caption(f"**Model** {schema.model.name} · {schema.model.pretrained} · {schema.model.dim}-d")
         st.caption(f"**Index** `{schema.name}` ({schema.algorithm}, cosine)")
         st.caption(f"**Server** {settings.server_label}")
-        if offers_indexing(settings, store, count):
-            pending = count_pending(settings, schema, count)
+        if offers_indexing(settings, store):
+            pending = count_pending(store, schema.name, settings.photos_dir, count)
             if pending:
                 st.warning(f"{pending} photos in `{settings.photos_dir}` are new, changed or gone.")
                 if st.button(f"Index {settings.photos_dir}/", type="primary", width="stretch"):
@@ -129,20 +129,18 @@ def sidebar(settings: Settings, store: PhotoStore | None, schema: IndexSchema) -
         st.text_area("Labels to rank, one per line", "\n".join(DEFAULT_LABELS), key="labels", height=180)
 
 
-def offers_indexing(settings: Settings, store: PhotoStore | None, count: int) -> bool:
-    """The index button: embedded server only, and never over an index loaded from another folder."""
+def offers_indexing(settings: Settings, store: PhotoStore | None) -> bool:
+    """The index button (which prunes): embedded server only, and never over another folder's index."""
     if settings.valkey_url is not None or not settings.photos_dir.is_dir():
         return False
-    source = loaded_from(store) if store else None
-    return count == 0 or source is None or source == settings.photos_dir.resolve()
+    return store is None or store.may_prune(settings.photos_dir)
 
 
 def index_photos(settings: Settings) -> None:
     """Run the loader on the photo folder with a progress bar, then redraw the page."""
     bar = st.progress(0.0, text="Loading the CLIP image model…")
     encoder = get_image_encoder(settings.model_name, settings.pretrained)
-    schema = IndexSchema.from_settings(settings, encoder.identity)
-    store = PhotoStore.open(get_client(settings), schema, create=True)
+    store, _ = open_index(settings, encoder, client=get_client(settings), create=True)
 
     def on_progress(done: int, total: int) -> None:
         bar.progress(done / total, text=f"Indexed {done} of {total} photos")
@@ -155,7 +153,7 @@ def index_photos(settings: Settings) -> None:
 
 def photos_root(settings: Settings, store: PhotoStore) -> Path:
     """The folder the loader read, if this machine has it; else the configured photo folder."""
-    source = loaded_from(store)
+    source = store.photos_root
     return source if source and source.is_dir() else settings.photos_dir
 
 
@@ -174,15 +172,16 @@ def resized_photo(path: str, mtime: float, long_side: int) -> bytes | None:
 
 def picture(hit: Hit, root: Path) -> bytes | str | None:
     """The stored thumbnail; else one made from the file, or the photo's URL."""
-    if hit.fields.get("thumbnail"):
-        return hit.fields["thumbnail"]
+    thumbnail: bytes | None = hit.fields.get("thumbnail")
+    if thumbnail:
+        return thumbnail
     if hit.fields.get("source") == "url":
         return hit.path
     path = full_photo(root, hit)
     return resized_photo(str(path), path.stat().st_mtime, GALLERY_SIDE) if path else None
 
 
-def show_labels(text_encoder: TextEncoder, vector: np.ndarray) -> None:
+def show_labels(text_encoder: TextEncoding, vector: np.ndarray) -> None:
     labels = st.session_state.get("labels", "\n".join(DEFAULT_LABELS)).splitlines()
     ranked = rank_labels(text_encoder, vector, labels)[:TOP_LABELS]
     if not ranked:
@@ -195,8 +194,7 @@ def show_labels(text_encoder: TextEncoder, vector: np.ndarray) -> None:
 @st.dialog("Photo", width="large")
 def open_photo(hit: Hit, rank: int, root: Path, store: PhotoStore, text_encoder: TextEncoder) -> None:
     path = full_photo(root, hit)
-    image = resized_photo(str(path), path.stat().st_mtime, DIALOG_SIDE) if path else None
-    image = image or picture(hit, root)
+    image = (resized_photo(str(path), path.stat().st_mtime, DIALOG_SIDE) if path else None) or picture(hit, root)
     if image is not None:
         st.image(image)  # its own size, at most the dialog's width
     fields = hit.fields
@@ -225,7 +223,9 @@ def gallery(hits: list[Hit], columns: int, root: Path, store: PhotoStore, text_e
             gallery_tile(row[(rank - 1) % columns], rank, hit, root, store, text_encoder)
 
 
-def gallery_tile(cell, rank: int, hit: Hit, root: Path, store: PhotoStore, text_encoder: TextEncoder) -> None:
+def gallery_tile(
+    cell: DeltaGenerator, rank: int, hit: Hit, root: Path, store: PhotoStore, text_encoder: TextEncoder
+) -> None:
     with cell:
         image = picture(hit, root)
         caption = f"#{rank} · {hit.score:.3f} · {display_path(hit.fields.get('name') or hit.path)}"
@@ -312,11 +312,10 @@ def main() -> None:
     st.caption("Search your photos with words, or with another photo.")
     client = get_client(settings)
     text_encoder = get_text_encoder(settings.model_name, settings.pretrained)
-    schema = IndexSchema.from_settings(settings, text_encoder.identity)
     try:
-        store = PhotoStore.open(client, schema)
+        store, _ = open_index(settings, text_encoder, client=client)
     except IndexMissing:
-        sidebar(settings, None, schema)
+        sidebar(settings, None, IndexSchema.from_settings(settings, text_encoder.identity))
         hint = (
             f"use **Index {settings.photos_dir}/** in the sidebar, or run "
             if settings.valkey_url is None and settings.photos_dir.is_dir()
@@ -324,7 +323,7 @@ def main() -> None:
         )
         st.info(f"No photos indexed yet: {hint}`python scripts/load_photos.py [FOLDER]`.")
         return
-    sidebar(settings, store, schema)
+    sidebar(settings, store, store.schema)
     controls()
     vector, heading = query_vector(settings, store, text_encoder)
     if st.session_state.like:
@@ -337,7 +336,8 @@ def main() -> None:
             st.info(heading)
         return
     hits = store.search(vector, k=st.session_state.k, fields=(*PHOTO_FIELDS, "thumbnail"))
-    shown = above_threshold(hits, st.session_state.min)
+    # 0 keeps every result: CLIP similarities can be negative.
+    shown = [hit for hit in hits if hit.score >= st.session_state.min] if st.session_state.min > 0 else hits
     st.markdown(f"{heading} · {len(shown)} of {len(hits)} results")
     if hits and not shown:
         st.info(f"No result reaches similarity {st.session_state.min:.2f}; the best has {hits[0].score:.3f}.")

@@ -8,22 +8,17 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clipsearch.errors import ClipsearchError
-from clipsearch.photos import DEFAULT_MAX_PIXELS, BadPhoto, decode_photo, display_path, read_file
+from clipsearch.connection import connect
+from clipsearch.errors import ClipsearchError, IndexMissing
+from clipsearch.index import open_index
+from clipsearch.loader import LoadOptions
+from clipsearch.photos import BadPhoto, decode_photo, display_path, read_file
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
-from clipsearch.store import (
-    PHOTOS_ROOT_META,
-    IndexSchema,
-    PhotoStore,
-    connect,
-    drop_index,
-    index_exists,
-    stored_meta,
-)
+from clipsearch.store import Hit, PhotoStore
 
 if TYPE_CHECKING:
-    from clipsearch.encoder import ClipEncoder, TextEncoder
+    import numpy as np
 
 EXIT_FAILURES = 1  # --strict and some photos failed
 EXIT_ERROR = 2  # nothing done: bad settings, server unreachable, index missing...
@@ -58,9 +53,22 @@ def add_index_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rebuild", action="store_true", help="drop the index first and encode everything again")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 if any photo failed")
     parser.add_argument("--no-thumbnails", action="store_true", help="store no thumbnails (very large collections)")
-    parser.add_argument("--thumbnail-size", type=int, default=256, help="long side of thumbnails in pixels (256)")
-    parser.add_argument("--batch-size", type=int, default=32, help="photos per model batch (32)")
-    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
+    parser.add_argument(
+        "--allow-other-folder",
+        action="store_true",
+        help="with --prune: replace an index loaded from another folder (its photos are deleted)",
+    )
+    defaults = LoadOptions()
+    parser.add_argument(
+        "--thumbnail-size",
+        type=int,
+        default=defaults.thumbnail_size,
+        help=f"long side of thumbnails in pixels ({defaults.thumbnail_size})",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=defaults.batch_size, help=f"photos per model batch ({defaults.batch_size})"
+    )
+    parser.add_argument("--max-pixels", type=int, default=defaults.max_pixels, help="refuse larger images")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,41 +94,28 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def open_store(
-    settings: Settings, *, create: bool = False, rebuild: bool = False, text_only: bool = False
-) -> tuple[PhotoStore, ClipEncoder | TextEncoder]:
-    """Connect first, so an unreachable server is reported before the model takes seconds to load.
-
-    With text_only, only CLIP's text tower is loaded: a text search encodes no photo.
-    """
-    from clipsearch.encoder import ClipEncoder, TextEncoder  # torch: imported only by the commands that need it
-
-    client = connect(settings)
-    encoder = (TextEncoder if text_only else ClipEncoder).load(settings.model_name, settings.pretrained)
-    schema = IndexSchema.from_settings(settings, encoder.identity)
-    if rebuild:
-        PhotoStore(client, schema).drop()
-    return PhotoStore.open(client, schema, create=create or rebuild), encoder
-
-
 def index_command(settings: Settings, args: argparse.Namespace) -> int:
     if args.folder is not None and args.from_csv is not None:
         raise ValueError("give a folder or --from-csv, not both")
     folder = args.folder or settings.photos_dir
     if args.from_csv is None and not folder.is_dir():
         raise NotADirectoryError(f"{folder} is not a folder")
-    from clipsearch.loader import LoadOptions, PhotoLoader
+    from clipsearch.encoder import ClipEncoder  # torch: imported only by the commands that need it
+    from clipsearch.loader import PhotoLoader
 
-    store, encoder = open_store(settings, create=True, rebuild=args.rebuild)
+    store, encoder = open_index(settings, ClipEncoder, create=True, rebuild=args.rebuild)
     options = LoadOptions(
         batch_size=args.batch_size,
         thumbnail_size=None if args.no_thumbnails else args.thumbnail_size,
         max_pixels=args.max_pixels,
         prune=args.prune,
+        allow_other_folder=args.allow_other_folder,
     )
     loader = PhotoLoader(store, encoder, options)
     print(f"indexing {args.from_csv or folder} into {store.schema.name!r} on {settings.server_label}")
     report = loader.index_csv(args.from_csv, args.csv_column) if args.from_csv else loader.index_folder(folder)
+    if report.indexed == 0 and not report.failed:
+        print(f"Nothing to encode: all {report.unchanged} photos are unchanged.")
     print(report.summary())
     print(f"the index now holds {store.count()} photos")
     return EXIT_FAILURES if args.strict and report.failed else 0
@@ -131,18 +126,10 @@ def search_command(settings: Settings, args: argparse.Namespace) -> int:
         raise ValueError("give either TEXT or --image FILE")
     if args.k <= 0:
         raise ValueError("--k must be above 0")
-    store, encoder = open_store(settings, text_only=args.image is None)
-    if args.image is not None:
-        try:
-            vector = encoder.encode_images([decode_photo(read_file(args.image))])[0]
-        except BadPhoto as error:
-            raise ValueError(f"{args.image}: {error}") from None
-    else:
-        vector = encoder.encode_text([args.text])[0]
+    store, vector = _query(settings, args.text, args.image)
     hits = store.search(vector, k=args.k)
     if args.json:
-        rows = [{"key": hit.key, "path": hit.path, "score": round(hit.score, 6), **_extra(hit.fields)} for hit in hits]
-        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        print(json.dumps([_json_row(hit) for hit in hits], indent=2, ensure_ascii=False))
         return 0
     if not hits:
         print("no photos indexed yet")
@@ -151,31 +138,50 @@ def search_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _extra(fields: dict) -> dict:
+def _query(settings: Settings, text: str | None, image: Path | None) -> tuple[PhotoStore, np.ndarray]:
+    """The index and the query's vector; a text query loads only CLIP's text tower."""
+    from clipsearch.encoder import ClipEncoder, TextEncoder  # torch: imported only by the commands that need it
+
+    if image is None:
+        assert text is not None
+        store, text_encoder = open_index(settings, TextEncoder)
+        return store, text_encoder.encode_text([text])[0]
+    store, encoder = open_index(settings, ClipEncoder)
+    try:
+        return store, encoder.encode_images([decode_photo(read_file(image))])[0]
+    except BadPhoto as error:
+        raise ValueError(f"{image}: {error}") from None
+
+
+def _json_row(hit: Hit) -> dict[str, object]:
     keep = ("name", "width", "height", "size", "source")
-    return {name: display_path(value) if name == "name" else value for name, value in fields.items() if name in keep}
+    extra = {
+        name: display_path(value) if name == "name" else value for name, value in hit.fields.items() if name in keep
+    }
+    return {"key": hit.key, "path": hit.path, "score": round(hit.score, 6), **extra}
 
 
 def info_command(settings: Settings) -> int:
     client = connect(settings)
     print(f"server: {settings.server_label}")
-    meta = stored_meta(client, settings.index_name)
-    if not meta:
+    try:
+        store = PhotoStore.existing(client, settings.index_name)
+    except IndexMissing:
         print(f"index {settings.index_name!r}: none yet")
         return 0
-    count = client.ft(settings.index_name).info()["num_docs"] if index_exists(client, settings.index_name) else 0
-    print(
-        f"index {settings.index_name!r}: {count} photos, model {meta.get('model_name')} / "
-        f"{meta.get('pretrained')} ({meta.get('dim')}-d), {meta.get('algorithm')}, "
-        f"key schema v{meta.get('schema_version')}, photos from {meta.get(PHOTOS_ROOT_META, '-')}"
-    )
+    print(f"index {settings.index_name!r}: {store.describe()}")
     return 0
 
 
 def drop_command(settings: Settings, yes: bool) -> int:
+    try:
+        store = PhotoStore.existing(connect(settings), settings.index_name)
+    except IndexMissing:
+        print(f"no index {settings.index_name!r} to drop")
+        return 0
     if not yes and input(f"delete index {settings.index_name!r} and all its documents? [y/N] ").lower() != "y":
         return 0
-    drop_index(connect(settings), settings.index_name)
+    store.drop()
     print(f"dropped {settings.index_name!r}")
     return 0
 

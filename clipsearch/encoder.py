@@ -8,7 +8,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, Self
 
 import numpy as np
 import open_clip
@@ -17,7 +17,7 @@ from open_clip.factory import load_state_dict
 from PIL import Image
 
 from clipsearch.errors import ConfigError, WeightsUnavailable
-from clipsearch.store import ModelIdentity
+from clipsearch.identity import ModelIdentity
 
 
 def pick_device() -> torch.device:
@@ -48,40 +48,65 @@ def file_fingerprint(path: str, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()[:12]
 
 
-@dataclass
-class ClipEncoder:
-    model_name: str
-    pretrained: str
-    model: Any
-    preprocess: Any
-    tokenizer: Any
-    device: torch.device
+class TextEncoding(Protocol):
+    """Anything that turns text into vectors of a known model: what a text search and label ranking need."""
+
+    @property
+    def identity(self) -> ModelIdentity: ...
+
+    @property
+    def logit_scale(self) -> float: ...
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class Encoder:
+    """The load path both encoders share: names checked, identity computed once, tokenizer, device.
+
+    Subclasses load their weights in __init__; `load` is the way to make one.
+    """
+
+    logit_scale: float = 100.0  # CLIP's usual scale, for checkpoints that do not carry one
+
+    def __init__(self, model_name: str, pretrained: str, device: torch.device) -> None:
+        check_names(model_name, pretrained)
+        self.model_name = model_name
+        self.pretrained = pretrained
+        self.device = device
+        self.identity = ModelIdentity(model_name, pretrained_label(pretrained), _embed_dim(model_name))
+        self.tokenizer = open_clip.get_tokenizer(model_name)
 
     @classmethod
-    def load(cls, model_name: str, pretrained: str, device: torch.device | None = None) -> ClipEncoder:
+    def load(cls, model_name: str, pretrained: str, device: torch.device | None = None) -> Self:
         """Load the model with its weights; refuses to fall back to random weights."""
-        device = device or pick_device()
-        check_names(model_name, pretrained)
+        return cls(model_name, pretrained, device or pick_device())
+
+    @torch.inference_mode()
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        return _normalised(self._text_features(self.tokenizer(list(texts)).to(self.device)))
+
+    def _text_features(self, tokens: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class ClipEncoder(Encoder):
+    """The whole model: photos and text."""
+
+    def __init__(self, model_name: str, pretrained: str, device: torch.device) -> None:
+        super().__init__(model_name, pretrained, device)
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(
+            self.model, _, self.preprocess = open_clip.create_model_and_transforms(
                 model_name, pretrained=pretrained, device=device
             )
         except (RuntimeError, OSError) as error:
             raise WeightsUnavailable(weights_help(model_name, pretrained, error)) from None
-        model.eval()
-        return cls(model_name, pretrained, model, preprocess, open_clip.get_tokenizer(model_name), device)
-
-    @property
-    def identity(self) -> ModelIdentity:
-        return ModelIdentity(self.model_name, pretrained_label(self.pretrained), _embed_dim(self.model_name))
-
-    @property
-    def logit_scale(self) -> float:
-        return float(self.model.logit_scale.detach().exp())
+        self.model.eval()
+        self.logit_scale = float(self.model.logit_scale.detach().exp())
 
     def preprocess_image(self, image: Image.Image) -> torch.Tensor:
         """open_clip's own transform; thread-safe, so loaders may run it in worker threads."""
-        return self.preprocess(image)
+        tensor: torch.Tensor = self.preprocess(image)
+        return tensor
 
     @torch.inference_mode()
     def encode_pixels(self, pixels: Sequence[torch.Tensor]) -> np.ndarray:
@@ -91,53 +116,47 @@ class ClipEncoder:
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         return self.encode_pixels([self.preprocess_image(image) for image in images])
 
-    @torch.inference_mode()
-    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
-        tokens = self.tokenizer(list(texts)).to(self.device)
-        return _normalised(self.model.encode_text(tokens))
+    def _text_features(self, tokens: torch.Tensor) -> torch.Tensor:
+        features: torch.Tensor = self.model.encode_text(tokens)
+        return features
 
 
-@dataclass
-class TextEncoder:
+class TextEncoder(Encoder):
     """Only the text tower: what a text search needs, at about 40% of the full model's memory."""
 
-    model_name: str
-    pretrained: str
-    tower: torch.nn.Module
-    tokenizer: Any
-    device: torch.device
-    logit_scale: float
-
-    @classmethod
-    def load(cls, model_name: str, pretrained: str, device: torch.device | None = None) -> TextEncoder:
-        device = device or pick_device()
-        check_names(model_name, pretrained)
+    def __init__(self, model_name: str, pretrained: str, device: torch.device) -> None:
+        super().__init__(model_name, pretrained, device)
         state = load_state_dict(checkpoint_file(model_name, pretrained))
         tower = _text_tower(open_clip.get_model_config(model_name), state)
-        scale = float(state["logit_scale"].exp()) if "logit_scale" in state else 100.0
+        if "logit_scale" in state:
+            self.logit_scale = float(state["logit_scale"].exp())
         del state
         if tower is None:  # a text tower open_clip builds some other way: take it from the full model
-            full = ClipEncoder.load(model_name, pretrained, device)
-            tower = _EncodeText(full.model)
-        tower.to(device).eval()
-        return cls(model_name, pretrained, tower, open_clip.get_tokenizer(model_name), device, scale)
+            tower = _EncodeText(ClipEncoder(model_name, pretrained, device).model)
+        self.tower = tower.to(device).eval()
 
-    @property
-    def identity(self) -> ModelIdentity:
-        return ModelIdentity(self.model_name, pretrained_label(self.pretrained), _embed_dim(self.model_name))
-
-    @torch.inference_mode()
-    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
-        return _normalised(self.tower(self.tokenizer(list(texts)).to(self.device)))
+    def _text_features(self, tokens: torch.Tensor) -> torch.Tensor:
+        features: torch.Tensor = self.tower(tokens)
+        return features
 
 
 class _EncodeText(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: Any) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_text(tokens)
+        features: torch.Tensor = self.model.encode_text(tokens)
+        return features
+
+
+# What "What is in this photo?" ranks unless the user gives a list of their own.
+DEFAULT_LABELS = (
+    "cat", "dog", "bird", "fish", "horse", "wild animal", "person", "crowd", "child", "food", "drink",
+    "car", "boat", "airplane", "building", "monument", "church", "bridge", "city street", "mountain",
+    "beach", "sea", "forest", "desert", "snow", "sky", "night", "flower", "tool", "musical instrument",
+    "sport", "furniture", "electronics", "planet", "text or document", "painting",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -148,7 +167,7 @@ class LabelScore:
 
 
 def rank_labels(
-    encoder: TextEncoder | ClipEncoder,
+    encoder: TextEncoding,
     image_vector: np.ndarray,
     labels: Sequence[str],
     template: str = "a photo of {}.",
@@ -183,7 +202,7 @@ def checkpoint_file(model_name: str, pretrained: str) -> str:
     if os.path.isfile(pretrained):
         return pretrained
     try:
-        return open_clip.download_pretrained(open_clip.get_pretrained_cfg(model_name, pretrained))
+        return str(open_clip.download_pretrained(open_clip.get_pretrained_cfg(model_name, pretrained)))
     except Exception as error:  # huggingface_hub and urllib raise many kinds
         raise WeightsUnavailable(weights_help(model_name, pretrained, error)) from None
 
@@ -193,7 +212,7 @@ def _text_tower(model_cfg: dict[str, Any], state: dict[str, torch.Tensor]) -> to
     text_cfg = model_cfg["text_cfg"]
     if text_cfg.get("hf_model_name"):
         return None
-    tower = open_clip.model._build_text_tower(
+    tower: torch.nn.Module = open_clip.model._build_text_tower(
         model_cfg["embed_dim"], text_cfg, quick_gelu=model_cfg.get("quick_gelu", False)
     )
     prefix = "text." if any(key.startswith("text.") for key in state) else ""

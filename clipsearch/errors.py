@@ -35,3 +35,7 @@ class IndexMismatch(ClipsearchError):
 
 class WeightsUnavailable(ClipsearchError):
     pass
+
+
+class FolderMismatch(ClipsearchError):
+    """Pruning against one folder would delete the photos an index holds from another."""

@@ -16,13 +16,13 @@ import urllib.request
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import torch
 from tqdm import tqdm
 
-from clipsearch.encoder import ClipEncoder
 from clipsearch.photos import (
     DEFAULT_MAX_PIXELS,
     BadPhoto,
@@ -34,7 +34,12 @@ from clipsearch.photos import (
     read_file,
     walk_photos,
 )
-from clipsearch.store import PHOTOS_ROOT_META, PhotoRecord, PhotoStore
+from clipsearch.store import PhotoRecord, PhotoStore
+
+if TYPE_CHECKING:  # torch loads in seconds: not for commands that only need the options
+    import torch
+
+    from clipsearch.encoder import ClipEncoder
 
 CSV_COLUMNS = ("photo_image_url", "image_url", "url", "path", "file", "filename")
 MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
@@ -47,6 +52,7 @@ class LoadOptions:
     thumbnail_size: int | None = 256  # None: store no thumbnails
     max_pixels: int = DEFAULT_MAX_PIXELS
     prune: bool = False
+    allow_other_folder: bool = False  # prune even an index loaded from another folder
     workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     download_timeout: float = 20.0
     download_retries: int = 3
@@ -126,16 +132,18 @@ class PhotoLoader:
         root = Path(root)
         if not root.is_dir():
             raise NotADirectoryError(f"{root} is not a folder")
+        if self.options.prune and not self.options.allow_other_folder:
+            self.store.ensure_may_prune(root)
         report = LoadReport()
         sources: list[Source] = []
         for entry in walk_photos(root):
-            if isinstance(entry, PhotoFile):
+            if entry.problem is None:
                 sources.append(_file_source(entry))
             else:
-                report.failed.append(entry)
+                report.failed.append((entry.relpath, entry.problem))
         seen = {source.path for source in sources} | {path for path, _ in report.failed}
         self._run(sources, report, prune_unseen=seen if self.options.prune else None)
-        self.store.set_meta(**{PHOTOS_ROOT_META: str(root.resolve())})
+        self.store.record_photos_root(root)
         return report
 
     def index_csv(self, csv_path: Path, column: str | None = None) -> LoadReport:
@@ -152,8 +160,6 @@ class PhotoLoader:
             report.pruned = self.store.delete(gone)
         if todo:
             self._encode_all(todo, report)
-        elif self.show_bar:
-            print(f"Nothing to encode: all {report.unchanged} photos are unchanged.")
         report.seconds = time.monotonic() - started
 
     def _encode_all(self, todo: list[tuple[Source, Known | None]], report: LoadReport) -> None:
@@ -175,7 +181,7 @@ class PhotoLoader:
                 if self.on_progress:
                     self.on_progress(done, len(todo))
 
-    def _submit(self, pool: ThreadPoolExecutor, batch: list[tuple[Source, Known | None]]) -> list[Future]:
+    def _submit(self, pool: ThreadPoolExecutor, batch: list[tuple[Source, Known | None]]) -> list[Future[_Prepared]]:
         return [pool.submit(self._prepare, source, known) for source, known in batch]
 
     def _prepare(self, source: Source, known: Known | None) -> _Prepared:
@@ -197,7 +203,7 @@ class PhotoLoader:
         return item
 
     def _write(self, prepared: Iterable[_Prepared], report: LoadReport) -> None:
-        to_encode: list[_Prepared] = []
+        to_encode: list[tuple[_Prepared, torch.Tensor]] = []
         for item in prepared:
             if item.error is not None:
                 report.failed.append((item.source.path, item.error))
@@ -206,10 +212,10 @@ class PhotoLoader:
                 self.store.touch(item.known.key, size=item.size, mtime=item.source.mtime or 0.0)
                 report.unchanged += 1
             else:
-                to_encode.append(item)
+                to_encode.append((item, item.pixels))
         if not to_encode:
             return
-        vectors = self.encoder.encode_pixels([item.pixels for item in to_encode])
+        vectors = self.encoder.encode_pixels([pixels for _, pixels in to_encode])
         self.store.upsert(
             PhotoRecord(
                 path=item.source.path,
@@ -223,15 +229,9 @@ class PhotoLoader:
                 source=item.source.kind,
                 thumbnail=item.thumbnail,
             )
-            for item, vector in zip(to_encode, vectors, strict=True)
+            for (item, _), vector in zip(to_encode, vectors, strict=True)
         )
         report.indexed += len(to_encode)
-
-
-def loaded_from(store: PhotoStore) -> Path | None:
-    """The folder this index was last loaded from (None: never loaded from a folder)."""
-    root = store.stored_meta().get(PHOTOS_ROOT_META)
-    return Path(root) if root else None
 
 
 def known_photos(store: PhotoStore) -> dict[str, Known]:
@@ -246,7 +246,7 @@ def known_photos(store: PhotoStore) -> dict[str, Known]:
 
 def pending_photos(store: PhotoStore | None, root: Path) -> int:
     """How many photos under root a run would read (new or changed) or prune (gone); store None: none indexed."""
-    sources = [_file_source(entry) for entry in walk_photos(Path(root)) if isinstance(entry, PhotoFile)]
+    sources = [_file_source(entry) for entry in walk_photos(Path(root)) if entry.problem is None]
     known = known_photos(store) if store is not None else {}
     todo, _ = _plan(sources, known)
     return len(todo) + len(known.keys() - {source.path for source in sources})
@@ -263,7 +263,7 @@ def _plan(sources: list[Source], known: dict[str, Known]) -> tuple[list[tuple[So
 
 
 def _file_source(photo: PhotoFile) -> Source:
-    return Source(photo.relpath, lambda: read_file(photo.path), "file", photo.size, photo.mtime)
+    return Source(photo.relpath, partial(read_file, photo.path), "file", photo.size, photo.mtime)
 
 
 def csv_sources(csv_path: Path, column: str | None, options: LoadOptions) -> list[Source]:
@@ -292,9 +292,9 @@ def csv_sources(csv_path: Path, column: str | None, options: LoadOptions) -> lis
             try:
                 info = path.stat()
             except OSError:
-                sources.append(Source(value, lambda path=path: read_file(path)))
+                sources.append(Source(value, partial(read_file, path)))
                 continue
-            sources.append(Source(value, lambda path=path: read_file(path), "file", info.st_size, info.st_mtime))
+            sources.append(Source(value, partial(read_file, path), "file", info.st_size, info.st_mtime))
     return sources
 
 
@@ -307,7 +307,7 @@ def _downloader(url: str, options: LoadOptions) -> Callable[[], bytes]:
             try:
                 request = urllib.request.Request(url, headers={"User-Agent": "clipsearch-loader"})
                 with urllib.request.urlopen(request, timeout=options.download_timeout) as response:
-                    data = response.read(MAX_DOWNLOAD_BYTES + 1)
+                    data: bytes = response.read(MAX_DOWNLOAD_BYTES + 1)
                 if len(data) > MAX_DOWNLOAD_BYTES:
                     raise BadPhoto(f"download larger than {MAX_DOWNLOAD_BYTES // 2**20} MiB")
                 return data

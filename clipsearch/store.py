@@ -8,11 +8,11 @@ fetched with HMGET, and hits are sorted here rather than with SORTBY.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,24 +21,18 @@ from valkey.commands.search.field import VectorField
 from valkey.commands.search.indexDefinition import IndexDefinition, IndexType
 from valkey.commands.search.query import Query
 
-from clipsearch.errors import (
-    IndexMismatch,
-    IndexMissing,
-    NoVectorSearch,
-    ServerUnreachable,
-    WrongCredentials,
-)
-from clipsearch.server import EmbeddedServer
-from clipsearch.settings import Settings, redact_url
+from clipsearch.connection import NO_VECTOR_SEARCH
+from clipsearch.errors import FolderMismatch, IndexMismatch, IndexMissing, NoVectorSearch
+from clipsearch.identity import ModelIdentity
+from clipsearch.settings import Settings
 
 # Bump when the layout of keys or hash fields changes; an index of another version is refused.
 SCHEMA_VERSION = 1
 VECTOR_FIELD = "vector"
 SCORE_ALIAS = "score"
 PHOTOS_ROOT_META = "photos_root"  # meta field: the folder the index was last loaded from
-NO_VECTOR_SEARCH = "this server has no FT.CREATE with VECTOR: use Valkey with valkey-search, Redis 8, or Redis Stack"
 
-_FIELD_DECODERS = {
+_FIELD_DECODERS: dict[str, Callable[[bytes], Any]] = {
     "path": os.fsdecode,
     "name": os.fsdecode,
     "content_hash": bytes.decode,
@@ -53,26 +47,22 @@ _FIELD_DECODERS = {
 PHOTO_FIELDS = ("path", "name", "width", "height", "size", "mtime", "content_hash", "source")
 
 
-@dataclass(frozen=True)
-class ModelIdentity:
-    """What made the vectors; vectors of different identities must never be compared."""
-
-    name: str
-    pretrained: str
-    dim: int
-
-    def describe(self) -> str:
-        return f"{self.name} / {self.pretrained} ({self.dim}-d)"
+def _meta_key(index_name: str) -> str:
+    """Kept outside the photo prefix, so the index never sees it."""
+    return f"{index_name}:meta"
 
 
 @dataclass(frozen=True)
 class IndexSchema:
+    """An index as data: its name (and so its keys), the model of its vectors, and its algorithm."""
+
     name: str
     model: ModelIdentity
-    algorithm: str = "HNSW"
-    m: int = 16
-    ef_construction: int = 200
-    ef_runtime: int = 100
+    algorithm: str
+    m: int
+    ef_construction: int
+    ef_runtime: int
+    version: int = SCHEMA_VERSION
 
     @classmethod
     def from_settings(cls, settings: Settings, model: ModelIdentity) -> IndexSchema:
@@ -85,22 +75,46 @@ class IndexSchema:
             ef_runtime=settings.hnsw_ef_runtime,
         )
 
+    @classmethod
+    def from_existing(cls, client: valkey.Valkey, name: str) -> IndexSchema | None:
+        """The schema index `name` was made with, read from its metadata; None if there is no such index.
+
+        Needs no model, so an index can be described or dropped by a process that has none.
+        """
+        meta = {os.fsdecode(k): os.fsdecode(v) for k, v in client.hgetall(_meta_key(name)).items()}
+        if meta:
+            return cls.from_meta(name, meta)
+        if _index_exists(client, name):
+            raise IndexMismatch(
+                f"index {name!r} exists but carries no clipsearch schema version (key {_meta_key(name)!r} is "
+                "missing): it was not made by this clipsearch, and clipsearch leaves it alone. "
+                "Choose another CLIPSEARCH_INDEX."
+            )
+        return None
+
+    @classmethod
+    def from_meta(cls, name: str, meta: Mapping[str, str]) -> IndexSchema:
+        defaults = Settings()  # what indexes written before a field was recorded were made with
+        try:
+            return cls(
+                name=name,
+                model=ModelIdentity(meta.get("model_name", "?"), meta.get("pretrained", "?"), int(meta.get("dim", 0))),
+                algorithm=meta.get("algorithm", defaults.algorithm),
+                m=int(meta.get("m", defaults.hnsw_m)),
+                ef_construction=int(meta.get("ef_construction", defaults.hnsw_ef_construction)),
+                ef_runtime=int(meta.get("ef_runtime", defaults.hnsw_ef_runtime)),
+                version=int(meta.get("schema_version", 0)),
+            )
+        except ValueError as error:
+            raise IndexMismatch(f"the metadata of index {name!r} ({_meta_key(name)}) is damaged: {error}") from None
+
     @property
     def prefix(self) -> str:
-        return self.prefix_of(self.name)
-
-    @staticmethod
-    def prefix_of(name: str) -> str:
-        return f"{name}:photo:"
+        return f"{self.name}:photo:"
 
     @property
     def meta_key(self) -> str:
-        return self.meta_key_of(self.name)
-
-    @staticmethod
-    def meta_key_of(name: str) -> str:
-        """Kept outside the photo prefix, so the index never sees it."""
-        return f"{name}:meta"
+        return _meta_key(self.name)
 
     def vector_field(self) -> VectorField:
         attributes: dict[str, Any] = {"TYPE": "FLOAT32", "DIM": self.model.dim, "DISTANCE_METRIC": "COSINE"}
@@ -110,11 +124,14 @@ class IndexSchema:
 
     def meta(self) -> dict[str, str]:
         return {
-            "schema_version": str(SCHEMA_VERSION),
+            "schema_version": str(self.version),
             "model_name": self.model.name,
             "pretrained": self.model.pretrained,
             "dim": str(self.model.dim),
             "algorithm": self.algorithm,
+            "m": str(self.m),
+            "ef_construction": str(self.ef_construction),
+            "ef_runtime": str(self.ef_runtime),
         }
 
     def key_for(self, path: str) -> str:
@@ -165,70 +182,11 @@ class Hit:
 
     @property
     def path(self) -> str:
-        return self.fields.get("path", "")
+        return str(self.fields.get("path", ""))
 
 
-def connect(settings: Settings) -> valkey.Valkey:
-    """A checked client: reachable, authenticated, and with vector search."""
-    url = EmbeddedServer(settings.data_dir).ensure_started() if settings.valkey_url is None else settings.valkey_url
-    shown = settings.server_label
-    client = valkey.Valkey.from_url(url, socket_connect_timeout=10, socket_timeout=60, health_check_interval=30)
-    try:
-        client.ping()
-    except valkey.AuthenticationError as error:
-        raise WrongCredentials(_credentials_message(shown, error)) from None
-    except (valkey.ConnectionError, valkey.TimeoutError, OSError) as error:
-        raise ServerUnreachable(
-            f"cannot reach the Valkey/Redis server at {redact_url(url)} ({error}). "
-            "Is it running, and are VALKEY_URL's host, port and TLS scheme (valkeys:// or rediss://) right?"
-        ) from None
-    except valkey.ResponseError as error:
-        if "NOAUTH" in str(error) or "WRONGPASS" in str(error):
-            raise WrongCredentials(_credentials_message(shown, error)) from None
-        raise
-    try:
-        client.execute_command("FT._LIST")
-    except valkey.ResponseError as error:
-        raise NoVectorSearch(f"{shown}: {NO_VECTOR_SEARCH} ({error})") from None
-    return client
-
-
-def _credentials_message(shown: str, error: Exception) -> str:
-    return f"{shown} refused the credentials ({error}). Check the user and password in VALKEY_URL."
-
-
-def index_exists(client: valkey.Valkey, name: str) -> bool:
+def _index_exists(client: valkey.Valkey, name: str) -> bool:
     return name in {os.fsdecode(existing) for existing in client.execute_command("FT._LIST")}
-
-
-def stored_meta(client: valkey.Valkey, name: str) -> dict[str, str]:
-    """The metadata of index `name` (empty if none); readable without knowing the model."""
-    raw = client.hgetall(IndexSchema.meta_key_of(name))
-    return {os.fsdecode(k): os.fsdecode(v) for k, v in raw.items()}
-
-
-def drop_index(client: valkey.Valkey, name: str) -> None:
-    """Remove the index, its documents and its metadata.
-
-    valkey-search has no FT.DROPINDEX ... DD, so the documents are deleted by key prefix.
-    """
-    if index_exists(client, name):
-        client.ft(name).dropindex(delete_documents=False)
-    delete_keys(client, client.scan_iter(match=f"{IndexSchema.prefix_of(name)}*", count=1000))
-    client.delete(IndexSchema.meta_key_of(name))
-
-
-def delete_keys(client: valkey.Valkey, keys: Iterable[str | bytes], batch_size: int = 1000) -> int:
-    """Delete keys in batches of one command each; returns how many existed."""
-    deleted, batch = 0, []
-    for key in keys:
-        batch.append(key)
-        if len(batch) >= batch_size:
-            deleted += int(client.delete(*batch))
-            batch = []
-    if batch:
-        deleted += int(client.delete(*batch))
-    return deleted
 
 
 class PhotoStore:
@@ -238,55 +196,85 @@ class PhotoStore:
 
     @classmethod
     def open(cls, client: valkey.Valkey, schema: IndexSchema, *, create: bool = False) -> PhotoStore:
-        """Check that the index fits this schema and model; with `create`, make it if missing."""
-        store = cls(client, schema)
-        built_as = store._check_or_create(create).get("algorithm", schema.algorithm)
-        if built_as != schema.algorithm:  # the index stays what it was built as until --rebuild
-            store.schema = dataclasses.replace(schema, algorithm=built_as)
+        """The index, checked to hold vectors of this schema's model; with `create`, made if missing.
+
+        An index keeps the algorithm and graph parameters it was built with until it is rebuilt;
+        EF_RUNTIME goes with each query, so this schema's applies at once.
+        """
+        stored = IndexSchema.from_existing(client, schema.name)
+        if stored is None:
+            if not create:
+                raise IndexMissing(
+                    f"no photos indexed yet: index {schema.name!r} does not exist on this server. "
+                    "Run `python scripts/load_photos.py [FOLDER]` to index your photos."
+                )
+            stored = _claim(client, schema)
+        _check_compatible(schema, stored)
+        store = cls(
+            client, replace(schema, algorithm=stored.algorithm, m=stored.m, ef_construction=stored.ef_construction)
+        )
+        if not _index_exists(client, schema.name):
+            if not create:
+                raise IndexMissing(f"index {schema.name!r} is gone from the server; run the loader to rebuild it")
+            store._create_index()
         return store
+
+    @classmethod
+    def existing(cls, client: valkey.Valkey, name: str) -> PhotoStore:
+        """An existing index as it was made, whatever its model: to describe it or drop it."""
+        stored = IndexSchema.from_existing(client, name)
+        if stored is None:
+            raise IndexMissing(f"index {name!r} does not exist on this server")
+        return cls(client, stored)
+
+    def _create_index(self) -> None:
+        definition = IndexDefinition(prefix=[self.schema.prefix], index_type=IndexType.HASH)
+        try:
+            self.client.ft(self.schema.name).create_index([self.schema.vector_field()], definition=definition)
+        except valkey.ResponseError as error:
+            if "Index already exists" not in str(error):  # another process won the race
+                raise NoVectorSearch(f"FT.CREATE failed ({error}): {NO_VECTOR_SEARCH}") from None
 
     # --- the index itself ---------------------------------------------------------------
 
-    def index_exists(self) -> bool:
-        return index_exists(self.client, self.schema.name)
+    def describe(self) -> str:
+        """One line on what the index holds, for `info` and logs."""
+        schema = self.schema
+        return (
+            f"{self.count()} photos, model {schema.model.describe()}, {schema.algorithm}, "
+            f"key schema v{schema.version}, photos from {self.photos_root or '-'}"
+        )
 
-    def stored_meta(self) -> dict[str, str]:
-        return stored_meta(self.client, self.schema.name)
+    @property
+    def photos_root(self) -> Path | None:
+        """The folder the index was last loaded from (None: never loaded from a folder)."""
+        root = self.client.hget(self.schema.meta_key, PHOTOS_ROOT_META)
+        return Path(os.fsdecode(root)) if root else None
 
-    def _check_or_create(self, create: bool) -> dict[str, str]:
-        """The index's metadata, after checking it (or writing it for a new index)."""
-        meta = self.stored_meta()
-        exists = self.index_exists()
-        if meta:
-            _check_meta(self.schema, meta)
-        elif exists:
-            raise IndexMismatch(
-                f"index {self.schema.name!r} exists but carries no clipsearch schema version "
-                f"(key {self.schema.meta_key!r} is missing): it was not made by this clipsearch. "
-                "Choose another CLIPSEARCH_INDEX, or drop it with `python -m clipsearch drop`."
+    def record_photos_root(self, root: Path) -> None:
+        self.client.hset(self.schema.meta_key, PHOTOS_ROOT_META, os.fsencode(Path(root).resolve()))
+
+    def may_prune(self, root: Path) -> bool:
+        """Whether pruning against `root` is safe: never over the photos of another folder."""
+        return self.photos_root == Path(root).resolve() or self.count() == 0
+
+    def ensure_may_prune(self, root: Path) -> None:
+        if not self.may_prune(root):
+            raise FolderMismatch(
+                f"index {self.schema.name!r} holds {self.count()} photos loaded from "
+                f"{self.photos_root or 'a CSV file'}, not from {Path(root).resolve()}: pruning would delete them. "
+                "Index this folder into another CLIPSEARCH_INDEX, or pass --allow-other-folder to replace them."
             )
-        elif not create:
-            raise IndexMissing(
-                f"no photos indexed yet: index {self.schema.name!r} does not exist on this server. "
-                "Run `python scripts/load_photos.py [FOLDER]` to index your photos."
-            )
-        if not exists:
-            definition = IndexDefinition(prefix=[self.schema.prefix], index_type=IndexType.HASH)
-            try:
-                self.client.ft(self.schema.name).create_index([self.schema.vector_field()], definition=definition)
-            except valkey.ResponseError as error:
-                if "Index already exists" not in str(error):  # another process won the race
-                    raise NoVectorSearch(f"FT.CREATE failed ({error}): {NO_VECTOR_SEARCH}") from None
-            if not meta:
-                meta = self.schema.meta()
-                self.client.hset(self.schema.meta_key, mapping=meta)
-        return meta
-
-    def set_meta(self, **values: str) -> None:
-        self.client.hset(self.schema.meta_key, mapping=values)
 
     def drop(self) -> None:
-        drop_index(self.client, self.schema.name)
+        """Remove the index, its documents and its metadata.
+
+        valkey-search has no FT.DROPINDEX ... DD, so the documents are deleted by key prefix.
+        """
+        if _index_exists(self.client, self.schema.name):
+            self.client.ft(self.schema.name).dropindex(delete_documents=False)
+        self.delete(self.client.scan_iter(match=f"{self.schema.prefix}*", count=1000))
+        self.client.delete(self.schema.meta_key)
 
     # --- write path ---------------------------------------------------------------------
 
@@ -310,13 +298,25 @@ class PhotoStore:
         """Update bookkeeping fields (mtime, size) of a photo whose content did not change."""
         self.client.hset(key, mapping={k: repr(v) if isinstance(v, float) else v for k, v in values.items()})
 
-    def delete(self, keys: Iterable[str]) -> int:
-        return delete_keys(self.client, keys)
+    def delete(self, keys: Iterable[str | bytes], batch_size: int = 1000) -> int:
+        """Delete keys in batches of one command each; returns how many existed."""
+        deleted, batch = 0, []
+        for key in keys:
+            batch.append(key)
+            if len(batch) >= batch_size:
+                deleted += int(self.client.delete(*batch))
+                batch = []
+        if batch:
+            deleted += int(self.client.delete(*batch))
+        return deleted
 
     # --- query path ---------------------------------------------------------------------
 
     def count(self) -> int:
-        return int(self.client.ft(self.schema.name).info()["num_docs"])
+        try:
+            return int(self.client.ft(self.schema.name).info()["num_docs"])
+        except valkey.ResponseError as error:
+            raise self._missing_or(error) from None
 
     def search(
         self,
@@ -340,9 +340,7 @@ class PhotoStore:
                 query, query_params={"query_vector": query_vector.tobytes()}
             )
         except valkey.ResponseError as error:
-            if "no such index" in str(error).lower() or "not found" in str(error).lower():
-                raise IndexMissing(f"index {self.schema.name!r} is gone from the server ({error})") from None
-            raise
+            raise self._missing_or(error) from None
         ranked = sorted(
             ((doc.id, 1.0 - float(getattr(doc, SCORE_ALIAS))) for doc in result.docs),
             key=lambda pair: pair[1],
@@ -350,6 +348,13 @@ class PhotoStore:
         )
         stored = self.get([key for key, _ in ranked], fields)
         return [Hit(key, score, values or {}) for (key, score), values in zip(ranked, stored, strict=False)]
+
+    def _missing_or(self, error: Exception) -> Exception:
+        """IndexMissing if the server's error says the index is gone, else the error itself."""
+        text = str(error).lower()
+        if any(sign in text for sign in ("no such index", "unknown index", "not found")):
+            return IndexMissing(f"index {self.schema.name!r} is gone from the server ({error})")
+        return error
 
     def get(self, keys: Sequence[str], fields: Sequence[str] = PHOTO_FIELDS) -> list[dict[str, Any] | None]:
         """Stored fields of each key (None where the key is gone), with one pipelined HMGET each."""
@@ -388,19 +393,38 @@ def _decode(fields: Sequence[str], row: Sequence[bytes | None]) -> dict[str, Any
     }
 
 
-def _check_meta(schema: IndexSchema, meta: dict[str, str]) -> None:
-    stored_version = meta.get("schema_version", "?")
-    if stored_version != str(SCHEMA_VERSION):
+def _claim(client: valkey.Valkey, schema: IndexSchema) -> IndexSchema:
+    """Record this schema as the index's, unless a racing process recorded its own first; return the winner's.
+
+    The metadata is written before FT.CREATE, in one transaction that fails if it appeared meanwhile,
+    so two processes with different models can never both believe the index is theirs.
+    """
+    with client.pipeline(transaction=True) as pipe:
+        try:
+            pipe.watch(schema.meta_key)
+            if not pipe.exists(schema.meta_key):
+                pipe.multi()
+                pipe.hset(schema.meta_key, mapping=schema.meta())
+                pipe.execute()
+                return schema
+        except valkey.WatchError:
+            pass
+    stored = IndexSchema.from_existing(client, schema.name)
+    assert stored is not None, "the metadata that won the race cannot have vanished"
+    return stored
+
+
+def _check_compatible(wanted: IndexSchema, stored: IndexSchema) -> None:
+    if stored.version != SCHEMA_VERSION:
         raise IndexMismatch(
-            f"index {schema.name!r} uses key schema version {stored_version}, but this clipsearch "
+            f"index {wanted.name!r} uses key schema version {stored.version}, but this clipsearch "
             f"reads version {SCHEMA_VERSION}. Rebuild it with `python scripts/load_photos.py --rebuild` "
             "(or use the clipsearch release that wrote it, or another CLIPSEARCH_INDEX)."
         )
-    stored = ModelIdentity(meta.get("model_name", "?"), meta.get("pretrained", "?"), int(meta.get("dim", 0)))
-    if stored != schema.model:
+    if stored.model != wanted.model:
         raise IndexMismatch(
-            f"index {schema.name!r} holds vectors from {stored.describe()}, but this process uses "
-            f"{schema.model.describe()}. Set CLIPSEARCH_MODEL={stored.name} and "
-            f"CLIPSEARCH_PRETRAINED={stored.pretrained} to search it, or rebuild it with "
+            f"index {wanted.name!r} holds vectors from {stored.model.describe()}, but this process uses "
+            f"{wanted.model.describe()}. Set CLIPSEARCH_MODEL={stored.model.name} and "
+            f"CLIPSEARCH_PRETRAINED={stored.model.pretrained} to search it, or rebuild it with "
             "`python scripts/load_photos.py --rebuild`, or use another CLIPSEARCH_INDEX."
         )

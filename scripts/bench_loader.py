@@ -12,21 +12,19 @@ user's checkpoint). Prints photos/s of each and their ratio.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import torch
 
 from clipsearch.encoder import ClipEncoder
+from clipsearch.index import open_index
 from clipsearch.loader import LoadOptions, PhotoLoader
 from clipsearch.photos import PhotoFile, content_hash, decode_photo, make_thumbnail, read_file, walk_photos
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
-from clipsearch.store import IndexSchema, PhotoRecord, PhotoStore, connect
+from clipsearch.store import PhotoRecord, PhotoStore
 
 
 def sequential_baseline(store: PhotoStore, encoder: ClipEncoder, photos: list[PhotoFile], batch_size: int) -> None:
@@ -64,17 +62,16 @@ def main() -> None:
         # Both runs read the same photos: links to the first --limit ones.
         subset = Path(scratch) / "photos"
         subset.mkdir()
-        chosen = [entry for entry in walk_photos(args.folder) if isinstance(entry, PhotoFile)]
+        chosen = [entry for entry in walk_photos(args.folder) if entry.problem is None]
         for photo in chosen[: args.limit] if args.limit else chosen:
             (subset / photo.relpath.replace("/", "_")).symlink_to(photo.path.resolve())
-        photos = [entry for entry in walk_photos(subset) if isinstance(entry, PhotoFile)]
+        photos = [entry for entry in walk_photos(subset) if entry.problem is None]
         server = EmbeddedServer(Path(scratch) / "data")
         try:
             timings = {}
             for name in ("baseline", "clipsearch"):
                 settings = Settings(data_dir=server.data_dir, index_name=f"bench-{name}")
-                schema = IndexSchema.from_settings(settings, encoder.identity)
-                store = PhotoStore.open(connect(settings), schema, create=True)
+                store, _ = open_index(settings, encoder, create=True)
                 started = time.perf_counter()
                 if name == "baseline":
                     sequential_baseline(store, encoder, photos, args.batch_size)

@@ -13,25 +13,25 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import numpy as np
 
+from clipsearch.connection import connect
+from clipsearch.identity import ModelIdentity
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
-from clipsearch.store import IndexSchema, ModelIdentity, PhotoRecord, PhotoStore, connect
+from clipsearch.store import IndexSchema, PhotoRecord, PhotoStore
 
 
 def clustered_unit_vectors(rng: np.random.Generator, count: int, dim: int, clusters: int) -> np.ndarray:
     centers = rng.standard_normal((clusters, dim)).astype(np.float32)
     centers /= np.linalg.norm(centers, axis=1, keepdims=True)
     points = centers[rng.integers(0, clusters, count)] + 0.04 * rng.standard_normal((count, dim)).astype(np.float32)
-    return points / np.linalg.norm(points, axis=1, keepdims=True)
+    unit: np.ndarray = points / np.linalg.norm(points, axis=1, keepdims=True)
+    return unit
 
 
 def timed_start(server: EmbeddedServer) -> float:

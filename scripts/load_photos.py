@@ -5,9 +5,6 @@ Same as `python -m clipsearch index`; --help lists every option.
 """
 
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from clipsearch.cli import main
 

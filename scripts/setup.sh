@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates .venv and installs the requirements into it; does nothing when they have not changed.
+# Creates .venv and installs the requirements and clipsearch itself (editable) into it; does nothing when
+# neither the requirements nor pyproject.toml have changed.
 # Usage: bash scripts/setup.sh [requirements-file]   (default: requirements.txt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,9 +13,10 @@ if [ ! -x .venv/bin/python ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
 fi
 stamp=".venv/.installed-$(basename "$requirements")"
-wanted="$(cat requirements*.txt | sha256sum | cut -d' ' -f1)"
+wanted="$(cat requirements*.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   echo "installing $requirements into .venv (torch is large: the first time takes a few minutes)"
   .venv/bin/python -m pip install --quiet -r "$requirements"
+  .venv/bin/python -m pip install --quiet --no-deps --editable .
   echo "$wanted" > "$stamp"
 fi

@@ -1,25 +1,67 @@
-"""Fixtures that start real components: an embedded Valkey server for the whole session."""
+"""Fixtures that start real components (an embedded Valkey server, a real open_clip model) and share test data.
+
+A test that uses the server or the model is marked `slow` by itself; `pytest -m "not slow"` runs the
+unit tests that need neither, in seconds.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
+import sys
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
+from clipsearch.connection import connect
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
-from clipsearch.store import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 # Tests never download weights: a missing checkpoint must fail at once, not after network time-outs.
 os.environ["HF_HUB_OFFLINE"] = "1"
+SLOW_FIXTURES = {"embedded_server", "random_checkpoint"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
-def embedded_server(tmp_path_factory: pytest.TempPathFactory):
+def sample_photos() -> Path:
+    """The project's 204 sample photos."""
+    return ROOT / "photos"
+
+
+@pytest.fixture
+def copy_photos(sample_photos: Path) -> Callable[[Path, list[str]], Path]:
+    """Copies sample photos by name into a folder (made if needed), keeping their times."""
+
+    def copy(folder: Path, names: list[str]) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            shutil.copy2(sample_photos / name, folder / name)
+        return folder
+
+    return copy
+
+
+@pytest.fixture
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
     server = EmbeddedServer(tmp_path_factory.mktemp("valkey-data"))
     server.ensure_started()
     yield server
@@ -37,11 +79,6 @@ def client(settings: Settings):
     client = connect(settings)
     yield client
     client.close()
-
-
-def unit_vectors(rng: np.random.Generator, count: int, dim: int) -> np.ndarray:
-    vectors = rng.standard_normal((count, dim)).astype(np.float32)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
 @pytest.fixture(scope="session")
@@ -65,6 +102,38 @@ def encoder(random_checkpoint: Path):
 
 
 @pytest.fixture
+def open_test_index(settings: Settings, encoder):
+    """Opens (creating) this test's index with the session's encoder, the way the CLI and the page do."""
+    from clipsearch.index import open_index
+
+    def open_(test_settings: Settings = settings):
+        store, _ = open_index(test_settings, encoder, create=True)
+        return store
+
+    return open_
+
+
+@pytest.fixture
+def photo_folder(tmp_path: Path, sample_photos: Path) -> Path:
+    """34 sample photos from across the whole set, in a folder of this test's own."""
+    folder = tmp_path / "my-photos"
+    folder.mkdir()
+    for path in sorted(sample_photos.glob("*.jpg"))[::6]:
+        shutil.copy2(path, folder / path.name)
+    return folder
+
+
+@pytest.fixture
+def indexed_store(open_test_index, encoder, photo_folder: Path):
+    """This test's index holding photo_folder, loaded by the real loader."""
+    from clipsearch.loader import LoadOptions, PhotoLoader
+
+    store = open_test_index()
+    PhotoLoader(store, encoder, LoadOptions(), show_bar=False).index_folder(photo_folder)
+    return store
+
+
+@pytest.fixture
 def cli_env(settings: Settings, random_checkpoint: Path) -> dict[str, str]:
     """Environment for a clipsearch subprocess that uses this test's index and the random model."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLIPSEARCH_", "VALKEY_URL"))}
@@ -73,5 +142,17 @@ def cli_env(settings: Settings, random_checkpoint: Path) -> dict[str, str]:
         "CLIPSEARCH_DATA_DIR": str(settings.data_dir),
         "CLIPSEARCH_INDEX": settings.index_name,
         "CLIPSEARCH_PRETRAINED": str(random_checkpoint),
-        "PYTHONPATH": str(ROOT),
     }
+
+
+@pytest.fixture
+def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Runs `python -m clipsearch ARGS` (or a script, with script=) in the project folder."""
+
+    def run(
+        env: dict[str, str], *args: str, script: str | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, script] if script else [sys.executable, "-m", "clipsearch"]
+        return subprocess.run([*command, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+    return run

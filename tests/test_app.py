@@ -9,26 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
 from streamlit.testing.v1 import AppTest
 
 from clipsearch.encoder import TextEncoder
+from clipsearch.index import open_index
 from clipsearch.loader import LoadOptions, PhotoLoader
 from clipsearch.settings import Settings
-from clipsearch.store import IndexSchema, PhotoStore, connect
+from clipsearch.store import PhotoStore
 
-PHOTOS = ROOT / "photos"
-APP = str(ROOT / "streamlit_app.py")
+APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
 CAPTION = re.compile(r"^#(\d+) · (-?\d\.\d{3}) · (.+)$")
-
-
-@pytest.fixture
-def photo_folder(tmp_path: Path) -> Path:
-    folder = tmp_path / "my-photos"
-    folder.mkdir()
-    for path in sorted(PHOTOS.glob("*.jpg"))[::6]:  # 34 photos across the whole set
-        shutil.copy2(path, folder / path.name)
-    return folder
 
 
 @pytest.fixture
@@ -44,10 +34,8 @@ def app_env(monkeypatch, settings: Settings, random_checkpoint: Path, photo_fold
 
 
 @pytest.fixture
-def indexed(app_env: Settings, encoder, photo_folder: Path) -> PhotoStore:
-    store = PhotoStore.open(connect(app_env), IndexSchema.from_settings(app_env, encoder.identity), create=True)
-    PhotoLoader(store, encoder, LoadOptions(), show_bar=False).index_folder(photo_folder)
-    return store
+def indexed(app_env: Settings, indexed_store: PhotoStore) -> PhotoStore:
+    return indexed_store
 
 
 def run_app(**query_params: str) -> AppTest:
@@ -172,15 +160,15 @@ def test_index_button_indexes_the_photo_folder(app_env: Settings, photo_folder: 
     button = next(b for b in app.sidebar.button if b.label.startswith("Index "))
     button.click().run()
     assert_clean(app)
-    store = PhotoStore.open(connect(app_env), IndexSchema.from_settings(app_env, encoder.identity))
+    store, _ = open_index(app_env, encoder)
     assert store.count() == len(list(photo_folder.glob("*.jpg")))
     app.text_input(key="q").input("a cat").run()
     assert len(results(app)) == 12
     assert not [b for b in app.sidebar.button if b.label.startswith("Index ")], "nothing left to index"
 
 
-def test_stale_index_offers_the_button_again(indexed: PhotoStore, photo_folder: Path) -> None:
-    shutil.copy2(PHOTOS / "farm-animals-cat.jpg", photo_folder / "new-cat.jpg")
+def test_stale_index_offers_the_button_again(indexed: PhotoStore, photo_folder: Path, sample_photos: Path) -> None:
+    shutil.copy2(sample_photos / "farm-animals-cat.jpg", photo_folder / "new-cat.jpg")
     app = run_app()
     assert any("1 photos in" in warning.value for warning in app.sidebar.warning)
 
@@ -251,7 +239,7 @@ def test_a_stopped_embedded_server_is_reported_then_restarted(
     monkeypatch.setenv("CLIPSEARCH_PRETRAINED", str(random_checkpoint))
     monkeypatch.setenv("CLIPSEARCH_PHOTOS", str(photo_folder))
     try:
-        store = PhotoStore.open(connect(settings), IndexSchema.from_settings(settings, encoder.identity), create=True)
+        store, _ = open_index(settings, encoder, create=True)
         PhotoLoader(store, encoder, LoadOptions(), show_bar=False).index_folder(photo_folder)
         app = run_app(q="a tower")
         assert len(results(app)) == 12
@@ -267,12 +255,12 @@ def test_a_stopped_embedded_server_is_reported_then_restarted(
 
 
 def test_no_index_button_over_an_index_loaded_from_another_folder(
-    app_env: Settings, encoder, photo_folder: Path, tmp_path: Path
+    app_env: Settings, encoder, photo_folder: Path, tmp_path: Path, sample_photos: Path
 ) -> None:
     other = tmp_path / "elsewhere"
     other.mkdir()
-    shutil.copy2(PHOTOS / "pan.jpg", other / "pan.jpg")
-    store = PhotoStore.open(connect(app_env), IndexSchema.from_settings(app_env, encoder.identity), create=True)
+    shutil.copy2(sample_photos / "pan.jpg", other / "pan.jpg")
+    store, _ = open_index(app_env, encoder, create=True)
     PhotoLoader(store, encoder, LoadOptions(), show_bar=False).index_folder(other)
     app = run_app()
     assert_clean(app)
@@ -283,7 +271,7 @@ def test_no_index_button_over_an_index_loaded_from_another_folder(
 def test_an_index_without_thumbnails_shows_photos_from_the_folder(
     app_env: Settings, encoder, photo_folder: Path
 ) -> None:
-    store = PhotoStore.open(connect(app_env), IndexSchema.from_settings(app_env, encoder.identity), create=True)
+    store, _ = open_index(app_env, encoder, create=True)
     PhotoLoader(store, encoder, LoadOptions(thumbnail_size=None), show_bar=False).index_folder(photo_folder)
     assert all(row["thumbnail"] is None for _, row in store.scan(("thumbnail",)))
     app = run_app(q="a harbour")

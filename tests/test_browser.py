@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,12 +10,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
 
 from clipsearch.loader import LoadOptions, PhotoLoader
-from clipsearch.settings import Settings
-from clipsearch.store import IndexSchema, PhotoStore, connect
 
+ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 OUTPUT = ROOT / "test-output"
 # Chromium flags for a closed network: no background calls home, no sandbox as root.
@@ -36,12 +33,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -57,10 +48,11 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 60) -> No
 
 
 @pytest.fixture
-def streamlit_server(settings: Settings, cli_env: dict[str, str], encoder, tmp_path: Path):
-    store = PhotoStore.open(connect(settings), IndexSchema.from_settings(settings, encoder.identity), create=True)
-    PhotoLoader(store, encoder, LoadOptions(), show_bar=False).index_folder(ROOT / "photos")
-    port = free_port()
+def streamlit_server(
+    cli_env: dict[str, str], encoder, open_test_index, sample_photos: Path, free_port: int, tmp_path: Path
+):
+    PhotoLoader(open_test_index(), encoder, LoadOptions(), show_bar=False).index_folder(sample_photos)
+    port = free_port
     url = f"http://127.0.0.1:{port}"
     with open(tmp_path / "streamlit.log", "w") as log:
         process = subprocess.Popen(

@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import unit_vectors
 
-from clipsearch.errors import IndexMismatch, IndexMissing
+from clipsearch.connection import connect
+from clipsearch.errors import FolderMismatch, IndexMismatch, IndexMissing
+from clipsearch.identity import ModelIdentity
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
-from clipsearch.store import (
-    SCHEMA_VERSION,
-    IndexSchema,
-    ModelIdentity,
-    PhotoRecord,
-    PhotoStore,
-    connect,
-)
+from clipsearch.store import SCHEMA_VERSION, IndexSchema, PhotoRecord, PhotoStore
 
 MODEL = ModelIdentity("ViT-B-32", "random-test", 512)
+
+
+def unit_vectors(rng: np.random.Generator, count: int, dim: int) -> np.ndarray:
+    vectors = rng.standard_normal((count, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
 def records(vectors: np.ndarray) -> list[PhotoRecord]:
@@ -96,6 +97,7 @@ def test_odd_paths_round_trip(client, settings: Settings) -> None:
     assert hit.path == odd and hit.fields["name"] == "caf\u00e9 \udcff.jpg"
 
 
+@pytest.mark.slow
 def test_data_and_index_survive_restart(tmp_path) -> None:
     server = EmbeddedServer(tmp_path / "data")
     settings = Settings(data_dir=server.data_dir, index_name="persist")
@@ -140,8 +142,10 @@ def test_foreign_index_without_meta_is_refused(client, settings: Settings) -> No
     schema = IndexSchema.from_settings(settings, MODEL)
     PhotoStore.open(client, schema, create=True)
     client.delete(schema.meta_key)
-    with pytest.raises(IndexMismatch, match="no clipsearch schema version"):
+    with pytest.raises(IndexMismatch, match="no clipsearch schema version.*leaves it alone"):
         PhotoStore.open(client, schema)
+    with pytest.raises(IndexMismatch, match="no clipsearch schema version"):
+        PhotoStore.existing(client, schema.name)
 
 
 def test_missing_index_says_how_to_make_one(client, settings: Settings) -> None:
@@ -154,7 +158,7 @@ def test_drop_removes_documents_and_meta(client, settings: Settings) -> None:
     store = PhotoStore.open(client, schema, create=True)
     store.upsert(records(unit_vectors(np.random.default_rng(2), 5, 512)))
     store.drop()
-    assert not store.index_exists()
+    assert settings.index_name.encode() not in client.execute_command("FT._LIST")
     assert list(client.scan_iter(match=f"{schema.prefix}*")) == []
     assert not client.exists(schema.meta_key)
 
@@ -175,3 +179,73 @@ def test_an_index_keeps_the_algorithm_it_was_built_with(client, settings: Settin
     reopened = PhotoStore.open(client, IndexSchema.from_settings(settings, MODEL))  # settings now say HNSW
     assert reopened.schema.algorithm == "FLAT"
     assert index_of(reopened.search(vectors[3], k=1)[0].path) == 3
+
+
+def test_schema_round_trips_through_its_metadata() -> None:
+    schema = IndexSchema("photos", MODEL, "HNSW", m=24, ef_construction=300, ef_runtime=64)
+    assert IndexSchema.from_meta("photos", schema.meta()) == schema
+    legacy = {k: v for k, v in schema.meta().items() if k not in ("m", "ef_construction", "ef_runtime")}
+    defaults = Settings()
+    assert IndexSchema.from_meta("photos", legacy).m == defaults.hnsw_m
+    with pytest.raises(IndexMismatch, match="damaged"):
+        IndexSchema.from_meta("photos", {**schema.meta(), "dim": "many"})
+
+
+def test_an_existing_index_opens_without_its_model(client, settings: Settings, tmp_path: Path) -> None:
+    with pytest.raises(IndexMissing):
+        PhotoStore.existing(client, settings.index_name)
+    wanted = IndexSchema.from_settings(dataclasses.replace(settings, algorithm="FLAT"), MODEL)
+    store = PhotoStore.open(client, wanted, create=True)
+    store.upsert(records(unit_vectors(np.random.default_rng(4), 3, 512)))
+    store.record_photos_root(tmp_path)
+
+    found = PhotoStore.existing(client, settings.index_name)
+    assert found.schema == wanted
+    assert found.photos_root == tmp_path.resolve()
+    assert found.describe() == (
+        f"3 photos, model ViT-B-32 / random-test (512-d), FLAT, key schema v{SCHEMA_VERSION}, photos from {tmp_path}"
+    )
+    found.drop()
+    with pytest.raises(IndexMissing):
+        PhotoStore.existing(client, settings.index_name)
+
+
+def test_pruning_is_refused_over_another_folders_photos(client, settings: Settings, tmp_path: Path) -> None:
+    store = PhotoStore.open(client, IndexSchema.from_settings(settings, MODEL), create=True)
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    assert store.may_prune(other), "an empty index may be filled from any folder"
+    store.upsert(records(unit_vectors(np.random.default_rng(6), 2, 512)))
+    assert not store.may_prune(other), "documents from no known folder (a CSV) are protected too"
+    store.record_photos_root(mine)
+    assert store.may_prune(mine) and not store.may_prune(other)
+    with pytest.raises(FolderMismatch, match=f"2 photos loaded from {mine}, not from {other}.*--allow-other-folder"):
+        store.ensure_may_prune(other)
+
+
+def test_racing_creators_with_different_models_never_both_win(client, settings: Settings) -> None:
+    """FT.CREATE and the metadata of a new index form one step: exactly one model is recorded, and only its
+    process gets the store, whatever the interleaving."""
+    models = [ModelIdentity("ViT-B-32", f"racer-{i}", 512) for i in range(6)]
+    start = threading.Barrier(len(models))
+    outcomes: dict[str, str] = {}
+
+    def race(model: ModelIdentity) -> None:
+        racer_client = connect(settings)
+        start.wait()
+        try:
+            PhotoStore.open(racer_client, IndexSchema.from_settings(settings, model), create=True)
+            outcomes[model.pretrained] = "won"
+        except IndexMismatch:
+            outcomes[model.pretrained] = "refused"
+        finally:
+            racer_client.close()
+
+    threads = [threading.Thread(target=race, args=(model,)) for model in models]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    winners = [name for name, outcome in outcomes.items() if outcome == "won"]
+    assert len(outcomes) == len(models) and len(winners) == 1, outcomes
+    recorded = PhotoStore.existing(client, settings.index_name).schema.model
+    assert recorded.pretrained == winners[0]

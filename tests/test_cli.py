@@ -1,0 +1,162 @@
+"""`python -m clipsearch` and scripts/load_photos.py as a user runs them: subprocesses, exit statuses, output."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clipsearch.encoder import ClipEncoder
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_killed_run_then_rerun_gives_one_whole_document_per_photo(
+    tmp_path: Path, cli_env: dict[str, str], stop_signal: int, open_test_index, copy_photos, sample_photos: Path
+) -> None:
+    names = sorted(p.name for p in sample_photos.glob("*.jpg"))[:60]
+    folder = copy_photos(tmp_path / "photos", names)
+    command = [sys.executable, "scripts/load_photos.py", str(folder), "--batch-size", "4"]
+    run = subprocess.Popen(command, env=cli_env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    store = open_test_index()
+    deadline = time.monotonic() + 240
+    while store.count() < 12 and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.05)
+    run.send_signal(stop_signal)
+    _, stderr = run.communicate(timeout=60)
+    if stop_signal == signal.SIGINT:
+        assert run.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr
+    written = store.count()
+    assert 12 <= written < len(names), f"the run should be killed halfway, not after {written} photos"
+
+    rerun = subprocess.run([*command, "--strict"], env=cli_env, cwd=ROOT, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"indexed {len(names) - written}, unchanged {written}, failed 0" in rerun.stdout
+    rows = [row for _, row in store.scan(("path", "vector", "thumbnail", "content_hash", "width"))]
+    assert sorted(row["path"] for row in rows) == names
+    assert all(row["vector"].shape == (512,) and row["thumbnail"] and row["width"] for row in rows)
+    assert store.count() == len(names)
+
+
+def test_second_cli_run_encodes_nothing_and_says_so(
+    tmp_path: Path, cli_env: dict[str, str], copy_photos, run_cli
+) -> None:
+    folder = copy_photos(tmp_path / "photos", ["chair.jpg", "pan.jpg"])
+    first = run_cli(cli_env, str(folder), script="scripts/load_photos.py")
+    assert first.returncode == 0 and "indexed 2, unchanged 0, failed 0" in first.stdout
+    second = run_cli(cli_env, "index", str(folder))
+    assert "Nothing to encode: all 2 photos are unchanged." in second.stdout
+    assert "indexed 0, unchanged 2" in second.stdout
+
+    info = run_cli(cli_env, "info").stdout
+    assert "2 photos, model ViT-B-32 / vit-b-32-random.pt#" in info and f"photos from {folder.resolve()}" in info
+    assert "dropped" in run_cli(cli_env, "drop", "--yes").stdout
+    assert "none yet" in run_cli(cli_env, "info").stdout
+
+
+def test_cli_exit_status_for_failures_and_unreachable_store(
+    tmp_path: Path, cli_env: dict[str, str], copy_photos, run_cli
+) -> None:
+    folder = copy_photos(tmp_path / "photos", ["pan.jpg"])
+    (folder / "broken.png").write_bytes(b"nope")
+    lenient = run_cli(cli_env, "index", str(folder))
+    assert lenient.returncode == 0 and "failed: broken.png: not an image" in lenient.stdout
+    strict = run_cli(cli_env, "index", str(folder), "--strict")
+    assert strict.returncode == 1
+    unreachable = run_cli({**cli_env, "VALKEY_URL": "redis://:pw@127.0.0.1:1"}, "index", str(folder))
+    assert (
+        unreachable.returncode == 2 and "cannot reach" in unreachable.stderr and "Traceback" not in unreachable.stderr
+    )
+
+
+def test_cli_prune_over_another_folders_index_is_refused_then_allowed(
+    tmp_path: Path, cli_env: dict[str, str], copy_photos, run_cli
+) -> None:
+    first = copy_photos(tmp_path / "first", ["chair.jpg"])
+    second = copy_photos(tmp_path / "second", ["pan.jpg"])
+    assert run_cli(cli_env, "index", str(first)).returncode == 0
+    refused = run_cli(cli_env, "index", str(second), "--prune")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert f"1 photos loaded from {first}, not from {second}" in refused.stderr
+    assert "--allow-other-folder" in refused.stderr
+    assert "1 photos, " in run_cli(cli_env, "info").stdout
+    allowed = run_cli(cli_env, "index", str(second), "--prune", "--allow-other-folder")
+    assert allowed.returncode == 0 and "indexed 1, unchanged 0, failed 0, pruned 1" in allowed.stdout
+    assert f"photos from {second}" in run_cli(cli_env, "info").stdout
+
+
+def test_info_and_drop_need_no_model(tmp_path: Path, cli_env: dict[str, str], copy_photos, run_cli) -> None:
+    assert run_cli(cli_env, "index", str(copy_photos(tmp_path / "p", ["chair.jpg"]))).returncode == 0
+    no_model = {**cli_env, "CLIPSEARCH_PRETRAINED": str(tmp_path / "no-such-checkpoint.pt")}
+    info = run_cli(no_model, "info")
+    assert info.returncode == 0 and "1 photos, model ViT-B-32 / vit-b-32-random.pt#" in info.stdout
+    assert "dropped" in run_cli(no_model, "drop", "--yes").stdout
+    assert "no index" in run_cli(no_model, "drop", "--yes").stdout
+
+
+def test_weights_unavailable_offline_names_model_tag_and_how_to_give_a_file(
+    tmp_path: Path, cli_env: dict[str, str], run_cli
+) -> None:
+    env = {k: v for k, v in cli_env.items() if k != "CLIPSEARCH_PRETRAINED"}  # the default tag
+    offline = run_cli({**env, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-hf-cache")}, "search", "a cat")
+    assert offline.returncode == 2 and "Traceback" not in offline.stderr
+    assert "CLIP model ViT-B-32 with pretrained tag 'laion2b_s34b_b79k'" in offline.stderr
+    assert "huggingface.co/laion/CLIP-ViT-B-32-laion2B-s34B-b79K" in offline.stderr
+    assert "CLIPSEARCH_PRETRAINED=/path/to/that/file" in offline.stderr
+
+
+@pytest.fixture
+def sample_index(cli_env: dict[str, str], run_cli) -> dict[str, str]:
+    """All sample photos indexed through the loader script."""
+    loaded = run_cli(cli_env, script="scripts/load_photos.py")
+    assert loaded.returncode == 0, loaded.stderr
+    return cli_env
+
+
+def test_search_json_equals_brute_force_and_own_vectors_come_first(
+    sample_index: dict[str, str], encoder: ClipEncoder, open_test_index, run_cli, sample_photos: Path
+) -> None:
+    store = open_test_index()
+    rows = {key: row for key, row in store.scan(("path", "vector", "content_hash"))}
+    assert len(rows) == len(list(sample_photos.glob("*.jpg")))
+    keys = list(rows)
+    matrix = np.stack([rows[key]["vector"] for key in keys])
+
+    for text in ("a photo of a cat", "snowy streets"):
+        found = json.loads(run_cli(sample_index, "search", text, "--k", "10", "--json").stdout)
+        scores = matrix @ encoder.encode_text([text])[0]
+        best = np.argsort(-scores)[:10]
+        assert [hit["key"] for hit in found] == [keys[i] for i in best]
+        np.testing.assert_allclose([hit["score"] for hit in found], scores[best], atol=1e-5)
+        assert all(hit["path"] == rows[hit["key"]]["path"] for hit in found)
+
+    for key in keys:
+        first = store.search(rows[key]["vector"], k=1)[0]
+        assert rows[first.key]["content_hash"] == rows[key]["content_hash"]
+        assert first.score == pytest.approx(1.0, abs=1e-5)
+
+    by_image = json.loads(
+        run_cli(sample_index, "search", "--image", str(sample_photos / "giraffe.jpg"), "--json").stdout
+    )
+    assert by_image[0]["path"] == "giraffe.jpg"
+
+
+@pytest.mark.skipif(
+    not os.environ.get("CLIPSEARCH_TEST_CHECKPOINT"),
+    reason="set CLIPSEARCH_TEST_CHECKPOINT to a real ViT-B-32 open_clip checkpoint (or tag, with network)",
+)
+def test_real_weights_find_the_cat(cli_env: dict[str, str], run_cli, sample_photos: Path) -> None:
+    env = {**cli_env, "CLIPSEARCH_PRETRAINED": os.environ["CLIPSEARCH_TEST_CHECKPOINT"]}
+    env.pop("HF_HUB_OFFLINE")  # a tag may be downloaded here
+    env["CLIPSEARCH_INDEX"] += "-real"
+    assert run_cli(env, "index", str(sample_photos)).returncode == 0
+    found = json.loads(run_cli(env, "search", "a photo of a cat", "--json", "--k", "3").stdout)
+    assert found[0]["path"] == "farm-animals-cat.jpg"

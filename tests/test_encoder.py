@@ -1,0 +1,94 @@
+"""The CLIP encoders: open_clip's own model, preprocess and tokenizer, with a real (random-weights) checkpoint."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+
+from clipsearch.encoder import ClipEncoder, TextEncoder, pretrained_label, rank_labels
+from clipsearch.errors import ConfigError
+from clipsearch.photos import decode_photo
+
+
+def test_encodings_equal_open_clips_own(encoder: ClipEncoder, random_checkpoint: Path, sample_photos: Path) -> None:
+    reference, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32", pretrained=str(random_checkpoint))
+    reference.eval()
+    images = [decode_photo((sample_photos / name).read_bytes()) for name in ("chair.jpg", "giraffe.jpg")]
+    texts = ["a photo of a cat on a chair", "", "写真"]
+    with torch.no_grad():
+        expected_images = torch.nn.functional.normalize(
+            reference.encode_image(torch.stack(list(map(preprocess, images)))), dim=-1
+        )
+        tokens = open_clip.get_tokenizer("ViT-B-32")(texts)
+        expected_texts = torch.nn.functional.normalize(reference.encode_text(tokens), dim=-1)
+    vectors = encoder.encode_images(images)
+    assert vectors.dtype == np.float32 and vectors.shape == (2, 512)
+    np.testing.assert_allclose(vectors, expected_images.numpy(), atol=1e-5)
+    np.testing.assert_allclose(encoder.encode_text(texts), expected_texts.numpy(), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_identity_is_computed_once_at_load(encoder: ClipEncoder, random_checkpoint: Path, monkeypatch) -> None:
+    import clipsearch.encoder as encoder_module
+
+    loaded = TextEncoder.load("ViT-B-32", str(random_checkpoint))
+    monkeypatch.setattr(encoder_module, "file_fingerprint", lambda *args: pytest.fail("fingerprint read again"))
+    assert loaded.identity == encoder.identity
+    assert loaded.identity.pretrained.startswith("vit-b-32-random.pt#")
+
+
+def test_text_tower_alone_encodes_like_the_full_model(encoder: ClipEncoder, random_checkpoint: Path) -> None:
+    text_only = TextEncoder.load("ViT-B-32", str(random_checkpoint))
+    assert text_only.identity == encoder.identity
+    tower_parameters = sum(p.numel() for p in text_only.tower.parameters())
+    assert tower_parameters < 0.5 * sum(p.numel() for p in encoder.model.parameters())
+    assert not any(name.startswith("visual") for name, _ in text_only.tower.named_parameters())
+    texts = ["a photo of a cat", "snowy streets at night", ""]
+    np.testing.assert_allclose(text_only.encode_text(texts), encoder.encode_text(texts), atol=1e-6)
+    assert text_only.logit_scale == pytest.approx(encoder.logit_scale)
+
+
+def test_rank_labels_orders_by_similarity_with_clip_softmax(encoder: ClipEncoder, sample_photos: Path) -> None:
+    labels = ["cat", "dog", "car", " ", "cat"]
+    image = encoder.encode_images([decode_photo((sample_photos / "farm-animals-cat.jpg").read_bytes())])[0]
+    ranked = rank_labels(encoder, image, labels)
+    assert [score.label for score in ranked] == sorted(
+        {"cat", "dog", "car"}, key=lambda label: -float(encoder.encode_text([f"a photo of {label}."])[0] @ image)
+    )
+    assert sum(score.probability for score in ranked) == pytest.approx(1.0)
+    logits = np.array([score.similarity for score in ranked]) * encoder.logit_scale
+    expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    np.testing.assert_allclose([score.probability for score in ranked], expected, rtol=1e-5)
+
+
+def test_a_checkpoint_file_is_known_by_name_and_content_not_by_folder(random_checkpoint: Path, tmp_path: Path) -> None:
+    same = tmp_path / "elsewhere" / random_checkpoint.name
+    same.parent.mkdir()
+    shutil.copy(random_checkpoint, same)
+    assert pretrained_label(str(same)) == pretrained_label(str(random_checkpoint))
+    assert pretrained_label(str(same)).startswith("vit-b-32-random.pt#")
+    other = tmp_path / "other" / random_checkpoint.name  # same name, other weights
+    other.parent.mkdir()
+    shutil.copy(random_checkpoint, other)
+    with open(other, "r+b") as handle:  # same size, one byte of the weights changed
+        handle.seek(600_000)
+        byte = handle.read(1)
+        handle.seek(600_000)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    assert pretrained_label(str(other)) != pretrained_label(str(random_checkpoint))
+    assert pretrained_label("laion2b_s34b_b79k") == "laion2b_s34b_b79k"
+
+
+def test_unknown_model_or_tag_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="not an open_clip model"):
+        ClipEncoder.load("ViT-Z-99", "openai")
+    with pytest.raises(ConfigError, match="neither a pretrained tag of ViT-B-32.*nor an existing checkpoint file"):
+        ClipEncoder.load("ViT-B-32", "no-such-tag-or-file")
+
+
+# --- the loader ----------------------------------------------------------------------------
