@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import streamlit as st
@@ -11,7 +12,18 @@ import valkey
 from streamlit.delta_generator import DeltaGenerator
 
 from clipsearch.connection import connect
-from clipsearch.encoder import DEFAULT_LABELS, ClipEncoder, TextEncoder, TextEncoding, rank_labels
+from clipsearch.display import escape_markdown
+from clipsearch.encoder import (
+    DEFAULT_LABELS,
+    MAX_LABEL_CHARS,
+    MAX_LABELS,
+    ClipEncoder,
+    LabelList,
+    TextEncoder,
+    TextEncoding,
+    label_vectors,
+    rank_labels,
+)
 from clipsearch.errors import (
     ClipsearchError,
     ConfigError,
@@ -74,9 +86,16 @@ def text_vector(model_name: str, pretrained: str, text: str) -> np.ndarray:
 
 
 @st.cache_data(max_entries=32, show_spinner="Encoding your photo…")
-def upload_vector(model_name: str, pretrained: str, data: bytes) -> np.ndarray:
-    vector: np.ndarray = get_image_encoder(model_name, pretrained).encode_images([decode_photo(data)])[0]
+def upload_vector(model_name: str, pretrained: str, data: bytes, max_pixels: int) -> np.ndarray:
+    image = decode_photo(data, max_pixels)
+    vector: np.ndarray = get_image_encoder(model_name, pretrained).encode_images([image])[0]
     return vector
+
+
+@st.cache_data(max_entries=16, show_spinner="Encoding the labels…")
+def cached_label_vectors(_encoder: TextEncoding, model: str, labels: tuple[str, ...]) -> np.ndarray:
+    """The labels' vectors, once per model and label list rather than on every rerun."""
+    return label_vectors(_encoder, labels)
 
 
 @st.cache_data(ttl=60, show_spinner=False)
@@ -126,7 +145,19 @@ def sidebar(settings: Settings, store: PhotoStore | None, schema: IndexSchema) -
         if "last_report" in st.session_state:
             st.caption(st.session_state.last_report)
         st.header("What is in this photo?")
-        st.text_area("Labels to rank, one per line", "\n".join(DEFAULT_LABELS), key="labels", height=180)
+        st.text_area(
+            "Labels to rank, one per line",
+            "\n".join(DEFAULT_LABELS),
+            key="labels",
+            height=180,
+            help=f"Up to {MAX_LABELS} labels of up to {MAX_LABEL_CHARS} characters each.",
+        )
+        labels = LabelList.parse(st.session_state.labels)
+        if labels.left_out or labels.shortened:
+            st.caption(
+                f"Ranking the first {MAX_LABELS} labels, each cut to {MAX_LABEL_CHARS} characters: "
+                f"{labels.left_out} left out, {labels.shortened} shortened."
+            )
 
 
 def offers_indexing(settings: Settings, store: PhotoStore | None) -> bool:
@@ -146,18 +177,15 @@ def index_photos(settings: Settings) -> None:
         bar.progress(done / total, text=f"Indexed {done} of {total} photos")
 
     loader = PhotoLoader(store, encoder, LoadOptions(prune=True), on_progress=on_progress, show_bar=False)
-    st.session_state.last_report = loader.index_folder(settings.photos_dir).summary().replace("\n", "  \n")
+    summary = loader.index_folder(settings.photos_dir).summary()
+    st.session_state.last_report = "  \n".join(escape_markdown(line) for line in summary.splitlines())
     count_pending.clear()
     st.rerun()
 
 
-def photos_root(settings: Settings, store: PhotoStore) -> Path:
-    """The folder the loader read, if this machine has it; else the configured photo folder."""
-    source = store.photos_root
-    return source if source and source.is_dir() else settings.photos_dir
-
-
 def full_photo(root: Path, hit: Hit) -> Path | None:
+    """The photo's own file, only from the configured photo folder: never from a folder the index names,
+    since whoever can write the index could name any folder on this machine."""
     return file_under(root, hit.path) if hit.fields.get("source") == "file" else None
 
 
@@ -175,19 +203,20 @@ def picture(hit: Hit, root: Path) -> bytes | str | None:
     thumbnail: bytes | None = hit.fields.get("thumbnail")
     if thumbnail:
         return thumbnail
-    if hit.fields.get("source") == "url":
-        return hit.path
+    if hit.fields.get("source") == "url":  # only web addresses: Streamlit reads any other string as a local file
+        return hit.path if urlsplit(hit.path).scheme in ("http", "https") else None
     path = full_photo(root, hit)
     return resized_photo(str(path), path.stat().st_mtime, GALLERY_SIDE) if path else None
 
 
 def show_labels(text_encoder: TextEncoding, vector: np.ndarray) -> None:
-    labels = st.session_state.get("labels", "\n".join(DEFAULT_LABELS)).splitlines()
-    ranked = rank_labels(text_encoder, vector, labels)[:TOP_LABELS]
+    labels = LabelList.parse(st.session_state.get("labels", "\n".join(DEFAULT_LABELS))).labels
+    vectors = cached_label_vectors(text_encoder, text_encoder.identity.describe(), labels)
+    ranked = rank_labels(text_encoder, vector, labels, vectors)[:TOP_LABELS]
     if not ranked:
         st.caption("Add some labels in the sidebar to rank them.")
     for score in ranked:
-        label = f"**{score.label}** · {score.probability:.0%} · cosine {score.similarity:.3f}"
+        label = f"**{escape_markdown(score.label)}** · {score.probability:.0%} · cosine {score.similarity:.3f}"
         st.progress(score.probability, text=label)
 
 
@@ -198,10 +227,10 @@ def open_photo(hit: Hit, rank: int, root: Path, store: PhotoStore, text_encoder:
     if image is not None:
         st.image(image)  # its own size, at most the dialog's width
     fields = hit.fields
-    st.markdown(f"**#{rank} · similarity {hit.score:.3f}** · `{display_path(hit.path)}`")
+    st.markdown(f"**#{rank} · similarity {hit.score:.3f}** · {escape_markdown(display_path(hit.path))}")
     st.caption(
         f"{fields.get('width')} x {fields.get('height')} px · {(fields.get('size') or 0) / 1024:.0f} KiB"
-        + ("" if path else " · shown from the stored thumbnail (the photo folder is not on this machine)")
+        + ("" if path else " · shown from the stored thumbnail (the photo is not in CLIPSEARCH_PHOTOS on this machine)")
     )
     st.button("More like this", key=f"dialog-like-{hit.key}", on_click=more_like, args=(hit.key,))
     st.subheader("What is in this photo?")
@@ -228,7 +257,8 @@ def gallery_tile(
 ) -> None:
     with cell:
         image = picture(hit, root)
-        caption = f"#{rank} · {hit.score:.3f} · {display_path(hit.fields.get('name') or hit.path)}"
+        # Captions are Markdown: a file name must not become a link or an image.
+        caption = f"#{rank} · {hit.score:.3f} · {escape_markdown(display_path(hit.fields.get('name') or hit.path))}"
         if image is None:
             st.caption(f"{caption} (no thumbnail)")
         else:
@@ -246,28 +276,31 @@ def query_vector(settings: Settings, store: PhotoStore, text_encoder: TextEncode
         vector = store.vector_of(st.session_state.like)
         if vector is not None:
             [row] = store.get([st.session_state.like], ["name"])
-            return vector, f"Photos like **{display_path((row or {}).get('name') or '?')}**"
-        st.warning("That photo is no longer in the index.")
+            return vector, f"Photos like **{escape_markdown(display_path((row or {}).get('name') or '?'))}**"
+        st.warning("That photo is not in the index.")
         st.session_state.like = ""
     if st.session_state.mode == "Photo":
         upload = st.file_uploader("Find photos like this one", type=UPLOAD_TYPES, key="upload")
         if upload is None:
             return None, "Upload a JPEG, PNG or WebP photo to find similar ones."
+        name = escape_markdown(upload.name)
         try:
-            vector = upload_vector(*model, upload.getvalue())
+            if upload.size > settings.upload_max_bytes:
+                raise BadPhoto(f"{upload.size:,} bytes, over the limit of {settings.upload_max_bytes:,}")
+            vector = upload_vector(*model, upload.getvalue(), settings.upload_max_pixels)
         except BadPhoto as error:
-            st.error(f"**{upload.name} cannot be used:** {error}. Try another JPEG, PNG or WebP file.")
+            st.error(f"**{name} cannot be used:** {escape_markdown(str(error))}. Try another JPEG, PNG or WebP file.")
             return None, ""
         left, right = st.columns([1, 3])
         left.image(upload.getvalue(), caption=upload.name, width="stretch")
         with right:
             st.markdown("**What is in this photo?**")
             show_labels(text_encoder, vector)
-        return vector, f"Photos like **{upload.name}**"
+        return vector, f"Photos like **{name}**"
     text = st.session_state.q.strip()
     if not text:
         return None, "Type what you are looking for, or click an example."
-    return text_vector(*model, text), f"Photos matching **{text}**"
+    return text_vector(*model, text), f"Photos matching **{escape_markdown(text)}**"
 
 
 def controls() -> None:
@@ -341,7 +374,7 @@ def main() -> None:
     st.markdown(f"{heading} · {len(shown)} of {len(hits)} results")
     if hits and not shown:
         st.info(f"No result reaches similarity {st.session_state.min:.2f}; the best has {hits[0].score:.3f}.")
-    gallery(shown, st.session_state.cols, photos_root(settings, store), store, text_encoder)
+    gallery(shown, st.session_state.cols, settings.photos_dir, store, text_encoder)
 
 
 PROBLEMS = {
@@ -358,7 +391,9 @@ try:
     main()
 except ClipsearchError as problem:
     title = next((text for kind, text in PROBLEMS.items() if isinstance(problem, kind)), "Something went wrong")
-    st.error(f"**{title}.** {problem}")
+    st.error(f"**{title}.** {escape_markdown(str(problem))}")
 except valkey.ConnectionError as problem:
     get_client.clear()  # the next run connects afresh (and restarts the embedded server if it stopped)
-    st.error(f"**Lost the connection to the Valkey server** ({problem}). Reload the page to reconnect.")
+    st.error(
+        f"**Lost the connection to the Valkey server** ({escape_markdown(str(problem))}). Reload the page to reconnect."
+    )

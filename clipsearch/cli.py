@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import valkey
 
 from clipsearch.connection import connect
 from clipsearch.errors import ClipsearchError, IndexMissing
@@ -36,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     search = commands.add_parser("search", help="find photos by text or by a photo")
     search.add_argument("text", nargs="?", help="what to look for, e.g. 'a dog on a chair'")
     search.add_argument("--image", type=Path, help="search with this photo instead of text")
-    search.add_argument("--k", type=int, default=10, help="how many results (default 10)")
+    search.add_argument("--k", type=positive_int, default=10, help="how many results (default 10)")
     search.add_argument("--json", action="store_true", help="print a JSON list of {key, path, score, ...}")
 
     commands.add_parser("info", help="what the index holds and which server serves it")
@@ -58,17 +62,49 @@ def add_index_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --prune: replace an index loaded from another folder (its photos are deleted)",
     )
+    parser.add_argument(
+        "--allow-any-path", action="store_true", help="CSV rows may be absolute paths or climb out of its folder"
+    )
+    parser.add_argument(
+        "--allow-private-hosts",
+        action="store_true",
+        help="CSV URLs may name this machine or private and link-local addresses",
+    )
     defaults = LoadOptions()
     parser.add_argument(
         "--thumbnail-size",
-        type=int,
+        type=positive_int,
         default=defaults.thumbnail_size,
         help=f"long side of thumbnails in pixels ({defaults.thumbnail_size})",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=defaults.batch_size, help=f"photos per model batch ({defaults.batch_size})"
+        "--batch-size",
+        type=positive_int,
+        default=defaults.batch_size,
+        help=f"photos per model batch ({defaults.batch_size})",
     )
-    parser.add_argument("--max-pixels", type=int, default=defaults.max_pixels, help="refuse larger images")
+    parser.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=defaults.max_pixels,
+        help=f"refuse larger images ({defaults.max_pixels:,})",
+    )
+    parser.add_argument(
+        "--max-bytes",
+        type=positive_int,
+        default=defaults.max_bytes,
+        help=f"refuse larger files ({defaults.max_bytes:,})",
+    )
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not above 0")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,6 +123,21 @@ def main(argv: list[str] | None = None) -> int:
             return drop_command(settings, args.yes)
     except (ClipsearchError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except (valkey.ConnectionError, valkey.TimeoutError) as error:
+        print(
+            f"error: lost the connection to the Valkey server ({error}). Every photo written before is complete: "
+            "once the server is back (the embedded one starts again by itself), run the same command again to finish.",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    except valkey.ResponseError as error:
+        advice = (
+            "it is out of memory: raise its maxmemory (or choose a larger plan), or index with --no-thumbnails"
+            if "maxmemory" in str(error) or str(error).startswith("OOM")
+            else "see the server's log"
+        )
+        print(f"error: the Valkey server refused a command ({error}); {advice}.", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted: what was written is complete; run again to finish", file=sys.stderr)
@@ -108,8 +159,11 @@ def index_command(settings: Settings, args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         thumbnail_size=None if args.no_thumbnails else args.thumbnail_size,
         max_pixels=args.max_pixels,
+        max_bytes=args.max_bytes,
         prune=args.prune,
         allow_other_folder=args.allow_other_folder,
+        allow_any_path=args.allow_any_path,
+        allow_private_hosts=args.allow_private_hosts,
     )
     loader = PhotoLoader(store, encoder, options)
     print(f"indexing {args.from_csv or folder} into {store.schema.name!r} on {settings.server_label}")
@@ -154,11 +208,19 @@ def _query(settings: Settings, text: str | None, image: Path | None) -> tuple[Ph
 
 
 def _json_row(hit: Hit) -> dict[str, object]:
-    keep = ("name", "width", "height", "size", "source")
-    extra = {
-        name: display_path(value) if name == "name" else value for name, value in hit.fields.items() if name in keep
+    """A hit as JSON: paths and names in their display form (valid UTF-8), and the exact bytes of a path
+    that is not UTF-8 in `path_bytes` (base64), so it stays recoverable."""
+    keep = ("width", "height", "size", "source")
+    row: dict[str, object] = {
+        "key": hit.key,
+        "path": display_path(hit.path),
+        "score": round(hit.score, 6),
+        "name": display_path(hit.fields.get("name") or ""),
+        **{name: value for name, value in hit.fields.items() if name in keep},
     }
-    return {"key": hit.key, "path": hit.path, "score": round(hit.score, 6), **extra}
+    if row["path"] != hit.path:
+        row["path_bytes"] = base64.b64encode(os.fsencode(hit.path)).decode()
+    return row
 
 
 def info_command(settings: Settings) -> int:
@@ -187,7 +249,7 @@ def drop_command(settings: Settings, yes: bool) -> int:
 
 
 def server_command(settings: Settings, action: str) -> int:
-    server = EmbeddedServer(settings.data_dir)
+    server = EmbeddedServer(settings.data_dir, allow_shared=settings.allow_shared_data_dir)
     if action == "start":
         server.ensure_started()
         action = "status"

@@ -21,6 +21,10 @@ class WrongCredentials(ClipsearchError):
     pass
 
 
+class TlsRefused(ClipsearchError):
+    """The server's TLS certificate did not verify: wrong host name, unknown CA, expired."""
+
+
 class NoVectorSearch(ClipsearchError):
     pass
 

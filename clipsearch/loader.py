@@ -9,7 +9,9 @@ the store.
 from __future__ import annotations
 
 import csv
+import ipaddress
 import os
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -17,13 +19,15 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
+from http.client import HTTPMessage, HTTPResponse
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
 from clipsearch.photos import (
+    DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
     BadPhoto,
     PhotoFile,
@@ -43,6 +47,7 @@ if TYPE_CHECKING:  # torch loads in seconds: not for commands that only need the
 
 CSV_COLUMNS = ("photo_image_url", "image_url", "url", "path", "file", "filename")
 MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
+DOWNLOAD_SCHEMES = ("http", "https")
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -51,11 +56,22 @@ class LoadOptions:
     batch_size: int = 32
     thumbnail_size: int | None = 256  # None: store no thumbnails
     max_pixels: int = DEFAULT_MAX_PIXELS
+    max_bytes: int = DEFAULT_MAX_BYTES
     prune: bool = False
     allow_other_folder: bool = False  # prune even an index loaded from another folder
+    allow_any_path: bool = False  # CSV rows may be absolute paths or climb out of the CSV's folder
+    allow_private_hosts: bool = False  # CSV URLs may name loopback, private and link-local addresses
     workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
-    download_timeout: float = 20.0
+    download_timeout: float = 20.0  # for each connect and read
+    download_deadline: float = 120.0  # for a whole download, so a slow-drip server cannot hold a worker
     download_retries: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "max_pixels", "max_bytes", "workers", "download_retries"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name.replace('_', '-')} must be above 0")
+        if self.thumbnail_size is not None and self.thumbnail_size <= 0:
+            raise ValueError("thumbnail-size must be above 0")
 
 
 @dataclass(frozen=True)
@@ -136,28 +152,34 @@ class PhotoLoader:
             self.store.ensure_may_prune(root)
         report = LoadReport()
         sources: list[Source] = []
+        unlisted: list[str] = []  # folders that could not be listed: what they hold is unknown, not gone
         for entry in walk_photos(root):
             if entry.problem is None:
-                sources.append(_file_source(entry))
+                sources.append(_file_source(entry, self.options.max_bytes))
             else:
                 report.failed.append((entry.relpath, entry.problem))
+                if entry.folder:
+                    unlisted.append("" if entry.relpath == "." else f"{entry.relpath}/")
         seen = {source.path for source in sources} | {path for path, _ in report.failed}
-        self._run(sources, report, prune_unseen=seen if self.options.prune else None)
+
+        def gone(path: str) -> bool:
+            return path not in seen and not path.startswith(tuple(unlisted))
+
+        self._run(sources, report, gone if self.options.prune else None)
         self.store.record_photos_root(root)
         return report
 
     def index_csv(self, csv_path: Path, column: str | None = None) -> LoadReport:
         report = LoadReport()
-        self._run(csv_sources(Path(csv_path), column, self.options), report, prune_unseen=None)
+        self._run(csv_sources(Path(csv_path), column, self.options), report, None)
         return report
 
-    def _run(self, sources: list[Source], report: LoadReport, prune_unseen: set[str] | None) -> None:
+    def _run(self, sources: list[Source], report: LoadReport, gone: Callable[[str], bool] | None) -> None:
         started = time.monotonic()
         known = known_photos(self.store)
         todo, report.unchanged = _plan(sources, known)
-        if prune_unseen is not None:
-            gone = [entry.key for path, entry in known.items() if path not in prune_unseen]
-            report.pruned = self.store.delete(gone)
+        if gone is not None:
+            report.pruned = self.store.delete(entry.key for path, entry in known.items() if gone(path))
         if todo:
             self._encode_all(todo, report)
         report.seconds = time.monotonic() - started
@@ -246,7 +268,7 @@ def known_photos(store: PhotoStore) -> dict[str, Known]:
 
 def pending_photos(store: PhotoStore | None, root: Path) -> int:
     """How many photos under root a run would read (new or changed) or prune (gone); store None: none indexed."""
-    sources = [_file_source(entry) for entry in walk_photos(Path(root)) if entry.problem is None]
+    sources = [_file_source(entry, DEFAULT_MAX_BYTES) for entry in walk_photos(Path(root)) if entry.problem is None]
     known = known_photos(store) if store is not None else {}
     todo, _ = _plan(sources, known)
     return len(todo) + len(known.keys() - {source.path for source in sources})
@@ -262,16 +284,24 @@ def _plan(sources: list[Source], known: dict[str, Known]) -> tuple[list[tuple[So
     return todo, len(sources) - len(todo)
 
 
-def _file_source(photo: PhotoFile) -> Source:
-    return Source(photo.relpath, partial(read_file, photo.path), "file", photo.size, photo.mtime)
+def _file_source(photo: PhotoFile, max_bytes: int) -> Source:
+    return Source(photo.relpath, partial(read_file, photo.path, max_bytes), "file", photo.size, photo.mtime)
 
 
 def csv_sources(csv_path: Path, column: str | None, options: LoadOptions) -> list[Source]:
-    """One source per row: http(s) URLs are downloaded, anything else is a path relative to the CSV."""
+    """One source per row: http(s) URLs are downloaded, anything else is a path relative to the CSV.
+
+    A local row is stored under its resolved path, so it never shares a key with a folder's photo
+    of the same relative name. Absolute paths, and paths that climb out of the CSV's folder, are
+    refused unless options.allow_any_path.
+    """
     with open(csv_path, newline="", encoding="utf-8-sig") as handle:
         sample = handle.read(64 * 1024)
         handle.seek(0)
-        dialect = csv.Sniffer().sniff(sample, delimiters=",\t;") if sample.strip() else csv.excel
+        try:
+            dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(sample, delimiters=",\t;")
+        except csv.Error:  # no delimiter to find: a single column
+            dialect = csv.excel
         rows = list(csv.DictReader(handle, dialect=dialect))
     header = list(rows[0]) if rows else []
     if column is None:
@@ -285,32 +315,80 @@ def csv_sources(csv_path: Path, column: str | None, options: LoadOptions) -> lis
         value = (row.get(column) or "").strip()
         if not value:
             continue
-        if urlsplit(value).scheme in ("http", "https"):
+        if urlsplit(value).scheme.lower() in DOWNLOAD_SCHEMES:
             sources.append(Source(value, _downloader(value, options), "url"))
-        else:
-            path = (csv_path.parent / value).resolve()
-            try:
-                info = path.stat()
-            except OSError:
-                sources.append(Source(value, partial(read_file, path)))
-                continue
-            sources.append(Source(value, partial(read_file, path), "file", info.st_size, info.st_mtime))
-    return sources
+            continue
+        path = (csv_path.parent / value).resolve()
+        if not options.allow_any_path and (Path(value).is_absolute() or ".." in Path(value).parts):
+            sources.append(
+                Source(str(path), partial(_refuse, "refused: outside the CSV's folder (allow with --allow-any-path)"))
+            )
+            continue
+        try:
+            info = path.stat()
+        except OSError:
+            sources.append(Source(str(path), partial(read_file, path, options.max_bytes)))
+            continue
+        read = partial(read_file, path, options.max_bytes)
+        sources.append(Source(str(path), read, "file", info.st_size, info.st_mtime))
+    first_of_each: dict[str, Source] = {}  # a photo listed twice is read once
+    for source in sources:
+        first_of_each.setdefault(source.path, source)
+    return list(first_of_each.values())
+
+
+def _refuse(reason: str) -> bytes:
+    raise BadPhoto(reason)
+
+
+def check_download_url(url: str, allow_private_hosts: bool) -> None:
+    """Refuse what a CSV should not make the loader fetch: other schemes, and (unless allowed) this machine
+    or its private network. Names are resolved here and again when connecting: a host that answers
+    differently the second time (DNS rebinding) is not caught, so do not load untrusted CSVs on a machine
+    whose network holds secrets."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in DOWNLOAD_SCHEMES:
+        raise BadPhoto(f"refused: {parts.scheme or 'no'} scheme (only http and https are downloaded)")
+    if allow_private_hosts:
+        return
+    for *_, address in socket.getaddrinfo(parts.hostname or "", parts.port or 443, proto=socket.IPPROTO_TCP):
+        ip = ipaddress.ip_address(address[0])
+        if not ip.is_global:
+            raise BadPhoto(
+                f"refused: {parts.hostname} is a loopback, private or link-local address ({ip}); "
+                "allow such hosts with --allow-private-hosts"
+            )
+
+
+class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
+    def __init__(self, allow_private_hosts: bool) -> None:
+        self.allow_private_hosts = allow_private_hosts
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        check_download_url(newurl, self.allow_private_hosts)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 def _downloader(url: str, options: LoadOptions) -> Callable[[], bytes]:
     def download() -> bytes:
+        check_download_url(url, options.allow_private_hosts)
+        opener = urllib.request.build_opener(_CheckedRedirects(options.allow_private_hosts))
         last_error: Exception | None = None
         for attempt in range(options.download_retries):
             if attempt:
                 time.sleep(min(0.5 * 2**attempt, 8.0))
             try:
                 request = urllib.request.Request(url, headers={"User-Agent": "clipsearch-loader"})
-                with urllib.request.urlopen(request, timeout=options.download_timeout) as response:
-                    data: bytes = response.read(MAX_DOWNLOAD_BYTES + 1)
-                if len(data) > MAX_DOWNLOAD_BYTES:
-                    raise BadPhoto(f"download larger than {MAX_DOWNLOAD_BYTES // 2**20} MiB")
-                return data
+                with opener.open(request, timeout=options.download_timeout) as response:
+                    return _read_within(response, time.monotonic() + options.download_deadline)
             except urllib.error.HTTPError as error:
                 if error.code < 500 and error.code != 429:
                     raise BadPhoto(f"download failed: HTTP {error.code} {error.reason}") from None
@@ -320,3 +398,16 @@ def _downloader(url: str, options: LoadOptions) -> Callable[[], bytes]:
         raise BadPhoto(f"download failed after {options.download_retries} tries: {last_error}")
 
     return download
+
+
+def _read_within(response: HTTPResponse, deadline: float) -> bytes:
+    chunks: list[bytes] = []
+    total = 0
+    while chunk := response.read1(64 * 1024):  # whatever has arrived: read() would wait for all 64 KiB
+        total += len(chunk)
+        if total > MAX_DOWNLOAD_BYTES:
+            raise BadPhoto(f"download larger than {MAX_DOWNLOAD_BYTES // 2**20} MiB")
+        if time.monotonic() > deadline:
+            raise BadPhoto("download too slow: it did not finish within its time limit")
+        chunks.append(chunk)
+    return b"".join(chunks)

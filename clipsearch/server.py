@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import os
 import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -65,8 +66,9 @@ class ServerStatus:
 
 
 class EmbeddedServer:
-    def __init__(self, data_dir: Path | str) -> None:
+    def __init__(self, data_dir: Path | str, *, allow_shared: bool = False) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
+        self.allow_shared = allow_shared
         self.run_dir = self.data_dir / "run"
         self.pid_file = self.run_dir / "valkey.pid"
         self.log_file = self.run_dir / "valkey.log"
@@ -86,12 +88,28 @@ class EmbeddedServer:
         return Path(tempfile.gettempdir()) / f"clipsearch-{os.getuid()}" / f"{digest}.sock"
 
     def _make_private_dirs(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        """The data folder is made 0700 and must stay ours and private (it holds file names and thumbnails);
+        the socket's folder must be ours before anything connects through it, or another local user could
+        have planted a server there."""
+        if not self.data_dir.exists():
+            self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+            self.data_dir.mkdir(mode=0o700, exist_ok=True)
+        info = self.data_dir.stat()
+        if info.st_uid != os.getuid():
+            raise ServerError(f"the data folder {self.data_dir} belongs to another user (uid {info.st_uid})")
+        if info.st_mode & 0o077 and not self.allow_shared:
+            raise ServerError(
+                f"the data folder {self.data_dir} can be read by other users of this machine "
+                f"(mode {stat.filemode(info.st_mode)}), and it holds your photos' names and thumbnails. "
+                f"Run `chmod 700 {self.data_dir}`, or set CLIPSEARCH_ALLOW_SHARED_DATA_DIR=1 to use it as it is."
+            )
         for folder in {self.run_dir, self.socket_path.parent}:
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             info = folder.stat()
             if info.st_uid != os.getuid():
-                raise ServerError(f"{folder} belongs to another user; refusing to put a socket there")
+                raise ServerError(
+                    f"{folder} belongs to another user (uid {info.st_uid}); refusing to use a socket there"
+                )
             if info.st_mode & 0o077:
                 os.chmod(folder, 0o700)
 
@@ -118,7 +136,7 @@ class EmbeddedServer:
 
     @contextmanager
     def _start_lock(self) -> Iterator[None]:
-        with open(self.lock_file, "a+") as lock:
+        with open(self.lock_file, "a+", opener=lambda path, flags: os.open(path, flags, 0o600)) as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield
@@ -127,14 +145,23 @@ class EmbeddedServer:
 
     def ensure_started(self) -> str:
         """Start the server unless one already serves this data directory; return its URL once it answers."""
-        if self.state() is ServerState.READY:
-            return self.url
         self._make_private_dirs()
-        with self._start_lock():
-            if self.state() is ServerState.DOWN:
-                self._start_process()
-            self._wait_ready()
+        if self.state() is not ServerState.READY:
+            with self._start_lock():
+                if self.state() is ServerState.DOWN:
+                    self._start_process()
+                self._wait_ready()
+        self._check_serves_this_data_dir()
         return self.url
+
+    def _check_serves_this_data_dir(self) -> None:
+        with self.client(decode_responses=True, socket_timeout=5) as client:
+            served = client.config_get("dir").get("dir")
+        if served != str(self.data_dir):
+            raise ServerError(
+                f"the server answering on {self.socket_path} serves {served}, not {self.data_dir}; refusing to use it. "
+                "Stop that server, or choose another CLIPSEARCH_DATA_DIR."
+            )
 
     def _start_process(self) -> None:
         command = [
@@ -151,7 +178,8 @@ class EmbeddedServer:
             "--loadmodule", str(search_module()), "ON_TIMEOUT", "FAIL",
         ]  # fmt: skip
         self.pid_file.unlink(missing_ok=True)
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        # umask 077: the append-only files, the log and the pid file are the user's alone.
+        result = subprocess.run(command, capture_output=True, text=True, check=False, umask=0o077)
         if result.returncode != 0:
             raise ServerError(f"valkey-server failed to start: {result.stderr or result.stdout}\n{self._log_tail()}")
 

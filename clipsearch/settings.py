@@ -6,7 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+
+from valkey.connection import parse_url
 
 from clipsearch.errors import ConfigError
 
@@ -14,6 +15,12 @@ DEFAULT_MODEL = "ViT-B-32"
 # Best text-to-image retrieval among the ViT-B-32 checkpoints open_clip publishes (see README).
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 URL_SCHEMES = ("valkey", "valkeys", "redis", "rediss", "unix")
+TLS_SCHEMES = ("valkeys", "rediss")
+PERCENT_ENCODING_HELP = (
+    "percent-encode the user name and password: '@' as %40, '/' as %2F, '?' as %3F, '#' as %23, ':' as %3A "
+    "and '%' as %25 (python3 -c \"import urllib.parse, getpass; "
+    "print(urllib.parse.quote(getpass.getpass(), safe=''))\")"
+)
 
 
 @dataclass(frozen=True)
@@ -28,6 +35,10 @@ class Settings:
     hnsw_m: int = 16
     hnsw_ef_construction: int = 200
     hnsw_ef_runtime: int = 100
+    tls_ca_file: Path | None = None  # CA certificates that a TLS server's certificate may chain to
+    allow_shared_data_dir: bool = False  # let other local users read the embedded server's data
+    upload_max_bytes: int = 20 * 1024 * 1024
+    upload_max_pixels: int = 50_000_000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -43,6 +54,9 @@ class Settings:
         algorithm = env.get("CLIPSEARCH_ALGORITHM", defaults.algorithm).upper()
         if algorithm not in ("HNSW", "FLAT"):
             raise ConfigError(f"CLIPSEARCH_ALGORITHM={algorithm!r}: choose HNSW or FLAT")
+        ca_file = env.get("CLIPSEARCH_TLS_CA_FILE")
+        if ca_file is not None and not Path(ca_file).is_file():
+            raise ConfigError(f"CLIPSEARCH_TLS_CA_FILE={ca_file!r} is not a file (expected CA certificates in PEM)")
         return cls(
             valkey_url=url,
             data_dir=Path(env.get("CLIPSEARCH_DATA_DIR", defaults.data_dir)),
@@ -54,6 +68,10 @@ class Settings:
             hnsw_m=_positive_int(env, "CLIPSEARCH_HNSW_M", defaults.hnsw_m),
             hnsw_ef_construction=_positive_int(env, "CLIPSEARCH_HNSW_EF_CONSTRUCTION", defaults.hnsw_ef_construction),
             hnsw_ef_runtime=_positive_int(env, "CLIPSEARCH_HNSW_EF_RUNTIME", defaults.hnsw_ef_runtime),
+            tls_ca_file=Path(ca_file) if ca_file else None,
+            allow_shared_data_dir=_flag(env, "CLIPSEARCH_ALLOW_SHARED_DATA_DIR"),
+            upload_max_bytes=_positive_int(env, "CLIPSEARCH_UPLOAD_MAX_BYTES", defaults.upload_max_bytes),
+            upload_max_pixels=_positive_int(env, "CLIPSEARCH_UPLOAD_MAX_PIXELS", defaults.upload_max_pixels),
         )
 
     @property
@@ -77,26 +95,46 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "0").strip().lower()
+    if raw not in ("0", "1", "true", "false", "yes", "no"):
+        raise ConfigError(f"{name}={raw!r}: expected 1 or 0")
+    return raw in ("1", "true", "yes")
+
+
 def check_url(url: str) -> None:
-    scheme = urlsplit(url).scheme.lower()
-    if scheme not in URL_SCHEMES:
-        raise ConfigError(
-            f"VALKEY_URL {redact_url(url)!r} must start with one of " + ", ".join(f"{s}://" for s in URL_SCHEMES)
-        )
+    """Refuse, without ever showing the password, a URL that valkey-py would misread or fail on."""
+    shown = redact_url(url)
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() not in URL_SCHEMES:
+        raise ConfigError(f"VALKEY_URL {shown!r} must start with one of " + ", ".join(f"{s}://" for s in URL_SCHEMES))
+    userinfo = rest.rpartition("@")[0]
+    if any(char in userinfo for char in "/?#@"):
+        raise ConfigError(f"VALKEY_URL {shown!r} cannot be read as it is: {PERCENT_ENCODING_HELP}")
+    try:
+        parse_url(url)
+    except Exception as error:  # valkey-py raises several kinds, with the URL's text in some
+        problem = str(error)
+        password = userinfo.partition(":")[2]
+        if password:
+            problem = problem.replace(password, "***")
+        raise ConfigError(f"VALKEY_URL {shown!r} cannot be read ({problem}); {PERCENT_ENCODING_HELP}") from None
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password (in the netloc or a ?password= query) replaced by ***."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
+    """The URL with any password replaced by ***, however malformed the URL.
+
+    The user information ends at the last '@' (an unencoded password may hold '@', '/', '?' or '#'),
+    and a ?password= query parameter is hidden too.
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return "<not a URL>"
+    userinfo, at, host_and_rest = rest.rpartition("@")
+    if at:
         user, has_password, _ = userinfo.partition(":")
-        netloc = f"{user}{':***' if has_password else ''}@{host}"
-    query = "&".join(
-        "password=***" if item.lower().startswith("password=") else item for item in parts.query.split("&") if item
-    )
-    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+        rest = f"{user}{':***' if has_password else ''}@{host_and_rest}"
+    location, question, query = rest.partition("?")
+    if question:
+        query = "&".join("password=***" if item.lower().startswith("password=") else item for item in query.split("&"))
+    return f"{scheme}://{location}{question}{query}"

@@ -357,18 +357,39 @@ class PhotoStore:
         return error
 
     def get(self, keys: Sequence[str], fields: Sequence[str] = PHOTO_FIELDS) -> list[dict[str, Any] | None]:
-        """Stored fields of each key (None where the key is gone), with one pipelined HMGET each."""
+        """Stored fields of each key, with one pipelined HMGET each; None where the key is gone or is no hash
+        (a key of another type under the photo prefix is not a photo, and must not stop a scan)."""
         if not keys:
             return []
         pipe = self.client.pipeline(transaction=False)
         for key in keys:
             pipe.hmget(key, list(fields))
-        rows = pipe.execute()
-        return [None if all(value is None for value in row) else _decode(fields, row) for row in rows]
+        rows = pipe.execute(raise_on_error=False)
+        return [
+            None if isinstance(row, Exception) or all(value is None for value in row) else _decode(fields, row)
+            for row in rows
+        ]
+
+    def is_photo_key(self, key: str) -> bool:
+        """Whether `key` has the form of one of this index's photo keys (it may still not exist)."""
+        digest = key.removeprefix(self.schema.prefix)
+        return key.startswith(self.schema.prefix) and len(digest) == 32 and all(c in "0123456789abcdef" for c in digest)
 
     def vector_of(self, key: str) -> np.ndarray | None:
-        raw = self.client.hget(key, VECTOR_FIELD)
-        return None if raw is None else np.frombuffer(raw, dtype="<f4").copy()
+        """The stored vector of one of this index's photos; None for any other key, whatever it holds.
+
+        Keys come from URLs (`?like=`), so nothing outside this index's photos is ever read, and every
+        other case (no such key, another type, a vector of the wrong size) answers the same None.
+        """
+        if not self.is_photo_key(key):
+            return None
+        try:
+            raw = self.client.hget(key, VECTOR_FIELD)
+        except valkey.ResponseError:  # WRONGTYPE: a key of another type under our prefix
+            return None
+        if raw is None or len(raw) != 4 * self.schema.model.dim:
+            return None
+        return np.frombuffer(raw, dtype="<f4").copy()
 
     def scan(self, fields: Sequence[str] = PHOTO_FIELDS, batch_size: int = 500) -> Iterator[tuple[str, dict[str, Any]]]:
         """Every photo document with the given fields, in no particular order."""

@@ -61,6 +61,12 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
+def as_other_user() -> list[str]:
+    """A command prefix that runs a process as user nobody: tests run as root, who reads every file."""
+    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+@pytest.fixture(scope="session")
 def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
     server = EmbeddedServer(tmp_path_factory.mktemp("valkey-data"))
     server.ensure_started()

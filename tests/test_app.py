@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 import uuid
@@ -9,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from clipsearch.display import escape_markdown
 from clipsearch.encoder import TextEncoder
 from clipsearch.index import open_index
 from clipsearch.loader import LoadOptions, PhotoLoader
@@ -48,7 +51,12 @@ def run_app(**query_params: str) -> AppTest:
 def results(app: AppTest) -> list[tuple[int, float, str]]:
     """(rank, similarity, name) of each gallery image, in rank order."""
     found = [CAPTION.match(caption) for image in app.image for caption in image.captions]
-    return sorted((int(m[1]), float(m[2]), m[3]) for m in found if m)
+    return sorted((int(m[1]), float(m[2]), unescape(m[3])) for m in found if m)
+
+
+def unescape(markdown: str) -> str:
+    """The text that escaped Markdown shows."""
+    return re.sub(r"\\(.)", r"\1", markdown)
 
 
 def assert_clean(app: AppTest) -> None:
@@ -149,7 +157,7 @@ def test_bad_upload_is_a_message_not_a_traceback(indexed: PhotoStore) -> None:
     app.segmented_control(key="mode").set_value("Photo").run()
     app.file_uploader(key="upload").set_value(("holiday.jpg", b"definitely not a jpeg", "image/jpeg")).run()
     assert_clean(app)
-    assert any("holiday.jpg cannot be used" in error.value for error in app.error)
+    assert any(f"{escape_markdown('holiday.jpg')} cannot be used" in error.value for error in app.error)
     assert results(app) == []
 
 
@@ -178,7 +186,7 @@ def test_server_unreachable_is_explained(app_env: Settings, monkeypatch) -> None
     app = run_app()
     assert_clean(app)
     [error] = app.error
-    assert "Cannot reach the Valkey server" in error.value and "hunter2" not in error.value
+    assert "Cannot reach the Valkey server" in error.value and "hunter2" not in unescape(error.value)
 
 
 def test_model_mismatch_is_explained(indexed: PhotoStore, random_checkpoint: Path, tmp_path: Path, monkeypatch) -> None:
@@ -188,7 +196,7 @@ def test_model_mismatch_is_explained(indexed: PhotoStore, random_checkpoint: Pat
     app = run_app()
     assert_clean(app)
     [error] = app.error
-    assert "does not fit this model" in error.value and "vit-b-32-random.pt" in error.value
+    assert "does not fit this model" in error.value and "vit-b-32-random.pt" in unescape(error.value)
 
 
 def test_weights_unavailable_offline_is_explained(app_env: Settings, monkeypatch) -> None:
@@ -196,7 +204,7 @@ def test_weights_unavailable_offline_is_explained(app_env: Settings, monkeypatch
     app = run_app()
     assert_clean(app)
     [error] = app.error
-    assert "weights are not available" in error.value and "CLIPSEARCH_PRETRAINED=/path/to" in error.value
+    assert "weights are not available" in error.value and "CLIPSEARCH_PRETRAINED=/path/to" in unescape(error.value)
 
 
 def test_repeated_queries_are_not_encoded_again(indexed: PhotoStore, monkeypatch) -> None:
@@ -221,7 +229,7 @@ def test_open_shows_the_photo_larger_with_its_labels(indexed: PhotoStore, photo_
     _, score, name = results(app)[1]
     app.button(key=f"open-{_key_of(indexed, name)}").click().run()
     assert_clean(app)
-    assert any(f"#2 · similarity {score:.3f}" in md.value and name in md.value for md in app.markdown)
+    assert any(f"#2 · similarity {score:.3f}" in md.value and unescape(md.value).endswith(name) for md in app.markdown)
     large = [image for image in app.image if image.captions == [""]]
     assert len(large) == 1, "the photo itself, from the photo folder"
     assert len(app.get("progress")) == 5
@@ -277,3 +285,81 @@ def test_an_index_without_thumbnails_shows_photos_from_the_folder(
     app = run_app(q="a harbour")
     assert_clean(app)
     assert len(results(app)) == 12 and not [c for c in app.caption if "(no thumbnail)" in c.value]
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_uploads_over_the_pixel_or_byte_limit_are_refused_with_a_message(indexed: PhotoStore, monkeypatch) -> None:
+    bomb = png(Image.new("1", (11_000, 8_700)))  # 95.7 Mpx in a few KiB
+    assert len(bomb) < 20_000
+    app = run_app()
+    app.segmented_control(key="mode").set_value("Photo").run()
+    app.file_uploader(key="upload").set_value(("bomb.png", bomb, "image/png")).run()
+    assert_clean(app)
+    assert any("decompression bomb" in error.value and "95,700,000" in error.value for error in app.error)
+
+    monkeypatch.setenv("CLIPSEARCH_UPLOAD_MAX_BYTES", "1000")
+    app = run_app()
+    app.segmented_control(key="mode").set_value("Photo").run()
+    photo = sorted(indexed_folder(indexed).glob("*.jpg"))[0]
+    app.file_uploader(key="upload").set_value((photo.name, photo.read_bytes(), "image/jpeg")).run()
+    assert_clean(app)
+    assert any("over the limit of 1,000" in unescape(error.value) for error in app.error)
+    assert results(app) == []
+
+
+def indexed_folder(store: PhotoStore) -> Path:
+    root = store.photos_root
+    assert root is not None
+    return root
+
+
+def test_labels_are_capped_and_encoded_once_in_batches(indexed: PhotoStore, monkeypatch) -> None:
+    calls: list[int] = []
+    real_encode = TextEncoder.encode_text
+
+    def counting_encode(self, texts):
+        calls.append(len(texts))
+        return real_encode(self, texts)
+
+    monkeypatch.setattr(TextEncoder, "encode_text", counting_encode)
+    app = run_app(q="a boat")
+    labels = "\n".join(f"thing number {i} " + "x" * (i % 90) for i in range(1000))
+    app.sidebar.text_area(key="labels").input(labels).run()
+    assert any("1000" not in c.value and "900 left out" in c.value for c in app.sidebar.caption)
+    _, _, name = results(app)[0]
+    app.button(key=f"open-{_key_of(indexed, name)}").click().run()
+    assert_clean(app)
+    assert len(app.get("progress")) == 5
+    label_calls = [count for count in calls if count != 1]  # the query itself is one text
+    assert sum(label_calls) == 100 and max(label_calls) <= 64, calls
+    app.slider(key="k").set_value(13).run()  # another rerun: the label vectors come from the cache
+    assert sum(count for count in calls if count != 1) == 100
+
+
+def test_full_size_photos_come_only_from_the_configured_folder(
+    app_env: Settings, encoder, photo_folder: Path, tmp_path: Path, sample_photos: Path
+) -> None:
+    """The index names the folder it was loaded from; the page must not serve files from there."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy2(sample_photos / "giraffe.jpg", elsewhere / "giraffe.jpg")
+    store, _ = open_index(app_env, encoder, create=True)
+    PhotoLoader(store, encoder, LoadOptions(thumbnail_size=None), show_bar=False).index_folder(elsewhere)
+    app = run_app(q="an animal")
+    assert_clean(app)
+    assert results(app) == [], "no thumbnail, and the file is not in CLIPSEARCH_PHOTOS: nothing to show"
+    assert any("(no thumbnail)" in caption.value for caption in app.caption)
+
+
+def test_a_malformed_valkey_url_is_explained_without_the_password(app_env: Settings, monkeypatch) -> None:
+    monkeypatch.setenv("VALKEY_URL", "rediss://default:Hunter#22@host.example:6379")
+    app = run_app()
+    assert_clean(app)
+    [error] = app.error
+    assert "A setting is wrong" in error.value and "percent-encode" in unescape(error.value)
+    assert "Hunter" not in unescape(error.value)

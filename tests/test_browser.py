@@ -6,12 +6,17 @@ import os
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from clipsearch.display import WORD_JOINER
 from clipsearch.loader import LoadOptions, PhotoLoader
+from clipsearch.photos import display_path
+from clipsearch.server import EmbeddedServer
+from clipsearch.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -92,4 +97,73 @@ def test_typing_a_query_and_enter_fills_the_gallery(streamlit_server: str) -> No
         expect(dialog.get_by_text("What is in this photo?")).to_be_visible(timeout=60_000)
         expect(dialog.locator('[data-testid="stProgress"]')).to_have_count(5, timeout=60_000)
         page.screenshot(path=str(OUTPUT / "browser-open.png"))
+        browser.close()
+
+
+def test_hostile_links_show_text_and_nothing_else(
+    streamlit_server: str, settings: Settings, embedded_server: EmbeddedServer
+) -> None:
+    """Shared links are written by strangers: ?q= and ?like= must not become markup, nor read other keys."""
+    from playwright.sync_api import expect, sync_playwright
+
+    prefix = f"{settings.index_name}:photo:"
+    with embedded_server.client() as client:
+        client.hset("other-app:profile", mapping={"name": "Private Person", "vector": b"\0" * 2048})
+        client.set(prefix + "0" * 32, "not a photo")
+        client.hset(prefix + "1" * 32, mapping={"name": "short vector", "vector": b"\0" * 8})
+    probes = ["other-app:profile", prefix + "0" * 32, prefix + "1" * 32, prefix + "2" * 32, "no-such-key"]
+    injection = (
+        "[click me](http://evil.example/) ![pixel](http://evil.example/p.png) `tick :red[red] www.evil.example "
+        "mail@evil.example"
+    )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        for key in probes:
+            page.goto(f"{streamlit_server}/?{urllib.parse.urlencode({'like': key})}")
+            expect(page.get_by_text("That photo is not in the index.")).to_be_visible(timeout=120_000)
+            assert "Private Person" not in page.content() and "short vector" not in page.content()
+            assert page.locator('[data-testid="stException"]').count() == 0
+        page.goto(f"{streamlit_server}/?{urllib.parse.urlencode({'q': injection})}")
+        heading = page.get_by_text("Photos matching", exact=False)
+        expect(heading).to_be_visible(timeout=120_000)
+        assert "[click me](http://evil.example/)" in heading.inner_text().replace(WORD_JOINER, "")
+        for planted in ('a[href*="evil.example"]', 'img[src*="evil.example"]'):
+            found = page.locator(planted).evaluate_all("elements => elements.map(e => e.outerHTML)")
+            assert found == [], found
+        page.screenshot(path=str(OUTPUT / "browser-hostile-link.png"))
+        browser.close()
+    with embedded_server.client() as client:
+        client.delete("other-app:profile", prefix + "0" * 32, prefix + "1" * 32)
+
+
+def test_four_people_searching_at_once_each_get_their_own_results(
+    streamlit_server: str, open_test_index, encoder
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    store = open_test_index()
+    queries = ["a cat", "snowy streets", "a red car", "food on a plate"]
+    expected = {
+        query: [display_path(hit.fields["name"]) for hit in store.search(encoder.encode_text([query])[0], k=12)]
+        for query in queries
+    }
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        pages = [browser.new_context(viewport={"width": 1400, "height": 1000}).new_page() for _ in queries]
+        for page in pages:
+            page.goto(streamlit_server)
+        boxes = [page.get_by_label("Describe the photo you are looking for, then press Enter") for page in pages]
+        for box in boxes:
+            expect(box).to_be_visible(timeout=120_000)
+        for box, query in zip(boxes, queries, strict=True):
+            box.fill(query)
+        for box in boxes:  # all four searches are in flight together
+            box.press("Enter")
+        for page, query in zip(pages, queries, strict=True):
+            expect(page.get_by_text(f"Photos matching {query}", exact=False)).to_be_visible(timeout=120_000)
+            captions = page.locator('[data-testid="stImageCaption"]')
+            expect(captions).to_have_count(12, timeout=120_000)
+            names = [text.split(" · ", 2)[2] for text in captions.all_inner_texts()]
+            assert names == expected[query], query
         browser.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -13,7 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from clipsearch.connection import connect
 from clipsearch.encoder import ClipEncoder
+from clipsearch.errors import IndexMissing
+from clipsearch.server import EmbeddedServer
+from clipsearch.settings import Settings
+from clipsearch.store import PhotoStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -160,3 +166,121 @@ def test_real_weights_find_the_cat(cli_env: dict[str, str], run_cli, sample_phot
     assert run_cli(env, "index", str(sample_photos)).returncode == 0
     found = json.loads(run_cli(env, "search", "a photo of a cat", "--json", "--k", "3").stdout)
     assert found[0]["path"] == "farm-animals-cat.jpg"
+
+
+def test_prune_keeps_the_photos_of_a_folder_it_could_not_list(
+    tmp_path: Path, cli_env: dict[str, str], copy_photos, run_cli
+) -> None:
+    """A real permission error: root lists any folder, so the loader runs without that power (root without
+    CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH obeys file modes like any user)."""
+    photos = copy_photos(tmp_path / "photos", ["chair.jpg"])
+    copy_photos(photos / "sub", ["pan.jpg", "igloo.jpg"])
+    assert run_cli(cli_env, "index", str(photos)).returncode == 0
+    (photos / "sub").chmod(0)
+    try:
+        command = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", sys.executable, "-m", "clipsearch"]
+        pruned = subprocess.run(
+            [*command, "index", str(photos), "--prune"], env=cli_env, cwd=ROOT, capture_output=True, text=True
+        )
+    finally:
+        (photos / "sub").chmod(0o755)
+    assert pruned.returncode == 0, pruned.stderr
+    assert "failed: sub: cannot list folder: Permission denied" in pruned.stdout
+    assert "pruned 0" in pruned.stdout and "3 photos" in run_cli(cli_env, "info").stdout
+
+
+def test_a_server_killed_during_a_load_is_an_error_and_a_rerun_finishes(
+    tmp_path: Path, cli_env: dict[str, str], copy_photos, sample_photos: Path, run_cli
+) -> None:
+    server = EmbeddedServer(tmp_path / "own-data")
+    env = {**cli_env, "CLIPSEARCH_DATA_DIR": str(server.data_dir)}
+    settings = Settings(data_dir=server.data_dir, index_name=env["CLIPSEARCH_INDEX"])
+    names = sorted(p.name for p in sample_photos.glob("*.jpg"))[:60]
+    folder = copy_photos(tmp_path / "photos", names)
+    command = [sys.executable, "-m", "clipsearch", "index", str(folder), "--batch-size", "4"]
+    try:
+        run = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        store = _opened_once_loading(settings, run)
+        deadline = time.monotonic() + 240
+        while store.count() < 12 and time.monotonic() < deadline and run.poll() is None:
+            time.sleep(0.05)
+        acknowledged = store.count()
+        os.kill(server.pid() or 0, signal.SIGKILL)
+        _, stderr = run.communicate(timeout=120)
+        assert run.returncode == 2 and "Traceback" not in stderr, stderr
+        assert "lost the connection to the Valkey server" in stderr and "run the same command again" in stderr
+
+        restarted = PhotoStore.existing(connect(settings), settings.index_name)  # starts the server again
+        assert restarted.count() >= acknowledged >= 12, "a photo acknowledged before the kill was lost"
+        rerun = run_cli(env, "index", str(folder), "--strict")
+        assert rerun.returncode == 0, rerun.stderr
+        assert restarted.count() == len(names)
+    finally:
+        server.stop()
+
+
+def _opened_once_loading(settings: Settings, run: subprocess.Popen[str]) -> PhotoStore:
+    """The index, as soon as the loader has started the server and made it."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and run.poll() is None:
+        if EmbeddedServer(settings.data_dir).is_running():
+            try:
+                return PhotoStore.existing(connect(settings), settings.index_name)
+            except IndexMissing:
+                pass
+        time.sleep(0.1)
+    raise AssertionError("the loader never made the index")
+
+
+def test_a_full_server_is_an_error_that_says_so(
+    tmp_path: Path, cli_env: dict[str, str], copy_photos, run_cli, settings: Settings
+) -> None:
+    folder = copy_photos(tmp_path / "photos", ["chair.jpg", "pan.jpg"])
+    server = EmbeddedServer(tmp_path / "full-data")
+    env = {**cli_env, "CLIPSEARCH_DATA_DIR": str(server.data_dir)}
+    try:
+        server.ensure_started()
+        with server.client() as client:
+            client.set("ballast", b"x" * 2_000_000)
+            client.config_set("maxmemory-policy", "noeviction")
+            client.config_set("maxmemory", "1mb")
+        full = run_cli(env, "index", str(folder))
+        assert full.returncode == 2 and "Traceback" not in full.stderr, full.stderr
+        assert "refused a command" in full.stderr and "maxmemory" in full.stderr
+    finally:
+        server.stop()
+
+
+def test_two_loaders_at_once_make_one_document_per_photo(
+    tmp_path: Path, cli_env: dict[str, str], copy_photos, sample_photos: Path, open_test_index
+) -> None:
+    names = sorted(p.name for p in sample_photos.glob("*.jpg"))[:30]
+    folder = copy_photos(tmp_path / "photos", names)
+    command = [sys.executable, "-m", "clipsearch", "index", str(folder), "--batch-size", "8"]
+    runs = [subprocess.Popen(command, env=cli_env, cwd=ROOT, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for run in runs:
+        _, stderr = run.communicate(timeout=300)
+        assert run.returncode == 0, stderr
+    store = open_test_index()
+    rows = [row for _, row in store.scan(("path", "vector", "thumbnail"))]
+    assert sorted(row["path"] for row in rows) == names and store.count() == len(names)
+    assert all(row["vector"].shape == (512,) and row["thumbnail"] for row in rows)
+
+
+def test_bad_numbers_and_non_utf8_names_in_json(tmp_path: Path, cli_env: dict[str, str], copy_photos, run_cli) -> None:
+    for option in ("--batch-size", "--thumbnail-size", "--max-pixels", "--max-bytes"):
+        refused = run_cli(cli_env, "index", str(tmp_path), option, "0")
+        assert refused.returncode == 2 and "is not above 0" in refused.stderr and "Traceback" not in refused.stderr
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    raw_name = b"caf\xe9.jpg"
+    Path(os.fsdecode(os.fsencode(folder) + b"/" + raw_name)).write_bytes(
+        (copy_photos(tmp_path / "c", ["chair.jpg"]) / "chair.jpg").read_bytes()
+    )
+    assert run_cli(cli_env, "index", str(folder)).returncode == 0
+    found = subprocess.run(
+        [sys.executable, "-m", "clipsearch", "search", "a chair", "--json"], env=cli_env, cwd=ROOT, capture_output=True
+    )
+    [hit] = json.loads(found.stdout.decode("utf-8"))  # strict UTF-8: no raw bytes in the output
+    assert hit["path"] == "caf\ufffd.jpg" and hit["name"] == "caf\ufffd.jpg"
+    assert base64.b64decode(hit["path_bytes"]) == raw_name

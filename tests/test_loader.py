@@ -188,44 +188,139 @@ def test_a_file_gone_bad_does_not_touch_its_document(
 
 
 class _PhotoServer(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder, plus /to-ftp (a redirect to another scheme) and /drip (a byte every 0.1 s, forever)."""
+
     requests: ClassVar[list[str]] = []
 
     def do_GET(self) -> None:
         type(self).requests.append(self.path)
-        super().do_GET()
+        if self.path == "/to-ftp":
+            self.send_response(302)
+            self.send_header("Location", "ftp://127.0.0.1/photo.jpg")
+            self.end_headers()
+        elif self.path == "/drip":
+            self.send_response(200)
+            self.send_header("Content-Length", "1000000")
+            self.end_headers()
+            for _ in range(600):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.1)
+        else:
+            super().do_GET()
 
     def log_message(self, *args) -> None:
         pass
 
 
-def test_from_csv_downloads_urls_and_reads_paths(
-    tmp_path: Path, encoder: ClipEncoder, open_test_index, copy_photos
-) -> None:
+@pytest.fixture
+def photo_site(tmp_path: Path, copy_photos):
+    """A local web server with two photos; its base URL."""
     served = copy_photos(tmp_path / "served", ["giraffe.jpg", "igloo.jpg"])
-    copy_photos(tmp_path / "local", ["pan.jpg"])
     handler = lambda *args: _PhotoServer(*args, directory=str(served))  # noqa: E731
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_port}"
-    try:
-        csv_path = tmp_path / "photos.tsv"
-        rows = ["photo_id\tphoto_image_url", f"1\t{base}/giraffe.jpg", f"2\t{base}/igloo.jpg"]
-        rows += [f"3\t{base}/missing.jpg", "4\tlocal/pan.jpg"]
-        csv_path.write_text("\n".join(rows) + "\n")
-        store = open_test_index()
-        report = quiet_loader(store, encoder, download_retries=2).index_csv(csv_path)
-        assert report.indexed == 3
-        assert [(path, "HTTP 404" in reason) for path, reason in report.failed] == [(f"{base}/missing.jpg", True)]
-        paths = {row["path"]: row for _, row in store.scan(("path", "name", "source"))}
-        assert paths[f"{base}/giraffe.jpg"]["name"] == "giraffe.jpg" and paths[f"{base}/giraffe.jpg"]["source"] == "url"
-        assert paths["local/pan.jpg"]["source"] == "file"
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
 
-        _PhotoServer.requests.clear()
-        again = quiet_loader(store, encoder).index_csv(csv_path)
-        assert (again.indexed, again.unchanged) == (0, 3)
-        assert _PhotoServer.requests == ["/missing.jpg"], "only the failed URL is fetched again, a 404 once"
-    finally:
-        server.shutdown()
+
+def write_csv(path: Path, column: str, values: list[str]) -> Path:
+    path.write_text("\n".join([f"id\t{column}", *(f"{i}\t{value}" for i, value in enumerate(values))]) + "\n")
+    return path
+
+
+def test_from_csv_downloads_urls_and_reads_paths(
+    tmp_path: Path, encoder: ClipEncoder, open_test_index, copy_photos, photo_site: str
+) -> None:
+    copy_photos(tmp_path / "local", ["pan.jpg"])
+    base = photo_site
+    csv_path = write_csv(
+        tmp_path / "photos.tsv",
+        "photo_image_url",
+        [f"{base}/giraffe.jpg", f"{base}/igloo.jpg", f"{base}/missing.jpg", "local/pan.jpg"],
+    )
+    store = open_test_index()
+    report = quiet_loader(store, encoder, download_retries=2, allow_private_hosts=True).index_csv(csv_path)
+    assert report.indexed == 3
+    assert [(path, "HTTP 404" in reason) for path, reason in report.failed] == [(f"{base}/missing.jpg", True)]
+    paths = {row["path"]: row for _, row in store.scan(("path", "name", "source"))}
+    assert paths[f"{base}/giraffe.jpg"]["name"] == "giraffe.jpg" and paths[f"{base}/giraffe.jpg"]["source"] == "url"
+    local = str((tmp_path / "local" / "pan.jpg").resolve())
+    assert paths[local]["source"] == "file" and paths[local]["name"] == "pan.jpg"
+
+    _PhotoServer.requests.clear()
+    again = quiet_loader(store, encoder, allow_private_hosts=True).index_csv(csv_path)
+    assert (again.indexed, again.unchanged) == (0, 3)
+    assert _PhotoServer.requests == ["/missing.jpg"], "only the failed URL is fetched again, a 404 once"
+
+
+def test_csv_downloads_refuse_this_machine_other_schemes_and_slow_drips(
+    tmp_path: Path, encoder: ClipEncoder, open_test_index, photo_site: str
+) -> None:
+    store = open_test_index()
+    csv_path = write_csv(tmp_path / "urls.tsv", "url", [f"{photo_site}/giraffe.jpg"])
+    _PhotoServer.requests.clear()
+    refused = quiet_loader(store, encoder).index_csv(csv_path)
+    [(_, reason)] = refused.failed
+    assert "127.0.0.1" in reason and "--allow-private-hosts" in reason and _PhotoServer.requests == []
+
+    csv_path = write_csv(tmp_path / "odd.tsv", "url", [f"{photo_site}/to-ftp", f"{photo_site}/drip"])
+    started = time.monotonic()
+    options = {"allow_private_hosts": True, "download_deadline": 1.0, "download_retries": 1}
+    report = quiet_loader(store, encoder, **options).index_csv(csv_path)
+    failed = dict(report.failed)
+    assert "only http and https" in failed[f"{photo_site}/to-ftp"]
+    assert "too slow" in failed[f"{photo_site}/drip"]
+    assert time.monotonic() - started < 30, "a slow drip must not hold the loader"
+    assert store.count() == 0
+
+
+def test_csv_rows_outside_its_folder_are_refused_unless_allowed(
+    tmp_path: Path, encoder: ClipEncoder, open_test_index, copy_photos
+) -> None:
+    copy_photos(tmp_path, ["pan.jpg", "igloo.jpg"])
+    copy_photos(tmp_path / "lists", ["chair.jpg"])
+    outside = str((tmp_path / "igloo.jpg").resolve())
+    csv_path = write_csv(tmp_path / "lists" / "one-column.csv", "path", [])  # a one-column CSV has no delimiter
+    csv_path.write_text(f"path\nchair.jpg\n../pan.jpg\n{outside}\n")
+    store = open_test_index()
+    report = quiet_loader(store, encoder).index_csv(csv_path)
+    assert report.indexed == 1 and len(report.failed) == 2
+    assert all("--allow-any-path" in reason for _, reason in report.failed)
+    allowed = quiet_loader(store, encoder, allow_any_path=True).index_csv(csv_path)
+    assert (allowed.indexed, allowed.unchanged, allowed.failed) == (2, 1, [])
+    assert store.count() == 3
+
+
+def test_a_csv_path_and_a_folder_file_of_the_same_name_are_two_photos(
+    tmp_path: Path, encoder: ClipEncoder, open_test_index, copy_photos
+) -> None:
+    folder = copy_photos(tmp_path / "folder", ["pan.jpg"])
+    copy_photos(tmp_path / "listed", ["chair.jpg"])
+    (tmp_path / "listed" / "chair.jpg").rename(tmp_path / "listed" / "pan.jpg")
+    store = open_test_index()
+    quiet_loader(store, encoder).index_folder(folder)
+    quiet_loader(store, encoder).index_csv(write_csv(tmp_path / "listed" / "list.tsv", "path", ["pan.jpg"]))
+    vectors = stored_vectors(store)
+    assert len(vectors) == 2 and not np.allclose(*vectors.values())
+
+
+def test_pipes_devices_and_oversized_files_are_skipped_not_read(
+    tmp_path: Path, encoder: ClipEncoder, open_test_index, copy_photos
+) -> None:
+    folder = copy_photos(tmp_path / "photos", ["pan.jpg", "chair.jpg"])
+    os.mkfifo(folder / "pipe.jpg")
+    (folder / "zero.jpg").symlink_to("/dev/zero")
+    store = open_test_index()
+    max_bytes = (folder / "pan.jpg").stat().st_size - 1  # chair.jpg is smaller and stays in
+    assert (folder / "chair.jpg").stat().st_size <= max_bytes
+    report = quiet_loader(store, encoder, max_bytes=max_bytes).index_folder(folder)
+    failed = dict(report.failed)
+    assert set(failed) == {"pipe.jpg", "zero.jpg", "pan.jpg"}, report.summary()
+    assert "not a regular file" in failed["pipe.jpg"] and "not a regular file" in failed["zero.jpg"]
+    assert "over the limit" in failed["pan.jpg"]
+    assert sorted(stored_vectors(store)) == ["chair.jpg"]
 
 
 # --- the command line ----------------------------------------------------------------------

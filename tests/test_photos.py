@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from clipsearch.photos import BadPhoto, decode_photo, file_under, walk_photos
+from clipsearch.photos import BadPhoto, decode_photo, file_under, read_file, walk_photos
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -58,3 +62,52 @@ def test_walk_gives_one_record_per_photo_and_per_problem(tmp_path: Path) -> None
     assert set(found) == {"a.png", "b/two.JPG", "gone.jpg"}
     assert found["a.png"].problem is None and found["a.png"].size == 1
     assert found["gone.jpg"].problem is not None and "cannot stat" in found["gone.jpg"].problem
+
+
+def test_max_pixels_is_the_limit_in_both_directions() -> None:
+    """Pillow's own bomb check warns at 89 Mpx and refuses at 179 Mpx whatever the caller asked for."""
+    big = png_bytes(Image.new("1", (11_000, 8_700)))  # 95.7 Mpx in a few KiB
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert decode_photo(big, max_pixels=100_000_000).size == (11_000, 8_700)
+    with pytest.raises(BadPhoto, match=r"11000x8700 = 95,700,000 pixels \(limit 50,000,000\)"):
+        decode_photo(big, max_pixels=50_000_000)
+
+
+def test_sixteen_bit_photos_convert_without_float64_copies(tmp_path: Path) -> None:
+    """Measured on 12 Mpx: 300 MB above the process's peak through float64 (main before this change),
+    150 MB now. A fresh process, so that the peak is this decode's alone."""
+    ramp = np.add.outer(np.arange(3000), np.arange(4000)) * 7 % 65536
+    Image.fromarray(ramp.astype(np.uint16)).save(tmp_path / "sixteen.png")
+    script = (
+        "import resource, sys; from clipsearch.photos import decode_photo; data = open(sys.argv[1], 'rb').read(); "
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; image = decode_photo(data); "
+        "print(image.mode, image.size, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)"
+    )
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path / "sixteen.png")], capture_output=True, text=True)
+    mode, *size, rise_mb = run.stdout.replace("(", "").replace(")", "").replace(",", "").split()
+    assert (mode, size) == ("RGB", ["4000", "3000"]), run.stderr
+    assert int(rise_mb) < 200, f"decoding 12 Mpx of 16-bit grey raised the peak by {rise_mb} MB"
+
+
+def test_symlinks_that_leave_the_photo_folder_are_not_followed(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    (tmp_path / "secret.jpg").write_bytes(b"x")
+    (root / "inside.jpg").write_bytes(b"x")
+    (root / "leak.jpg").symlink_to(tmp_path / "secret.jpg")
+    (root / "alias.jpg").symlink_to(root / "inside.jpg")
+    assert file_under(root, "leak.jpg") is None
+    assert file_under(root, "alias.jpg") == (root / "inside.jpg").resolve()
+
+
+def test_read_file_refuses_pipes_devices_and_oversized_files(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.jpg")
+    with pytest.raises(BadPhoto, match="not a regular file"):
+        read_file(tmp_path / "pipe.jpg")  # returns at once: no writer is waited for
+    with pytest.raises(BadPhoto, match="not a regular file"):
+        read_file(Path("/dev/zero"))
+    (tmp_path / "big.jpg").write_bytes(b"x" * 1001)
+    with pytest.raises(BadPhoto, match="over the limit of 1,000"):
+        read_file(tmp_path / "big.jpg", max_bytes=1000)
+    assert read_file(tmp_path / "big.jpg", max_bytes=1001) == b"x" * 1001

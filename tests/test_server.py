@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
-from clipsearch.server import EmbeddedServer
+from clipsearch.errors import ServerError
+from clipsearch.server import EmbeddedServer, valkey_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -70,10 +74,100 @@ def test_cli_server_status_and_stop(tmp_path: Path) -> None:
 
 def test_stale_pid_file_from_another_process_does_not_block_start(tmp_path: Path) -> None:
     server = EmbeddedServer(tmp_path / "data")
-    server.run_dir.mkdir(parents=True)
+    server.data_dir.mkdir(mode=0o700)
+    server.run_dir.mkdir()
     server.pid_file.write_text(str(os.getpid()))  # alive, but not a valkey-server of this directory
     try:
         server.ensure_started()
         assert server.status().pid not in (None, os.getpid())
     finally:
         server.stop()
+
+
+def test_the_data_folder_and_its_files_are_the_users_alone(tmp_path: Path, as_other_user: list[str]) -> None:
+    server = EmbeddedServer(tmp_path / "data")
+    try:
+        server.ensure_started()
+        with server.client() as client:
+            client.hset("clipsearch:photo:x", mapping={"name": "private.jpg"})
+            client.execute_command("BGREWRITEAOF")
+        server.stop()  # it saves on the way out
+        assert stat.S_IMODE(server.data_dir.stat().st_mode) == 0o700
+        files = [path for path in server.data_dir.rglob("*") if path.is_file()]
+        assert files and all(stat.S_IMODE(path.stat().st_mode) & 0o077 == 0 for path in files), [
+            (path.name, oct(path.stat().st_mode)) for path in files
+        ]
+        tmp_path.chmod(0o755)  # so that only the data folder's own mode stands in the way
+        other_user = subprocess.run([*as_other_user, "ls", str(server.data_dir)], capture_output=True, text=True)
+        assert other_user.returncode != 0 and "Permission denied" in other_user.stderr
+    finally:
+        server.stop()
+
+
+def test_a_data_folder_that_others_can_read_is_refused_unless_allowed(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    with pytest.raises(ServerError, match=f"can be read by other users.*chmod 700 {shared}.*ALLOW_SHARED_DATA_DIR"):
+        EmbeddedServer(shared).ensure_started()
+    allowed = EmbeddedServer(shared, allow_shared=True)
+    try:
+        allowed.ensure_started()
+        assert allowed.is_running()
+    finally:
+        allowed.stop()
+
+
+def test_a_server_planted_by_another_user_in_the_socket_folder_is_never_used(
+    tmp_path: Path, monkeypatch, as_other_user: list[str]
+) -> None:
+    """Long data paths put the socket in the temp folder, where another local user may have been first."""
+    public_tmp = Path(tempfile.mkdtemp(prefix="clipsearch-planted-", dir="/tmp"))
+    try:
+        public_tmp.chmod(0o777)
+        monkeypatch.setattr(tempfile, "tempdir", str(public_tmp))
+        victim = EmbeddedServer(tmp_path / ("long-" * 30))
+        planted_folder = victim.socket_path.parent
+        planted_folder.mkdir(mode=0o777)
+        planted_folder.chmod(0o777)
+        os.chown(planted_folder, 65534, 65534)
+        (public_tmp / "their-data").mkdir()
+        os.chown(public_tmp / "their-data", 65534, 65534)
+        planted = subprocess.Popen(
+            [*as_other_user, str(valkey_binary()), "--port", "0", "--unixsocket", str(victim.socket_path),
+             "--unixsocketperm", "777", "--dir", str(public_tmp / "their-data"), "--save", ""],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 10
+            while not victim.socket_path.exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert victim.socket_path.exists(), "the planted server did not start"
+            with pytest.raises(ServerError, match="belongs to another user"):
+                victim.ensure_started()
+            assert planted.poll() is None, "the planted server was not even touched"
+        finally:
+            planted.kill()
+            planted.wait()
+    finally:
+        shutil.rmtree(public_tmp, ignore_errors=True)
+
+
+def test_a_server_of_another_data_folder_on_our_socket_is_refused(tmp_path: Path) -> None:
+    ours = EmbeddedServer(tmp_path / "ours")
+    ours.data_dir.mkdir(mode=0o700)
+    ours.run_dir.mkdir()
+    stranger = subprocess.Popen(
+        [str(valkey_binary()), "--port", "0", "--unixsocket", str(ours.socket_path), "--dir", str(tmp_path),
+         "--save", ""],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while not ours.socket_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with pytest.raises(ServerError, match=f"serves {tmp_path}, not {ours.data_dir}"):
+            ours.ensure_started()
+    finally:
+        stranger.kill()
+        stranger.wait()

@@ -249,3 +249,19 @@ def test_racing_creators_with_different_models_never_both_win(client, settings: 
     assert len(outcomes) == len(models) and len(winners) == 1, outcomes
     recorded = PhotoStore.existing(client, settings.index_name).schema.model
     assert recorded.pretrained == winners[0]
+
+
+def test_vector_of_reads_only_this_indexs_photos(client, settings: Settings) -> None:
+    """Keys come from URLs: every key that is not one of this index's photos answers the same None."""
+    store = PhotoStore.open(client, IndexSchema.from_settings(settings, MODEL), create=True)
+    [key] = store.upsert(records(unit_vectors(np.random.default_rng(8), 1, 512)))
+    assert store.vector_of(key) is not None and store.vector_of(key).shape == (512,)
+    client.hset("other-app:user:1", mapping={"name": "secret", "vector": b"\0" * 2048})
+    forged = store.schema.prefix + "0" * 32
+    client.set(forged, "a string, not a hash")
+    short = store.schema.prefix + "1" * 32
+    client.hset(short, mapping={"vector": b"\0" * 12, "name": "short"})
+    for probe in ("other-app:user:1", forged, short, store.schema.prefix + "2" * 32, store.schema.prefix + "x", ""):
+        assert store.vector_of(probe) is None, probe
+    assert [key for key, _ in store.scan(("path",))] == [key], "a key of another type does not stop a scan"
+    client.delete("other-app:user:1", forged, short)
