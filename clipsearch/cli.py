@@ -71,30 +71,17 @@ def add_index_arguments(parser: argparse.ArgumentParser) -> None:
         help="CSV URLs may name this machine or private and link-local addresses",
     )
     defaults = LoadOptions()
-    parser.add_argument(
-        "--thumbnail-size",
-        type=positive_int,
-        default=defaults.thumbnail_size,
-        help=f"long side of thumbnails in pixels ({defaults.thumbnail_size})",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=defaults.batch_size,
-        help=f"photos per model batch ({defaults.batch_size})",
-    )
-    parser.add_argument(
-        "--max-pixels",
-        type=positive_int,
-        default=defaults.max_pixels,
-        help=f"refuse larger images ({defaults.max_pixels:,})",
-    )
-    parser.add_argument(
-        "--max-bytes",
-        type=positive_int,
-        default=defaults.max_bytes,
-        help=f"refuse larger files ({defaults.max_bytes:,})",
-    )
+    numbers = {
+        "thumbnail_size": "long side of thumbnails in pixels",
+        "batch_size": "photos per model batch",
+        "max_pixels": "refuse larger images, in pixels",
+        "max_bytes": "refuse larger files, in bytes",
+    }
+    for name, help_text in numbers.items():
+        default = getattr(defaults, name)
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=positive_int, default=default, help=f"{help_text} ({default:,})"
+        )
 
 
 def positive_int(text: str) -> int:

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import tempfile
 import threading
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import open_clip
 import torch
+from benchkit import PRETRAINED_HELP, scratch_and_weights
 
 from clipsearch.encoder import ClipEncoder, TextEncoder
 from clipsearch.index import open_index
@@ -81,15 +80,11 @@ def main() -> None:
     parser.add_argument("folder", type=Path, nargs="?", default=Path("photos"))
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--pretrained", help="tag or checkpoint file (default: random weights)")
+    parser.add_argument("--pretrained", help=PRETRAINED_HELP)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="clipsearch-bench-") as scratch:
-        pretrained = args.pretrained
-        if pretrained is None:
-            pretrained = str(Path(scratch) / "random-vit-b-32.pt")
-            torch.save(open_clip.create_model("ViT-B-32").state_dict(), pretrained)
-        server = EmbeddedServer(Path(scratch) / "data")
+    with scratch_and_weights(args.pretrained) as (scratch, pretrained):
+        server = EmbeddedServer(scratch / "data")
         settings = Settings(data_dir=server.data_dir, index_name="bench-load", pretrained=pretrained)
         try:
             store, image_encoder = open_index(settings, ClipEncoder, create=True)

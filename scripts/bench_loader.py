@@ -12,11 +12,11 @@ user's checkpoint). Prints photos/s of each and their ratio.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 
 import torch
+from benchkit import PRETRAINED_HELP, scratch_and_weights
 
 from clipsearch.encoder import ClipEncoder
 from clipsearch.index import open_index
@@ -48,25 +48,19 @@ def main() -> None:
     parser.add_argument("folder", type=Path)
     parser.add_argument("--limit", type=int, default=0, help="use only the first N photos")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--pretrained", help="tag or checkpoint file (default: random weights)")
+    parser.add_argument("--pretrained", help=PRETRAINED_HELP)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="clipsearch-bench-") as scratch:
-        pretrained = args.pretrained
-        if pretrained is None:
-            import open_clip
-
-            pretrained = str(Path(scratch) / "random-vit-b-32.pt")
-            torch.save(open_clip.create_model("ViT-B-32").state_dict(), pretrained)
+    with scratch_and_weights(args.pretrained) as (scratch, pretrained):
         encoder = ClipEncoder.load("ViT-B-32", pretrained)
         # Both runs read the same photos: links to the first --limit ones.
-        subset = Path(scratch) / "photos"
+        subset = scratch / "photos"
         subset.mkdir()
         chosen = [entry for entry in walk_photos(args.folder) if entry.problem is None]
         for photo in chosen[: args.limit] if args.limit else chosen:
             (subset / photo.relpath.replace("/", "_")).symlink_to(photo.path.resolve())
         photos = [entry for entry in walk_photos(subset) if entry.problem is None]
-        server = EmbeddedServer(Path(scratch) / "data")
+        server = EmbeddedServer(scratch / "data")
         try:
             timings = {}
             for name in ("baseline", "clipsearch"):

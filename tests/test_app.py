@@ -63,6 +63,13 @@ def assert_clean(app: AppTest) -> None:
     assert not app.exception, [e.value for e in app.exception]
 
 
+def the_one_error(app: AppTest) -> str:
+    """The text of the page's only error message, as a person reads it."""
+    assert_clean(app)
+    [error] = app.error
+    return unescape(error.value)
+
+
 def test_text_search_shows_slider_count_and_columns(indexed: PhotoStore) -> None:
     app = run_app()
     assert_clean(app)
@@ -183,31 +190,27 @@ def test_stale_index_offers_the_button_again(indexed: PhotoStore, photo_folder: 
 
 def test_server_unreachable_is_explained(app_env: Settings, monkeypatch) -> None:
     monkeypatch.setenv("VALKEY_URL", "redis://default:hunter2@127.0.0.1:1")
-    app = run_app()
-    assert_clean(app)
-    [error] = app.error
-    assert "Cannot reach the Valkey server" in error.value and "hunter2" not in unescape(error.value)
+    error = the_one_error(run_app())
+    assert "Cannot reach the Valkey server" in error and "hunter2" not in error
 
 
 def test_model_mismatch_is_explained(indexed: PhotoStore, random_checkpoint: Path, tmp_path: Path, monkeypatch) -> None:
     other = tmp_path / "another-model.pt"
     shutil.copy(random_checkpoint, other)
     monkeypatch.setenv("CLIPSEARCH_PRETRAINED", str(other))
-    app = run_app()
-    assert_clean(app)
-    [error] = app.error
-    assert "does not fit this model" in error.value and "vit-b-32-random.pt" in unescape(error.value)
+    error = the_one_error(run_app())
+    assert "does not fit this model" in error and "vit-b-32-random.pt" in error
 
 
 def test_weights_unavailable_offline_is_explained(app_env: Settings, monkeypatch) -> None:
     monkeypatch.setenv("CLIPSEARCH_PRETRAINED", "commonpool_s_s13m_b4k")
-    app = run_app()
-    assert_clean(app)
-    [error] = app.error
-    assert "weights are not available" in error.value and "CLIPSEARCH_PRETRAINED=/path/to" in unescape(error.value)
+    error = the_one_error(run_app())
+    assert "weights are not available" in error and "CLIPSEARCH_PRETRAINED=/path/to" in error
 
 
-def test_repeated_queries_are_not_encoded_again(indexed: PhotoStore, monkeypatch) -> None:
+@pytest.fixture
+def text_encodes(monkeypatch) -> list[list[str]]:
+    """Every batch of texts the page encodes, in order."""
     calls: list[list[str]] = []
     real_encode = TextEncoder.encode_text
 
@@ -216,6 +219,11 @@ def test_repeated_queries_are_not_encoded_again(indexed: PhotoStore, monkeypatch
         return real_encode(self, texts)
 
     monkeypatch.setattr(TextEncoder, "encode_text", counting_encode)
+    return calls
+
+
+def test_repeated_queries_are_not_encoded_again(indexed: PhotoStore, text_encodes: list[list[str]]) -> None:
+    calls = text_encodes
     query = f"a lighthouse at dusk {uuid.uuid4().hex[:6]}"
     app = run_app(q=query)
     app.slider(key="k").set_value(20).run()
@@ -262,14 +270,19 @@ def test_a_stopped_embedded_server_is_reported_then_restarted(
         server.stop()
 
 
+def index_elsewhere(settings: Settings, encoder, photo: Path, folder: Path, **options) -> PhotoStore:
+    """This test's index, loaded from a folder other than CLIPSEARCH_PHOTOS holding one photo."""
+    folder.mkdir()
+    shutil.copy2(photo, folder / photo.name)
+    store, _ = open_index(settings, encoder, create=True)
+    PhotoLoader(store, encoder, LoadOptions(**options), show_bar=False).index_folder(folder)
+    return store
+
+
 def test_no_index_button_over_an_index_loaded_from_another_folder(
     app_env: Settings, encoder, photo_folder: Path, tmp_path: Path, sample_photos: Path
 ) -> None:
-    other = tmp_path / "elsewhere"
-    other.mkdir()
-    shutil.copy2(sample_photos / "pan.jpg", other / "pan.jpg")
-    store, _ = open_index(app_env, encoder, create=True)
-    PhotoLoader(store, encoder, LoadOptions(), show_bar=False).index_folder(other)
+    store = index_elsewhere(app_env, encoder, sample_photos / "pan.jpg", tmp_path / "elsewhere")
     app = run_app()
     assert_clean(app)
     assert not [b for b in app.sidebar.button if b.label.startswith("Index ")], "it would prune the other folder"
@@ -318,15 +331,7 @@ def indexed_folder(store: PhotoStore) -> Path:
     return root
 
 
-def test_labels_are_capped_and_encoded_once_in_batches(indexed: PhotoStore, monkeypatch) -> None:
-    calls: list[int] = []
-    real_encode = TextEncoder.encode_text
-
-    def counting_encode(self, texts):
-        calls.append(len(texts))
-        return real_encode(self, texts)
-
-    monkeypatch.setattr(TextEncoder, "encode_text", counting_encode)
+def test_labels_are_capped_and_encoded_once_in_batches(indexed: PhotoStore, text_encodes: list[list[str]]) -> None:
     app = run_app(q="a boat")
     labels = "\n".join(f"thing number {i} " + "x" * (i % 90) for i in range(1000))
     app.sidebar.text_area(key="labels").input(labels).run()
@@ -335,21 +340,17 @@ def test_labels_are_capped_and_encoded_once_in_batches(indexed: PhotoStore, monk
     app.button(key=f"open-{_key_of(indexed, name)}").click().run()
     assert_clean(app)
     assert len(app.get("progress")) == 5
-    label_calls = [count for count in calls if count != 1]  # the query itself is one text
-    assert sum(label_calls) == 100 and max(label_calls) <= 64, calls
+    label_batches = [len(batch) for batch in text_encodes if len(batch) != 1]  # the query itself is one text
+    assert sum(label_batches) == 100 and max(label_batches) <= 64, label_batches
     app.slider(key="k").set_value(13).run()  # another rerun: the label vectors come from the cache
-    assert sum(count for count in calls if count != 1) == 100
+    assert sum(len(batch) for batch in text_encodes if len(batch) != 1) == 100
 
 
 def test_full_size_photos_come_only_from_the_configured_folder(
     app_env: Settings, encoder, photo_folder: Path, tmp_path: Path, sample_photos: Path
 ) -> None:
     """The index names the folder it was loaded from; the page must not serve files from there."""
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    shutil.copy2(sample_photos / "giraffe.jpg", elsewhere / "giraffe.jpg")
-    store, _ = open_index(app_env, encoder, create=True)
-    PhotoLoader(store, encoder, LoadOptions(thumbnail_size=None), show_bar=False).index_folder(elsewhere)
+    index_elsewhere(app_env, encoder, sample_photos / "giraffe.jpg", tmp_path / "elsewhere", thumbnail_size=None)
     app = run_app(q="an animal")
     assert_clean(app)
     assert results(app) == [], "no thumbnail, and the file is not in CLIPSEARCH_PHOTOS: nothing to show"
@@ -358,8 +359,5 @@ def test_full_size_photos_come_only_from_the_configured_folder(
 
 def test_a_malformed_valkey_url_is_explained_without_the_password(app_env: Settings, monkeypatch) -> None:
     monkeypatch.setenv("VALKEY_URL", "rediss://default:Hunter#22@host.example:6379")
-    app = run_app()
-    assert_clean(app)
-    [error] = app.error
-    assert "A setting is wrong" in error.value and "percent-encode" in unescape(error.value)
-    assert "Hunter" not in unescape(error.value)
+    error = the_one_error(run_app())
+    assert "A setting is wrong" in error and "percent-encode" in error and "Hunter" not in error

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -84,6 +86,25 @@ def test_stale_pid_file_from_another_process_does_not_block_start(tmp_path: Path
         server.stop()
 
 
+@contextmanager
+def foreign_valkey(socket_path: Path, data_dir: Path, prefix: Sequence[str] = ()) -> Iterator[subprocess.Popen[bytes]]:
+    """A Valkey that clipsearch did not start, listening on socket_path (as another user, with a prefix)."""
+    server = subprocess.Popen(
+        [*prefix, str(valkey_binary()), "--port", "0", "--unixsocket", str(socket_path), "--unixsocketperm", "777",
+         "--dir", str(data_dir), "--save", ""],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while not socket_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert socket_path.exists(), "the foreign server did not start"
+        yield server
+    finally:
+        server.kill()
+        server.wait()
+
+
 def test_the_data_folder_and_its_files_are_the_users_alone(tmp_path: Path, as_other_user: list[str]) -> None:
     server = EmbeddedServer(tmp_path / "data")
     try:
@@ -133,22 +154,10 @@ def test_a_server_planted_by_another_user_in_the_socket_folder_is_never_used(
         os.chown(planted_folder, 65534, 65534)
         (public_tmp / "their-data").mkdir()
         os.chown(public_tmp / "their-data", 65534, 65534)
-        planted = subprocess.Popen(
-            [*as_other_user, str(valkey_binary()), "--port", "0", "--unixsocket", str(victim.socket_path),
-             "--unixsocketperm", "777", "--dir", str(public_tmp / "their-data"), "--save", ""],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + 10
-            while not victim.socket_path.exists() and time.monotonic() < deadline:
-                time.sleep(0.02)
-            assert victim.socket_path.exists(), "the planted server did not start"
+        with foreign_valkey(victim.socket_path, public_tmp / "their-data", as_other_user) as planted:
             with pytest.raises(ServerError, match="belongs to another user"):
                 victim.ensure_started()
             assert planted.poll() is None, "the planted server was not even touched"
-        finally:
-            planted.kill()
-            planted.wait()
     finally:
         shutil.rmtree(public_tmp, ignore_errors=True)
 
@@ -157,17 +166,5 @@ def test_a_server_of_another_data_folder_on_our_socket_is_refused(tmp_path: Path
     ours = EmbeddedServer(tmp_path / "ours")
     ours.data_dir.mkdir(mode=0o700)
     ours.run_dir.mkdir()
-    stranger = subprocess.Popen(
-        [str(valkey_binary()), "--port", "0", "--unixsocket", str(ours.socket_path), "--dir", str(tmp_path),
-         "--save", ""],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 10
-        while not ours.socket_path.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        with pytest.raises(ServerError, match=f"serves {tmp_path}, not {ours.data_dir}"):
-            ours.ensure_started()
-    finally:
-        stranger.kill()
-        stranger.wait()
+    with foreign_valkey(ours.socket_path, tmp_path), pytest.raises(ServerError, match=f"serves {tmp_path}, not"):
+        ours.ensure_started()
