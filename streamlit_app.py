@@ -98,9 +98,13 @@ def cached_label_vectors(_encoder: TextEncoding, model: str, labels: tuple[str, 
     return label_vectors(_encoder, labels)
 
 
-@st.cache_data(ttl=60, show_spinner=False)
+@st.cache_data(show_spinner=False)
 def count_pending(_store: PhotoStore | None, index_name: str, photos_dir: Path, indexed: int) -> int:
-    """Photos in the folder that the index lacks or holds stale (cached per index and count: it walks the folder)."""
+    """Photos in the folder that the index lacks or holds stale.
+
+    It walks the folder and reads every document's bookkeeping (seconds at 100k photos), so it runs
+    once per index size, never again on the search path: "Check for changes" runs it again.
+    """
     return pending_photos(_store if indexed else None, photos_dir)
 
 
@@ -142,6 +146,7 @@ def sidebar(settings: Settings, store: PhotoStore | None, schema: IndexSchema) -
                     index_photos(settings)
             else:
                 st.caption(f"`{settings.photos_dir}/` is fully indexed.")
+            st.button("Check for changes", type="tertiary", on_click=count_pending.clear)
         if "last_report" in st.session_state:
             st.caption(st.session_state.last_report)
         st.header("What is in this photo?")

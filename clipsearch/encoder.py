@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Self
@@ -122,11 +122,16 @@ class ClipEncoder(Encoder):
 
 
 class TextEncoder(Encoder):
-    """Only the text tower: what a text search needs, at about 40% of the full model's memory."""
+    """Only the text tower: what a text search needs, at about 40% of the full model's memory.
+
+    The checkpoint is memory-mapped and the tower's weights are the mapped tensors themselves, so only
+    the text weights are ever read from disk, and the vision weights never take memory. A query runs
+    only up to its end-of-text token (see _cut_at_end_of_text).
+    """
 
     def __init__(self, model_name: str, pretrained: str, device: torch.device) -> None:
         super().__init__(model_name, pretrained, device)
-        state = load_state_dict(checkpoint_file(model_name, pretrained))
+        state = _mapped_state_dict(checkpoint_file(model_name, pretrained))
         tower = _text_tower(open_clip.get_model_config(model_name), state)
         if "logit_scale" in state:
             self.logit_scale = float(state["logit_scale"].exp())
@@ -134,10 +139,46 @@ class TextEncoder(Encoder):
         if tower is None:  # a text tower open_clip builds some other way: take it from the full model
             tower = _EncodeText(ClipEncoder(model_name, pretrained, device).model)
         self.tower = tower.to(device).eval()
+        self.cut_at_end_of_text = _ends_at_end_of_text(self.tower)
 
     def _text_features(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.cut_at_end_of_text:
+            return _cut_at_end_of_text(self.tower, tokens)
         features: torch.Tensor = self.tower(tokens)
         return features
+
+
+def _ends_at_end_of_text(tower: torch.nn.Module) -> bool:
+    """Whether the tower is open_clip's causal TextTransformer pooling at the end-of-text token: then
+    nothing after that token can change the output."""
+    return (
+        isinstance(tower, open_clip.transformer.TextTransformer)
+        and tower.pool_type == "argmax"
+        and tower.cls_emb is None
+        and tower.attn_mask is not None
+        and not tower.use_pad_mask
+        and not tower.output_tokens
+    )
+
+
+def _cut_at_end_of_text(tower: Any, tokens: torch.Tensor) -> torch.Tensor:
+    """TextTransformer.forward on the tokens up to the batch's last end-of-text token only.
+
+    Every query is padded to 77 tokens, but under the causal mask a token attends only to those before
+    it, and the output is read at the end-of-text token (the argmax): the padding after it is work
+    whose result is thrown away. A typical query is under 16 tokens.
+    """
+    length = int(tokens.argmax(dim=-1).max()) + 1
+    tokens = tokens[:, :length]
+    cast_dtype = tower.transformer.get_cast_dtype()
+    x = tower.token_embedding(tokens).to(cast_dtype) + tower.positional_embedding[:length].to(cast_dtype)
+    x = tower.ln_final(tower.transformer(x, attn_mask=tower.attn_mask[:length, :length]))
+    pooled = open_clip.transformer.text_global_pool(x, tokens, pool_type="argmax")
+    if isinstance(tower.text_projection, torch.nn.Linear):
+        features: torch.Tensor = tower.text_projection(pooled)
+        return features
+    projected: torch.Tensor = pooled @ tower.text_projection
+    return projected
 
 
 class _EncodeText(torch.nn.Module):
@@ -245,24 +286,68 @@ def checkpoint_file(model_name: str, pretrained: str) -> str:
         raise WeightsUnavailable(weights_help(model_name, pretrained, error)) from None
 
 
-def _text_tower(model_cfg: dict[str, Any], state: dict[str, torch.Tensor]) -> torch.nn.Module | None:
-    """open_clip's own text tower with the checkpoint's weights, or None if the keys do not fit."""
+class _LazyTensors(Mapping[str, torch.Tensor]):
+    """A safetensors file's tensors, each read only when asked for."""
+
+    def __init__(self, path: str) -> None:
+        from safetensors import safe_open
+
+        self.file = safe_open(path, framework="pt", device="cpu")
+        self.names: list[str] = list(self.file.keys())  # type: ignore[no-untyped-call]
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self.names:
+            raise KeyError(name)
+        tensor: torch.Tensor = self.file.get_tensor(name)  # type: ignore[no-untyped-call]
+        return tensor
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def _mapped_state_dict(path: str) -> Mapping[str, torch.Tensor]:
+    """The checkpoint's tensors without reading them all: memory-mapped, or lazily from safetensors."""
+    if path.endswith(".safetensors"):
+        return _LazyTensors(path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # a checkpoint in torch's legacy (not zip) format cannot be mapped
+        return dict(load_state_dict(path))
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else checkpoint
+    if next(iter(state), "").startswith("module."):
+        state = {key.removeprefix("module."): value for key, value in state.items()}
+    return dict(state)
+
+
+def _text_tower(model_cfg: dict[str, Any], state: Mapping[str, torch.Tensor]) -> torch.nn.Module | None:
+    """open_clip's own text tower with the checkpoint's weights, or None if the keys do not fit.
+
+    The tower is built without memory (on the meta device) and takes the checkpoint's tensors as its
+    own (assign), so a memory-mapped checkpoint is neither copied nor read beyond the text weights.
+    """
     text_cfg = model_cfg["text_cfg"]
     if text_cfg.get("hf_model_name"):
         return None
-    tower: torch.nn.Module = open_clip.model._build_text_tower(
-        model_cfg["embed_dim"], text_cfg, quick_gelu=model_cfg.get("quick_gelu", False)
-    )
+    with torch.device("meta"):
+        tower: Any = open_clip.model._build_text_tower(
+            model_cfg["embed_dim"], text_cfg, quick_gelu=model_cfg.get("quick_gelu", False)
+        )
     prefix = "text." if any(key.startswith("text.") for key in state) else ""
     wanted = set(tower.state_dict())
-    subset = {key.removeprefix(prefix): value for key, value in state.items() if key.removeprefix(prefix) in wanted}
-    if not prefix:
-        subset = {key: value for key, value in subset.items() if not key.startswith("visual.")}
-    if set(subset) != wanted:
+    found = {key.removeprefix(prefix): key for key in state if key.removeprefix(prefix) in wanted}
+    if set(found) != wanted:
         logging.getLogger(__name__).info("text tower keys differ from the checkpoint's; loading the full model")
         return None
-    tower.load_state_dict(subset, strict=True)
-    return tower
+    tower.load_state_dict({name: state[key] for name, key in found.items()}, strict=True, assign=True)
+    if getattr(tower, "attn_mask", None) is not None:  # a buffer made in __init__, so still on meta
+        tower.attn_mask = tower.build_causal_mask()
+    if any(tensor.is_meta for tensor in [*tower.parameters(), *tower.buffers()]):
+        return None
+    built: torch.nn.Module = tower
+    return built
 
 
 def _embed_dim(model_name: str) -> int:

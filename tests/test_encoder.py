@@ -92,3 +92,38 @@ def test_unknown_model_or_tag_is_a_config_error() -> None:
 
 
 # --- the loader ----------------------------------------------------------------------------
+
+
+def test_the_text_path_cut_at_end_of_text_equals_open_clips_encode_text(
+    encoder: ClipEncoder, random_checkpoint: Path
+) -> None:
+    """The page's text tower runs each batch only up to its last end-of-text token: the same vectors."""
+    text_only = TextEncoder.load("ViT-B-32", str(random_checkpoint))
+    assert text_only.cut_at_end_of_text, "ViT-B-32's tower is causal and pools at end-of-text"
+    tokenizer = open_clip.get_tokenizer("ViT-B-32")
+    texts = [
+        "",
+        "a cat",
+        "Schnee auf der Straße, café au lait, 写真, 🐈",
+        "two children playing football on a beach at sunset while a dog runs after the ball",
+        " ".join(["word"] * 120),  # fills all 77 tokens: nothing to cut
+    ]
+    assert int(tokenizer(texts[-1:])[0].argmax()) == 76
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(encoder.model.encode_text(tokenizer(texts)), dim=-1).numpy()
+    np.testing.assert_allclose(text_only.encode_text(texts), expected, atol=1e-5)
+    for text, row in zip(texts, expected, strict=True):  # alone, each batch is cut at its own length
+        np.testing.assert_allclose(text_only.encode_text([text])[0], row, atol=1e-5)
+
+
+def test_the_text_tower_maps_the_checkpoint_instead_of_copying_it(random_checkpoint: Path) -> None:
+    """Its weights are the memory-mapped checkpoint's tensors: nothing of the vision tower is read into memory."""
+    text_only = TextEncoder.load("ViT-B-32", str(random_checkpoint))
+    address = text_only.tower.token_embedding.weight.data_ptr()
+    mapped_from = [
+        line.split(maxsplit=5)[-1]
+        for line in Path("/proc/self/maps").read_text().splitlines()
+        if int(line.split("-")[0], 16) <= address < int(line.split()[0].split("-")[1], 16)
+    ]
+    assert mapped_from == [str(random_checkpoint)], "the weights live in the mapped checkpoint, not in a copy"
+    assert text_only.tower.attn_mask is not None and not text_only.tower.attn_mask.is_meta

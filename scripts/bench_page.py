@@ -1,0 +1,158 @@
+"""The search page in a real browser: query round trip, memory and cold start, against a bare Streamlit floor.
+
+Usage: python scripts/bench_page.py [--queries 6] [--pretrained TAG_OR_FILE] [--photos photos]
+
+Indexes the sample photos into a private embedded server, then starts `streamlit run` twice, one after
+the other: scripts/reference_page.py (a bare page with the same gallery shape and 12 cached thumbnails)
+and streamlit_app.py. Debian's Chromium (Playwright) opens each with ?q= (cold start: from launching
+`streamlit run` to 12 loaded results), then types each query and presses Enter; a round trip ends when
+the heading names the query, no element is stale and all 12 images have loaded. Memory is the page
+process's VmRSS after the first query (split into anonymous memory and mapped files: shared libraries
+and the memory-mapped checkpoint) and its VmHWM (peak) at the end, from /proc. Without
+--pretrained the model has random weights (speed and memory do not depend on them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+
+import torch
+from benchkit import PRETRAINED_HELP, scratch_and_weights
+from playwright.sync_api import Page, sync_playwright
+
+from clipsearch.encoder import ClipEncoder
+from clipsearch.index import open_index
+from clipsearch.loader import LoadOptions, PhotoLoader
+from clipsearch.server import EmbeddedServer
+from clipsearch.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+QUERIES = [
+    "a cat", "snowy streets", "a red car", "old tools", "a bridge at night", "food on a plate", "a tower",
+    "a woolen hat", "santa claus", "a man jumping", "a dog on a chair", "a harbour", "an old church",
+]  # fmt: skip
+DONE = """([query]) => {
+  const heading = [...document.querySelectorAll('[data-testid="stMarkdownContainer"]')]
+    .some(element => element.innerText.includes('Photos matching ' + query));
+  const images = [...document.querySelectorAll('[data-testid="stImage"] img')];
+  return heading && !document.querySelector('[data-stale="true"]') && images.length === 12
+    && images.every(image => image.complete && image.naturalWidth > 0);
+}"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def memory_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def measure(script: str, env: dict[str, str], queries: list[str], page: Page, log: Path) -> dict[str, float]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    started = time.perf_counter()
+    with open(log, "w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", script, "--server.port", str(port), "--server.address",
+             "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none"],
+            cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        while True:  # the first request as soon as the server listens
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if process.poll() is not None:
+                    raise RuntimeError(f"{script} exited; see {log}") from None
+                time.sleep(0.05)
+        page.goto(f"{url}/?{urllib.parse.urlencode({'q': queries[0]})}")
+        page.wait_for_function(DONE, arg=[queries[0]], timeout=300_000, polling="raf")
+        cold = time.perf_counter() - started
+        rss_first = {field: memory_kb(process.pid, field) for field in ("VmRSS", "RssAnon", "RssFile")}
+        box = page.get_by_label("Describe the photo you are looking for, then press Enter")
+        trips = []
+        for query in queries[1:]:
+            box.fill(query)
+            started = time.perf_counter()
+            box.press("Enter")
+            page.wait_for_function(DONE, arg=[query], timeout=120_000, polling="raf")
+            trips.append(time.perf_counter() - started)
+        return {
+            "cold_s": cold,
+            "median_ms": statistics.median(trips) * 1e3,
+            "min_ms": min(trips) * 1e3,
+            "rss_first_mb": rss_first["VmRSS"] / 1024,
+            "anon_first_mb": rss_first["RssAnon"] / 1024,
+            "file_first_mb": rss_first["RssFile"] / 1024,
+            "peak_mb": memory_kb(process.pid, "VmHWM") / 1024,
+        }
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--queries", type=int, default=12, help="round trips to time (after the cold start)")
+    parser.add_argument("--pretrained", help=PRETRAINED_HELP)
+    parser.add_argument("--photos", type=Path, default=ROOT / "photos")
+    args = parser.parse_args()
+    queries = (QUERIES * 4)[: args.queries + 1]
+
+    with scratch_and_weights(args.pretrained) as (scratch, pretrained):
+        server = EmbeddedServer(scratch / "data")
+        settings = Settings(data_dir=server.data_dir, index_name="bench-page", pretrained=pretrained)
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("CLIPSEARCH_", "VALKEY_URL"))},
+            "CLIPSEARCH_DATA_DIR": str(server.data_dir),
+            "CLIPSEARCH_INDEX": settings.index_name,
+            "CLIPSEARCH_PRETRAINED": pretrained,
+            "CLIPSEARCH_PHOTOS": str(args.photos.resolve()),
+            "HF_HUB_OFFLINE": "1",
+        }
+        try:
+            store, encoder = open_index(settings, ClipEncoder, create=True)
+            PhotoLoader(store, encoder, LoadOptions(), show_bar=False).index_folder(args.photos)
+            del store, encoder
+            results = {}
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                for name, script in (("reference", "scripts/reference_page.py"), ("clipsearch", "streamlit_app.py")):
+                    page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+                    results[name] = measure(script, env, queries, page, scratch / f"{name}.log")
+                browser.close()
+        finally:
+            server.stop()
+
+    reference, app = results["reference"], results["clipsearch"]
+    print(f"{args.queries} queries after a cold start with ?q=, 204 photos, {torch.get_num_threads()} torch threads")
+    print(f"{'':28}{'reference':>12}{'clipsearch':>12}{'ratio':>8}")
+    for key, label in (("median_ms", "round trip median (ms)"), ("min_ms", "round trip min (ms)")):
+        print(f"{label:28}{reference[key]:12.0f}{app[key]:12.0f}{app[key] / reference[key]:8.2f}")
+    print(f"{'RSS after first query (MB)':28}{reference['rss_first_mb']:12.0f}{app['rss_first_mb']:12.0f}")
+    print(f"{'  anonymous (MB)':28}{reference['anon_first_mb']:12.0f}{app['anon_first_mb']:12.0f}")
+    print(f"{'  mapped files (MB)':28}{reference['file_first_mb']:12.0f}{app['file_first_mb']:12.0f}")
+    print(f"{'peak RSS (MB)':28}{reference['peak_mb']:12.0f}{app['peak_mb']:12.0f}")
+    print(f"{'cold start to results (s)':28}{reference['cold_s']:12.1f}{app['cold_s']:12.1f}")
+
+
+if __name__ == "__main__":
+    main()

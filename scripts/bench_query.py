@@ -1,0 +1,121 @@
+"""One query's cost: the text encoder against plain open_clip, and KNN + HMGET at 25,000 photos.
+
+Usage: python scripts/bench_query.py [--count 25000] [--repeats 50] [--pretrained TAG_OR_FILE]
+
+Text: clipsearch's TextEncoder.encode_text (what the page runs) and open_clip's own
+model.encode_text(tokenizer(...)) on the full model, alternating over the same varied queries in the
+same process; the vectors must agree within 1e-5. Search: PhotoStore.search with the page's fields
+(thumbnails included: 12 synthetic 11 KiB thumbnails) on an embedded server holding --count
+clustered vectors, for FLAT and the default HNSW. Without --pretrained the model has random weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+from benchkit import PRETRAINED_HELP, scratch_and_weights
+
+from clipsearch.connection import connect
+from clipsearch.encoder import TextEncoder
+from clipsearch.identity import ModelIdentity
+from clipsearch.server import EmbeddedServer
+from clipsearch.settings import Settings
+from clipsearch.store import PHOTO_FIELDS, IndexSchema, PhotoRecord, PhotoStore
+
+QUERIES = [
+    "a cat",
+    "snowy streets at night",
+    "a red car parked next to a brick wall",
+    "two children playing football on a beach at sunset, with a dog running after the ball",
+    "santa claus",
+    "a bowl of ramen",
+]
+
+
+def percentiles(seconds: list[float]) -> tuple[float, float]:
+    p50, p95 = np.percentile(np.array(seconds) * 1e3, [50, 95])
+    return float(p50), float(p95)
+
+
+def time_text(pretrained: str, repeats: int) -> None:
+    encoder = TextEncoder.load("ViT-B-32", pretrained)
+    model, _, _ = open_clip.create_model_and_transforms("ViT-B-32", pretrained=pretrained)
+    model.eval()
+    tokenizer = open_clip.get_tokenizer("ViT-B-32")
+
+    @torch.inference_mode()
+    def plain(text: str) -> np.ndarray:
+        features = model.encode_text(tokenizer([text]))
+        return torch.nn.functional.normalize(features, dim=-1)[0].numpy()
+
+    ours: list[float] = []
+    theirs: list[float] = []
+    worst = 0.0
+    for query in QUERIES * 2:  # warm-up: first calls allocate
+        plain(query), encoder.encode_text([query])
+    for repeat in range(repeats):
+        query = QUERIES[repeat % len(QUERIES)]
+        started = time.perf_counter()
+        expected = plain(query)
+        theirs.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        vector = encoder.encode_text([query])[0]
+        ours.append(time.perf_counter() - started)
+        worst = max(worst, float(np.abs(vector - expected).max()))
+    (our_p50, our_p95), (their_p50, their_p95) = percentiles(ours), percentiles(theirs)
+    print(f"text query, {repeats} runs over {len(QUERIES)} queries, {torch.get_num_threads()} torch threads")
+    print(f"  open_clip encode_text      p50 {their_p50:6.1f} ms  p95 {their_p95:6.1f} ms")
+    print(f"  TextEncoder.encode_text    p50 {our_p50:6.1f} ms  p95 {our_p95:6.1f} ms  ({our_p50 / their_p50:.2f}x)")
+    print(f"  largest difference between the vectors: {worst:.1e}")
+
+
+def time_search(count: int, repeats: int, scratch: Path) -> None:
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((count // 50, 512)).astype(np.float32)
+    vectors = centers[rng.integers(0, len(centers), count)] + 0.04 * rng.standard_normal((count, 512))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    thumbnail = rng.integers(0, 256, 11 * 1024, dtype=np.uint8).tobytes()
+    server = EmbeddedServer(scratch / "data")
+    base = Settings(data_dir=server.data_dir)
+    model = ModelIdentity("synthetic", "clustered", 512)
+    try:
+        client = connect(base)
+        print(f"KNN k=12 + HMGET of the page's fields, {count} photos with 11 KiB thumbnails, {repeats} queries")
+        for algorithm in ("FLAT", "HNSW"):
+            settings = dataclasses.replace(base, index_name=algorithm.lower(), algorithm=algorithm)
+            store = PhotoStore.open(client, IndexSchema.from_settings(settings, model), create=True)
+            store.upsert(
+                PhotoRecord(f"{i}.jpg", vector, thumbnail=thumbnail, source="file") for i, vector in enumerate(vectors)
+            )
+            seconds = []
+            for query in vectors[rng.integers(0, count, repeats)]:
+                started = time.perf_counter()
+                hits = store.search(query, k=12, fields=(*PHOTO_FIELDS, "thumbnail"))
+                seconds.append(time.perf_counter() - started)
+                assert len(hits) == 12
+            p50, p95 = percentiles(seconds)
+            print(f"  {algorithm:<5} p50 {p50:6.2f} ms  p95 {p95:6.2f} ms")
+        client.close()
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=25_000)
+    parser.add_argument("--repeats", type=int, default=60)
+    parser.add_argument("--pretrained", help=PRETRAINED_HELP)
+    args = parser.parse_args()
+    with scratch_and_weights(args.pretrained) as (scratch, pretrained):
+        time_text(pretrained, args.repeats)
+        time_search(args.count, args.repeats, scratch)
+
+
+if __name__ == "__main__":
+    main()
