@@ -29,6 +29,9 @@ from clipsearch.errors import ServerError
 # sockaddr_un.sun_path holds 108 bytes on Linux, including the final NUL.
 MAX_SOCKET_PATH = 100
 START_TIMEOUT_S = 10.0
+# A live server process that has not opened its socket yet (loading the search module on a busy
+# machine) is waited for this long in all.
+STARTING_TIMEOUT_S = 60.0
 
 
 def valkey_binary() -> Path:
@@ -184,21 +187,25 @@ class EmbeddedServer:
             raise ServerError(f"valkey-server failed to start: {result.stderr or result.stdout}\n{self._log_tail()}")
 
     def _wait_ready(self) -> None:
-        """Wait for the server to answer; a server still loading its data is given all the time it needs."""
-        deadline = time.monotonic() + START_TIMEOUT_S
+        """Wait for the server to answer; a server still loading its data is given all the time it needs,
+        and one still starting (alive, no socket yet) up to STARTING_TIMEOUT_S."""
+        started = time.monotonic()
+        deadline = started + START_TIMEOUT_S
         while True:
             state = self.state()
             if state is ServerState.READY:
                 return
             if state is ServerState.LOADING:
                 deadline = time.monotonic() + START_TIMEOUT_S
-            elif state is ServerState.DOWN and self.pid() is not None:  # it started, then died
+            elif state is ServerState.STARTING:
+                deadline = max(deadline, started + STARTING_TIMEOUT_S)
+            elif self.pid() is not None:  # it started, then died
                 break
             if time.monotonic() > deadline:
                 break
             time.sleep(0.01)
         raise ServerError(
-            f"the embedded Valkey in {self.data_dir} did not come up within {START_TIMEOUT_S:.0f} s."
+            f"the embedded Valkey in {self.data_dir} did not come up within {time.monotonic() - started:.0f} s."
             f" Its log ({self.log_file}) ends with:\n{self._log_tail()}"
         )
 
@@ -225,7 +232,11 @@ class EmbeddedServer:
             return None
 
     def stop(self, timeout: float = START_TIMEOUT_S) -> bool:
-        """Shut the server down cleanly (it saves its data first); False if none was running."""
+        """Shut the server down cleanly (it saves its data first); False if none was running.
+
+        A server that cannot take SHUTDOWN (still starting, no socket yet) is sent SIGTERM, on which
+        Valkey exits cleanly too.
+        """
         if not self.is_running():
             return False
         pid = self.pid()
@@ -236,13 +247,16 @@ class EmbeddedServer:
             if pid is not None:
                 os.kill(pid, signal.SIGTERM)  # it exits cleanly on SIGTERM while loading too
         except valkey.ConnectionError:
-            pass  # the server closes the connection as it exits
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.state() is ServerState.DOWN:
-                return True
-            time.sleep(0.02)
-        raise ServerError(f"the embedded Valkey (pid {pid}) did not stop within {timeout:.0f} s")
+            pass  # the server closes the connection as it exits, or is not listening yet
+        for attempt in ("SHUTDOWN", "SIGTERM"):
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.state() is ServerState.DOWN:
+                    return True
+                time.sleep(0.02)
+            if attempt == "SHUTDOWN" and pid is not None and self._process_alive():
+                os.kill(pid, signal.SIGTERM)
+        raise ServerError(f"the embedded Valkey (pid {pid}) did not stop within {2 * timeout:.0f} s")
 
     def status(self) -> ServerStatus:
         state = self.state()
