@@ -47,7 +47,7 @@ DEFAULT_RESULTS = 12
 MAX_RESULTS = 100
 DEFAULT_COLUMNS = 4
 MAX_COLUMNS = 8
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp"]
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "heic", "heif", "avif"]
 TOP_LABELS = 5
 GALLERY_SIDE = 256  # pixels, for photos indexed with --no-thumbnails
 DIALOG_SIDE = 1600  # "Open" sends this much, not the camera's full file
@@ -293,14 +293,15 @@ def query_vector(settings: Settings, store: PhotoStore, text_encoder: TextEncode
     if st.session_state.mode == "Photo":
         upload = st.file_uploader("Find photos like this one", type=UPLOAD_TYPES, key="upload")
         if upload is None:
-            return None, "Upload a JPEG, PNG or WebP photo to find similar ones."
+            return None, "Upload a photo (JPEG, PNG, WebP, HEIC or AVIF) to find similar ones."
         name = escape_markdown(upload.name)
         try:
             if upload.size > settings.upload_max_bytes:
                 raise BadPhoto(f"{upload.size:,} bytes, over the limit of {settings.upload_max_bytes:,}")
             vector = upload_vector(*model, upload.getvalue(), settings.upload_max_pixels)
         except BadPhoto as error:
-            st.error(f"**{name} cannot be used:** {escape_markdown(str(error))}. Try another JPEG, PNG or WebP file.")
+            reason = escape_markdown(str(error))
+            st.error(f"**{name} cannot be used:** {reason}. Try another JPEG, PNG, WebP, HEIC or AVIF file.")
             return None, ""
         left, right = st.columns([1, 3])
         left.image(upload.getvalue(), caption=upload.name, width="stretch")

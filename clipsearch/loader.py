@@ -15,6 +15,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -103,6 +104,7 @@ class LoadReport:
     unchanged: int = 0
     pruned: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)  # files of other types, by suffix
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -111,6 +113,10 @@ class LoadReport:
             f"indexed {self.indexed}, unchanged {self.unchanged}, failed {len(self.failed)}, "
             f"pruned {self.pruned} in {self.seconds:.1f} s{rate}"
         ]
+        if self.skipped:
+            by_count = sorted(self.skipped.items(), key=lambda item: (-item[1], item[0]))
+            counts = ", ".join(f"{count} {suffix}" for suffix, count in by_count)
+            lines.append(f"  skipped (not photos): {counts}")
         lines += [f"  failed: {display_path(path)}: {reason}" for path, reason in self.failed]
         return "\n".join(lines)
 
@@ -153,7 +159,7 @@ class PhotoLoader:
         report = LoadReport()
         sources: list[Source] = []
         unlisted: list[str] = []  # folders that could not be listed: what they hold is unknown, not gone
-        for entry in walk_photos(root):
+        for entry in walk_photos(root, report.skipped):
             if entry.problem is None:
                 sources.append(_file_source(entry, self.options.max_bytes))
             else:

@@ -6,13 +6,19 @@ import hashlib
 import io
 import os
 import stat
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+# HEIC/HEIF (phones) through pillow-heif, which applies the container's rotation itself; AVIF is Pillow's own.
+pillow_heif.register_heif_opener()
+PHOTO_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".hif", ".avif"}
+)
 DEFAULT_MAX_PIXELS = 100_000_000
 # Far above any real photo (a 100-Mpx 16-bit TIFF is about 600 MB uncompressed, its JPEG a few dozen MB).
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
@@ -39,14 +45,23 @@ class PhotoFile:
     folder: bool = False
 
 
-def walk_photos(root: Path) -> Iterator[PhotoFile]:
-    """Every photo file under root (sorted, hidden folders skipped), and each path that could not be read."""
+def walk_photos(root: Path, skipped: Counter[str] | None = None) -> Iterator[PhotoFile]:
+    """Every photo file under root (sorted, hidden folders skipped), and each path that could not be read.
+
+    Files of other types (videos, RAW, documents) are counted in `skipped` by suffix, so that nothing
+    disappears without a word.
+    """
     errors: list[OSError] = []
     for folder, subfolders, files in os.walk(root, onerror=errors.append):
         yield from _unlisted(root, errors)
         subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
         for name in sorted(files):
-            if name.startswith(".") or Path(name).suffix.lower() not in PHOTO_SUFFIXES:
+            if name.startswith("."):
+                continue
+            suffix = Path(name).suffix.lower()
+            if suffix not in PHOTO_SUFFIXES:
+                if skipped is not None:
+                    skipped[suffix or "(no suffix)"] += 1
                 continue
             path = Path(folder, name)
             relpath = path.relative_to(root).as_posix()

@@ -324,3 +324,26 @@ def test_pipes_devices_and_oversized_files_are_skipped_not_read(
 
 
 # --- the command line ----------------------------------------------------------------------
+
+
+def test_heic_and_avif_photos_are_indexed_upright_and_other_files_counted(
+    tmp_path: Path, encoder: ClipEncoder, open_test_index, sample_photos: Path
+) -> None:
+    """A phone's HEIC and an AVIF, both saved with EXIF orientation 6 (turn 90° to show): upright once read."""
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    landscape = Image.open(sample_photos / "sea1.jpg").convert("RGB").resize((64, 48))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    for name, kind in (("IMG_0001.HEIC", "HEIF"), ("photo.avif", "AVIF")):
+        landscape.save(folder / name, format=kind, exif=exif.tobytes(), quality=90)
+    for name in ("clip.MOV", "clip2.mov", "raw.dng", "notes.txt", "README"):
+        (folder / name).write_bytes(b"not a photo")
+    store = open_test_index()
+    report = quiet_loader(store, encoder).index_folder(folder)
+    assert (report.indexed, report.failed) == (2, [])
+    assert "skipped (not photos): 2 .mov, 1 (no suffix), 1 .dng, 1 .txt" in report.summary()
+    sizes = {row["path"]: (row["width"], row["height"]) for _, row in store.scan(("path", "width", "height"))}
+    assert sizes == {"IMG_0001.HEIC": (48, 64), "photo.avif": (48, 64)}, "portrait, as the orientation says"
+    thumbnails = {row["path"]: Image.open(io.BytesIO(row["thumbnail"])) for _, row in store.scan(("path", "thumbnail"))}
+    assert all(thumbnail.size == (48, 64) for thumbnail in thumbnails.values())
