@@ -14,17 +14,7 @@ from streamlit.delta_generator import DeltaGenerator
 
 from clipsearch.connection import connect
 from clipsearch.display import escape_markdown
-from clipsearch.encoder import (
-    DEFAULT_LABELS,
-    MAX_LABEL_CHARS,
-    MAX_LABELS,
-    ClipEncoder,
-    LabelList,
-    TextEncoder,
-    TextEncoding,
-    label_vectors,
-    rank_labels,
-)
+from clipsearch.engine import ImageEncoding, TextEncoding, load_image_encoder, load_text_encoder
 from clipsearch.errors import (
     ClipsearchError,
     ConfigError,
@@ -37,6 +27,7 @@ from clipsearch.errors import (
     WrongCredentials,
 )
 from clipsearch.index import open_index
+from clipsearch.labels import DEFAULT_LABELS, MAX_LABEL_CHARS, MAX_LABELS, LabelList, label_vectors, rank_labels
 from clipsearch.loader import LoadOptions, PhotoLoader, pending_photos
 from clipsearch.photos import BadPhoto, decode_photo, display_path, file_under, make_thumbnail, read_file
 from clipsearch.settings import Settings
@@ -70,31 +61,32 @@ def get_client(settings: Settings) -> valkey.Valkey:
     return connect(settings)
 
 
-@st.cache_resource(show_spinner="Loading the CLIP text model…")
-def get_text_encoder(model_name: str, pretrained: str) -> TextEncoder:
-    encoder = TextEncoder.load(model_name, pretrained)
-    # torch and open_clip leave hundreds of thousands of long-lived objects: set them aside, so that
-    # the garbage collector stops walking them on every full collection (about 300 ms each).
+@st.cache_resource(show_spinner="Loading the CLIP text model (the first start also prepares it for ONNX Runtime)…")
+def get_text_encoder(model: Settings) -> TextEncoding:
+    """One per model for the whole process (`model` is Settings.model_only())."""
+    encoder = load_text_encoder(model)
+    # The model's libraries leave many long-lived objects (hundreds of thousands with torch): set them
+    # aside, so that the garbage collector stops walking them on every full collection.
     gc.collect()
     gc.freeze()
     return encoder
 
 
-@st.cache_resource(show_spinner="Loading the CLIP image model…")
-def get_image_encoder(model_name: str, pretrained: str) -> ClipEncoder:
-    return ClipEncoder.load(model_name, pretrained)
+@st.cache_resource(show_spinner="Loading the CLIP image model (the first start also prepares it for ONNX Runtime)…")
+def get_image_encoder(model: Settings) -> ImageEncoding:
+    return load_image_encoder(model)
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
-def text_vector(model_name: str, pretrained: str, text: str) -> np.ndarray:
-    vector: np.ndarray = get_text_encoder(model_name, pretrained).encode_text([text])[0]
+def text_vector(model: Settings, text: str) -> np.ndarray:
+    vector: np.ndarray = get_text_encoder(model).encode_text([text])[0]
     return vector
 
 
 @st.cache_data(max_entries=32, show_spinner="Encoding your photo…")
-def upload_vector(model_name: str, pretrained: str, data: bytes, max_pixels: int) -> np.ndarray:
+def upload_vector(model: Settings, data: bytes, max_pixels: int) -> np.ndarray:
     image = decode_photo(data, max_pixels)
-    vector: np.ndarray = get_image_encoder(model_name, pretrained).encode_images([image])[0]
+    vector: np.ndarray = get_image_encoder(model).encode_images([image])[0]
     return vector
 
 
@@ -181,7 +173,7 @@ def offers_indexing(settings: Settings, store: PhotoStore | None) -> bool:
 def index_photos(settings: Settings) -> None:
     """Run the loader on the photo folder with a progress bar, then redraw the page."""
     bar = st.progress(0.0, text="Loading the CLIP image model…")
-    encoder = get_image_encoder(settings.model_name, settings.pretrained)
+    encoder = get_image_encoder(settings.model_only())
     store, _ = open_index(settings, encoder, client=get_client(settings), create=True)
 
     def on_progress(done: int, total: int) -> None:
@@ -232,7 +224,7 @@ def show_labels(text_encoder: TextEncoding, vector: np.ndarray) -> None:
 
 
 @st.dialog("Photo", width="large")
-def open_photo(hit: Hit, rank: int, root: Path, store: PhotoStore, text_encoder: TextEncoder) -> None:
+def open_photo(hit: Hit, rank: int, root: Path, store: PhotoStore, text_encoder: TextEncoding) -> None:
     path = full_photo(root, hit)
     image = (resized_photo(str(path), path.stat().st_mtime, DIALOG_SIDE) if path else None) or picture(hit, root)
     if image is not None:
@@ -254,7 +246,7 @@ def open_photo(hit: Hit, rank: int, root: Path, store: PhotoStore, text_encoder:
 GALLERY_CSS = "<style>.st-key-gallery img {aspect-ratio: 4 / 3; object-fit: cover;}</style>"
 
 
-def gallery(hits: list[Hit], columns: int, root: Path, store: PhotoStore, text_encoder: TextEncoder) -> None:
+def gallery(hits: list[Hit], columns: int, root: Path, store: PhotoStore, text_encoder: TextEncoding) -> None:
     st.html(GALLERY_CSS)
     with st.container(key="gallery"):
         for rank, hit in enumerate(hits, 1):
@@ -264,7 +256,7 @@ def gallery(hits: list[Hit], columns: int, root: Path, store: PhotoStore, text_e
 
 
 def gallery_tile(
-    cell: DeltaGenerator, rank: int, hit: Hit, root: Path, store: PhotoStore, text_encoder: TextEncoder
+    cell: DeltaGenerator, rank: int, hit: Hit, root: Path, store: PhotoStore, text_encoder: TextEncoding
 ) -> None:
     with cell:
         image = picture(hit, root)
@@ -280,9 +272,8 @@ def gallery_tile(
             open_photo(hit, rank, root, store, text_encoder)
 
 
-def query_vector(settings: Settings, store: PhotoStore, text_encoder: TextEncoder) -> tuple[np.ndarray | None, str]:
+def query_vector(settings: Settings, store: PhotoStore, text_encoder: TextEncoding) -> tuple[np.ndarray | None, str]:
     """The vector to search with and a line saying what it stands for."""
-    model = (settings.model_name, settings.pretrained)
     if st.session_state.like:
         vector = store.vector_of(st.session_state.like)
         if vector is not None:
@@ -298,7 +289,7 @@ def query_vector(settings: Settings, store: PhotoStore, text_encoder: TextEncode
         try:
             if upload.size > settings.upload_max_bytes:
                 raise BadPhoto(f"{upload.size:,} bytes, over the limit of {settings.upload_max_bytes:,}")
-            vector = upload_vector(*model, upload.getvalue(), settings.upload_max_pixels)
+            vector = upload_vector(settings.model_only(), upload.getvalue(), settings.upload_max_pixels)
         except BadPhoto as error:
             reason = escape_markdown(str(error))
             st.error(f"**{name} cannot be used:** {reason}. Try another JPEG, PNG, WebP, HEIC or AVIF file.")
@@ -312,7 +303,7 @@ def query_vector(settings: Settings, store: PhotoStore, text_encoder: TextEncode
     text = st.session_state.q.strip()
     if not text:
         return None, "Type what you are looking for, or click an example."
-    return text_vector(*model, text), f"Photos matching **{escape_markdown(text)}**"
+    return text_vector(settings.model_only(), text), f"Photos matching **{escape_markdown(text)}**"
 
 
 def controls() -> None:
@@ -356,7 +347,7 @@ def main() -> None:
     st.title("clipsearch")
     st.caption("Search your photos with words, or with another photo.")
     client = get_client(settings)
-    text_encoder = get_text_encoder(settings.model_name, settings.pretrained)
+    text_encoder = get_text_encoder(settings.model_only())
     try:
         store, _ = open_index(settings, text_encoder, client=client)
     except IndexMissing:

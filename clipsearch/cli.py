@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import valkey
 
 from clipsearch.connection import connect
+from clipsearch.engine import load_image_encoder, load_text_encoder
 from clipsearch.errors import ClipsearchError, IndexMissing
 from clipsearch.index import open_index
 from clipsearch.loader import LoadOptions
@@ -138,10 +139,9 @@ def index_command(settings: Settings, args: argparse.Namespace) -> int:
     folder = args.folder or settings.photos_dir
     if args.from_csv is None and not folder.is_dir():
         raise NotADirectoryError(f"{folder} is not a folder")
-    from clipsearch.encoder import ClipEncoder  # torch: imported only by the commands that need it
     from clipsearch.loader import PhotoLoader
 
-    store, encoder = open_index(settings, ClipEncoder, create=True, rebuild=args.rebuild)
+    store, encoder = open_index(settings, load_image_encoder, create=True, rebuild=args.rebuild)
     options = LoadOptions(
         batch_size=args.batch_size,
         thumbnail_size=None if args.no_thumbnails else args.thumbnail_size,
@@ -181,13 +181,11 @@ def search_command(settings: Settings, args: argparse.Namespace) -> int:
 
 def _query(settings: Settings, text: str | None, image: Path | None) -> tuple[PhotoStore, np.ndarray]:
     """The index and the query's vector; a text query loads only CLIP's text tower."""
-    from clipsearch.encoder import ClipEncoder, TextEncoder  # torch: imported only by the commands that need it
-
     if image is None:
         assert text is not None
-        store, text_encoder = open_index(settings, TextEncoder)
+        store, text_encoder = open_index(settings, load_text_encoder)
         return store, text_encoder.encode_text([text])[0]
-    store, encoder = open_index(settings, ClipEncoder)
+    store, encoder = open_index(settings, load_image_encoder)
     try:
         return store, encoder.encode_images([decode_photo(read_file(image))])[0]
     except BadPhoto as error:

@@ -1,14 +1,15 @@
-"""CLIP through open_clip: its own preprocess and tokenizer, L2-normalised float32 vectors."""
+"""CLIP through open_clip and torch: its own preprocess and tokenizer, L2-normalised float32 vectors.
+
+The torch engine; clipsearch.onnx_engine runs the same towers through ONNX Runtime, and
+clipsearch.engine chooses between them.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol, Self
+from typing import Any, Self
 
 import numpy as np
 import open_clip
@@ -17,47 +18,11 @@ from open_clip.factory import load_state_dict
 from PIL import Image
 
 from clipsearch.errors import ConfigError, WeightsUnavailable
-from clipsearch.identity import ModelIdentity
+from clipsearch.identity import ModelIdentity, pretrained_label
 
 
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def pretrained_label(pretrained: str) -> str:
-    """How a checkpoint is named in the index: a tag as is, a local file by name and fingerprint.
-
-    Not the full path, so that an index built on a laptop is still recognised by the same file
-    stored elsewhere (Streamlit Cloud, another user); with a fingerprint of the content, since
-    every open_clip checkpoint downloads as open_clip_pytorch_model.bin.
-    """
-    if not os.path.isfile(pretrained):
-        return pretrained
-    return f"{Path(pretrained).name}#{file_fingerprint(pretrained)}"
-
-
-def file_fingerprint(path: str, chunk: int = 1 << 20) -> str:
-    """SHA-256 of the size and the first and last MiB: distinct checkpoints differ there, and it is quick."""
-    size = os.path.getsize(path)
-    digest = hashlib.sha256(str(size).encode())
-    with open(path, "rb") as handle:
-        digest.update(handle.read(chunk))
-        if size > 2 * chunk:
-            handle.seek(-chunk, os.SEEK_END)
-            digest.update(handle.read(chunk))
-    return digest.hexdigest()[:12]
-
-
-class TextEncoding(Protocol):
-    """Anything that turns text into vectors of a known model: what a text search and label ranking need."""
-
-    @property
-    def identity(self) -> ModelIdentity: ...
-
-    @property
-    def logit_scale(self) -> float: ...
-
-    def encode_text(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 class Encoder:
@@ -103,14 +68,14 @@ class ClipEncoder(Encoder):
         self.model.eval()
         self.logit_scale = float(self.model.logit_scale.detach().exp())
 
-    def preprocess_image(self, image: Image.Image) -> torch.Tensor:
+    def preprocess_image(self, image: Image.Image) -> np.ndarray:
         """open_clip's own transform; thread-safe, so loaders may run it in worker threads."""
         tensor: torch.Tensor = self.preprocess(image)
-        return tensor
+        return tensor.numpy()
 
     @torch.inference_mode()
-    def encode_pixels(self, pixels: Sequence[torch.Tensor]) -> np.ndarray:
-        batch = torch.stack(list(pixels)).to(self.device)
+    def encode_pixels(self, pixels: Sequence[np.ndarray]) -> np.ndarray:
+        batch = torch.from_numpy(np.stack(pixels)).to(self.device)
         return _normalised(self.model.encode_image(batch))
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
@@ -139,7 +104,7 @@ class TextEncoder(Encoder):
         if tower is None:  # a text tower open_clip builds some other way: take it from the full model
             tower = _EncodeText(ClipEncoder(model_name, pretrained, device).model)
         self.tower = tower.to(device).eval()
-        self.cut_at_end_of_text = _ends_at_end_of_text(self.tower)
+        self.cut_at_end_of_text = ends_at_end_of_text(self.tower)
 
     def _text_features(self, tokens: torch.Tensor) -> torch.Tensor:
         if self.cut_at_end_of_text:
@@ -148,7 +113,7 @@ class TextEncoder(Encoder):
         return features
 
 
-def _ends_at_end_of_text(tower: torch.nn.Module) -> bool:
+def ends_at_end_of_text(tower: torch.nn.Module) -> bool:
     """Whether the tower is open_clip's causal TextTransformer pooling at the end-of-text token: then
     nothing after that token can change the output."""
     return (
@@ -169,7 +134,13 @@ def _cut_at_end_of_text(tower: Any, tokens: torch.Tensor) -> torch.Tensor:
     whose result is thrown away. A typical query is under 16 tokens.
     """
     length = int(tokens.argmax(dim=-1).max()) + 1
-    tokens = tokens[:, :length]
+    return text_features_as_long_as(tower, tokens[:, :length])
+
+
+def text_features_as_long_as(tower: Any, tokens: torch.Tensor) -> torch.Tensor:
+    """TextTransformer.forward for tokens of any length up to the context: the positions and the causal
+    mask are cut to the tokens'. The ONNX export traces this, with the length a dynamic dimension."""
+    length = tokens.shape[1]
     cast_dtype = tower.transformer.get_cast_dtype()
     x = tower.token_embedding(tokens).to(cast_dtype) + tower.positional_embedding[:length].to(cast_dtype)
     x = tower.ln_final(tower.transformer(x, attn_mask=tower.attn_mask[:length, :length]))
@@ -189,78 +160,6 @@ class _EncodeText(torch.nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         features: torch.Tensor = self.model.encode_text(tokens)
         return features
-
-
-# What "What is in this photo?" ranks unless the user gives a list of their own.
-DEFAULT_LABELS = (
-    "cat", "dog", "bird", "fish", "horse", "wild animal", "person", "crowd", "child", "food", "drink",
-    "car", "boat", "airplane", "building", "monument", "church", "bridge", "city street", "mountain",
-    "beach", "sea", "forest", "desert", "snow", "sky", "night", "flower", "tool", "musical instrument",
-    "sport", "furniture", "electronics", "planet", "text or document", "painting",
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class LabelScore:
-    label: str
-    similarity: float
-    probability: float
-
-
-@dataclass(frozen=True)
-class LabelList:
-    """Labels as a person typed them (one per line): blanks and repeats removed, and capped in number and
-    length, since every label is encoded and a public page must not encode ten thousand of them."""
-
-    labels: tuple[str, ...]
-    left_out: int = 0  # lines beyond MAX_LABELS
-    shortened: int = 0  # labels cut to MAX_LABEL_CHARS
-
-    @classmethod
-    def parse(cls, text: str) -> LabelList:
-        unique = list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
-        kept = unique[:MAX_LABELS]
-        shortened = sum(len(label) > MAX_LABEL_CHARS for label in kept)
-        labels = dict.fromkeys(label[:MAX_LABEL_CHARS].strip() for label in kept)
-        return cls(tuple(labels), len(unique) - len(kept), shortened)
-
-
-MAX_LABELS = 100
-MAX_LABEL_CHARS = 60  # CLIP reads at most 77 tokens, and a label is one thing in a photo
-LABEL_BATCH = 64
-LABEL_TEMPLATE = "a photo of {}."
-
-
-def label_vectors(encoder: TextEncoding, labels: Sequence[str]) -> np.ndarray:
-    """Each label's text vector, encoded in batches so that memory stays flat however long the list."""
-    batches = [
-        encoder.encode_text([LABEL_TEMPLATE.format(label) for label in labels[start : start + LABEL_BATCH]])
-        for start in range(0, len(labels), LABEL_BATCH)
-    ]
-    return np.concatenate(batches) if batches else np.zeros((0, encoder.identity.dim), dtype=np.float32)
-
-
-def rank_labels(
-    encoder: TextEncoding,
-    image_vector: np.ndarray,
-    labels: Sequence[str],
-    vectors: np.ndarray | None = None,
-) -> list[LabelScore]:
-    """Zero-shot labels for a photo, best first: CLIP's softmax over scaled cosine similarities.
-
-    `vectors` are the labels' own (from label_vectors), for a caller that keeps them cached.
-    """
-    if vectors is None:
-        labels = LabelList.parse("\n".join(labels)).labels
-        vectors = label_vectors(encoder, labels)
-    if not labels:
-        return []
-    similarities = vectors @ image_vector
-    logits = encoder.logit_scale * similarities
-    probabilities = np.exp(logits - logits.max())
-    probabilities /= probabilities.sum()
-    order = np.argsort(-similarities, kind="stable")
-    return [LabelScore(labels[i], float(similarities[i]), float(probabilities[i])) for i in order]
 
 
 def check_names(model_name: str, pretrained: str) -> None:

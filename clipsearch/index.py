@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import valkey
 
 from clipsearch.connection import connect
+from clipsearch.engine import ModelEncoding
 from clipsearch.settings import Settings
 from clipsearch.store import IndexSchema, PhotoStore
 
-if TYPE_CHECKING:
-    from clipsearch.encoder import Encoder
-
-E = TypeVar("E", bound="Encoder")
+E = TypeVar("E", bound=ModelEncoding)
 
 
 def open_index(
     settings: Settings,
-    encoder: type[E] | E,
+    encoder: Callable[[Settings], E] | E,
     *,
     client: valkey.Valkey | None = None,
     create: bool = False,
@@ -26,12 +25,13 @@ def open_index(
 ) -> tuple[PhotoStore, E]:
     """The index of `settings`, checked against the encoder's model, and that encoder.
 
-    Give the encoder's class to load it, or an encoder already loaded (the page keeps one cached),
-    and likewise a client or none. A new client is connected before the model loads, so an
-    unreachable server is reported before the model takes seconds to load.
+    Give a function that loads the encoder (engine.load_text_encoder, engine.load_image_encoder), or an
+    encoder already loaded (the page keeps one cached), and likewise a client or none. A new client is
+    connected before the model loads, so an unreachable server is reported before the model takes seconds
+    to load.
     """
     client = client or connect(settings)
-    loaded = encoder.load(settings.model_name, settings.pretrained) if isinstance(encoder, type) else encoder
+    loaded = encoder(settings) if callable(encoder) else encoder
     schema = IndexSchema.from_settings(settings, loaded.identity)
     if rebuild:
         PhotoStore(client, schema).drop()

@@ -41,10 +41,10 @@ from clipsearch.photos import (
 )
 from clipsearch.store import PhotoRecord, PhotoStore
 
-if TYPE_CHECKING:  # torch loads in seconds: not for commands that only need the options
-    import torch
+if TYPE_CHECKING:
+    import numpy as np
 
-    from clipsearch.encoder import ClipEncoder
+    from clipsearch.engine import ImageEncoding
 
 CSV_COLUMNS = ("photo_image_url", "image_url", "url", "path", "file", "filename")
 MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
@@ -128,7 +128,7 @@ class _Prepared:
     content_hash: str = ""
     size: int = 0
     error: str | None = None
-    pixels: torch.Tensor | None = None
+    pixels: np.ndarray | None = None
     width: int = 0
     height: int = 0
     thumbnail: bytes | None = None
@@ -138,7 +138,7 @@ class PhotoLoader:
     def __init__(
         self,
         store: PhotoStore,
-        encoder: ClipEncoder,
+        encoder: ImageEncoding,
         options: LoadOptions | None = None,
         *,
         on_progress: ProgressCallback | None = None,
@@ -231,7 +231,7 @@ class PhotoLoader:
         return item
 
     def _write(self, prepared: Iterable[_Prepared], report: LoadReport) -> None:
-        to_encode: list[tuple[_Prepared, torch.Tensor]] = []
+        to_encode: list[tuple[_Prepared, np.ndarray]] = []
         for item in prepared:
             if item.error is not None:
                 report.failed.append((item.source.path, item.error))

@@ -199,7 +199,7 @@ class EmbeddedServer:
                 deadline = time.monotonic() + START_TIMEOUT_S
             elif state is ServerState.STARTING:
                 deadline = max(deadline, started + STARTING_TIMEOUT_S)
-            elif self.pid() is not None:  # it started, then died
+            elif (pid := self.pid()) is not None and not _alive(pid):  # it started, then died
                 break
             if time.monotonic() > deadline:
                 break

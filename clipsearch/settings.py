@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from valkey.connection import parse_url
@@ -16,6 +16,7 @@ DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 URL_SCHEMES = ("valkey", "valkeys", "redis", "rediss", "unix")
 TLS_SCHEMES = ("valkeys", "rediss")
+ENGINES = ("auto", "onnx", "torch")  # see clipsearch.engine
 PERCENT_ENCODING_HELP = (
     "percent-encode the user name and password: '@' as %40, '/' as %2F, '?' as %3F, '#' as %23, ':' as %3A "
     "and '%' as %25 (python3 -c \"import urllib.parse, getpass; "
@@ -39,6 +40,8 @@ class Settings:
     allow_shared_data_dir: bool = False  # let other local users read the embedded server's data
     upload_max_bytes: int = 20 * 1024 * 1024
     upload_max_pixels: int = 50_000_000
+    engine: str = "auto"  # auto, onnx or torch: see clipsearch.engine
+    onnx_cache: Path = field(default_factory=lambda: default_cache_dir() / "onnx")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -54,6 +57,9 @@ class Settings:
         algorithm = env.get("CLIPSEARCH_ALGORITHM", defaults.algorithm).upper()
         if algorithm not in ("HNSW", "FLAT"):
             raise ConfigError(f"CLIPSEARCH_ALGORITHM={algorithm!r}: choose HNSW or FLAT")
+        engine = env.get("CLIPSEARCH_ENGINE", defaults.engine).lower()
+        if engine not in ENGINES:
+            raise ConfigError(f"CLIPSEARCH_ENGINE={engine!r}: choose " + ", ".join(ENGINES))
         ca_file = env.get("CLIPSEARCH_TLS_CA_FILE")
         if ca_file is not None and not Path(ca_file).is_file():
             raise ConfigError(f"CLIPSEARCH_TLS_CA_FILE={ca_file!r} is not a file (expected CA certificates in PEM)")
@@ -72,6 +78,15 @@ class Settings:
             allow_shared_data_dir=_flag(env, "CLIPSEARCH_ALLOW_SHARED_DATA_DIR"),
             upload_max_bytes=_positive_int(env, "CLIPSEARCH_UPLOAD_MAX_BYTES", defaults.upload_max_bytes),
             upload_max_pixels=_positive_int(env, "CLIPSEARCH_UPLOAD_MAX_PIXELS", defaults.upload_max_pixels),
+            engine=engine,
+            onnx_cache=Path(env.get("CLIPSEARCH_ONNX_CACHE", defaults.onnx_cache)),
+        )
+
+    def model_only(self) -> Settings:
+        """Only what chooses and loads the model, the rest at defaults: the key under which a process keeps
+        one loaded encoder, whatever index or server it serves."""
+        return Settings(
+            model_name=self.model_name, pretrained=self.pretrained, engine=self.engine, onnx_cache=self.onnx_cache
         )
 
     @property
@@ -80,6 +95,11 @@ class Settings:
         if self.valkey_url is None:
             return f"embedded Valkey in {self.data_dir}"
         return redact_url(self.valkey_url)
+
+
+def default_cache_dir() -> Path:
+    """Where clipsearch keeps what it can make again (the ONNX exports): $XDG_CACHE_HOME/clipsearch."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "clipsearch"
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -20,10 +20,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import torch
 from benchkit import PRETRAINED_HELP, scratch_and_weights
 
-from clipsearch.encoder import ClipEncoder, TextEncoder
+from clipsearch.engine import TextEncoding, load_image_encoder, load_text_encoder
 from clipsearch.index import open_index
 from clipsearch.loader import LoadOptions, PhotoLoader
 from clipsearch.server import EmbeddedServer
@@ -34,7 +33,7 @@ WORDS = ["cat", "dog", "street", "snow", "beach", "car", "tower", "food", "flowe
 
 
 def run_mix(
-    store: PhotoStore, encoder: TextEncoder, keys: list[str], clients: int, seconds: float
+    store: PhotoStore, encoder: TextEncoding, keys: list[str], clients: int, seconds: float
 ) -> tuple[dict[str, list[float]], int, float]:
     """Latencies by kind, errors, and the wall time, for `clients` threads querying for `seconds`."""
     latencies: dict[str, list[float]] = defaultdict(list)
@@ -87,12 +86,12 @@ def main() -> None:
         server = EmbeddedServer(scratch / "data")
         settings = Settings(data_dir=server.data_dir, index_name="bench-load", pretrained=pretrained)
         try:
-            store, image_encoder = open_index(settings, ClipEncoder, create=True)
+            store, image_encoder = open_index(settings, load_image_encoder, create=True)
             PhotoLoader(store, image_encoder, LoadOptions(), show_bar=False).index_folder(args.folder)
             del image_encoder
-            store, encoder = open_index(settings, TextEncoder, client=store.client)
+            store, encoder = open_index(settings, load_text_encoder, client=store.client)
             keys = [key for key, _ in store.scan(("path",))]
-            print(f"{len(keys)} photos indexed; {torch.get_num_threads()} torch threads")
+            print(f"{len(keys)} photos indexed; {type(encoder).__name__} ({settings.engine} engine)")
             runs = {
                 "1 client": run_mix(store, encoder, keys, 1, args.seconds),
                 f"{args.clients} clients": run_mix(store, encoder, keys, args.clients, args.seconds),

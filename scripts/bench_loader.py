@@ -1,12 +1,16 @@
-"""Loader throughput: clipsearch's pipelined loader against a sequential baseline, in one process.
+"""Loader throughput: the model forward alone on each engine, and the loader against it, in one process.
 
-Usage: python scripts/bench_loader.py FOLDER [--limit N] [--batch-size 32] [--pretrained TAG_OR_FILE]
+Usage: python scripts/bench_loader.py FOLDER [--limit N] [--batch-size 32] [--engine auto|onnx|torch]
+                                      [--pretrained TAG_OR_FILE]
 
-Both runs index the same photos into fresh indexes on a private embedded server, with the same
-model, batch size and thumbnails. The baseline reads, decodes and preprocesses each photo on the
-main thread, then encodes and writes the batch: no overlap. Speed does not depend on the weights,
-so without --pretrained the script times a ViT-B-32 with random weights (saved and loaded like a
-user's checkpoint). Prints photos/s of each and their ratio.
+First the image tower's forward alone (photos preprocessed beforehand, the same batches) through torch
+and through ONNX Runtime: img/s and their ratio, and the largest difference between their vectors.
+Then, with --engine's encoder, two runs index the same photos into fresh indexes on a private embedded
+server, with the same batch size and thumbnails: a sequential baseline (read, decode and preprocess each
+photo on the main thread, then encode and write the batch: no overlap) and clipsearch's pipelined loader.
+Prints photos/s of each, the loader's ratio to the baseline and to its engine's forward alone. Speed does
+not depend on the weights, so without --pretrained the script times a ViT-B-32 with random weights (saved
+and loaded like a user's checkpoint).
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ import argparse
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from benchkit import PRETRAINED_HELP, scratch_and_weights
 
-from clipsearch.encoder import ClipEncoder
+from clipsearch.engine import ImageEncoding, load_image_encoder
 from clipsearch.index import open_index
 from clipsearch.loader import LoadOptions, PhotoLoader
 from clipsearch.photos import PhotoFile, content_hash, decode_photo, make_thumbnail, read_file, walk_photos
@@ -27,7 +32,15 @@ from clipsearch.settings import Settings
 from clipsearch.store import PhotoRecord, PhotoStore
 
 
-def sequential_baseline(store: PhotoStore, encoder: ClipEncoder, photos: list[PhotoFile], batch_size: int) -> None:
+def forward_rate(encoder: ImageEncoding, pixels: list[np.ndarray], batch_size: int) -> tuple[float, np.ndarray]:
+    """img/s of encode_pixels alone over the same batches the loader makes, and the vectors."""
+    encoder.encode_pixels(pixels[:batch_size])  # warm-up: first calls allocate
+    started = time.perf_counter()
+    vectors = [encoder.encode_pixels(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)]
+    return len(pixels) / (time.perf_counter() - started), np.concatenate(vectors)
+
+
+def sequential_baseline(store: PhotoStore, encoder: ImageEncoding, photos: list[PhotoFile], batch_size: int) -> None:
     for start in range(0, len(photos), batch_size):
         batch = photos[start : start + batch_size]
         pixels, records = [], []
@@ -48,11 +61,14 @@ def main() -> None:
     parser.add_argument("folder", type=Path)
     parser.add_argument("--limit", type=int, default=0, help="use only the first N photos")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--engine", choices=("auto", "onnx", "torch"), default="auto", help="for the loader runs")
     parser.add_argument("--pretrained", help=PRETRAINED_HELP)
     args = parser.parse_args()
 
     with scratch_and_weights(args.pretrained) as (scratch, pretrained):
-        encoder = ClipEncoder.load("ViT-B-32", pretrained)
+        engines = {
+            engine: load_image_encoder(Settings(pretrained=pretrained, engine=engine)) for engine in ("torch", "onnx")
+        }
         # Both runs read the same photos: links to the first --limit ones.
         subset = scratch / "photos"
         subset.mkdir()
@@ -60,6 +76,13 @@ def main() -> None:
         for photo in chosen[: args.limit] if args.limit else chosen:
             (subset / photo.relpath.replace("/", "_")).symlink_to(photo.path.resolve())
         photos = [entry for entry in walk_photos(subset) if entry.problem is None]
+        pixels = [engines["torch"].preprocess_image(decode_photo(read_file(photo.path))) for photo in photos]
+        forward = {}
+        for engine, engine_encoder in engines.items():
+            forward[engine] = forward_rate(engine_encoder, pixels, args.batch_size)
+        encoder = load_image_encoder(Settings(pretrained=pretrained, engine=args.engine))
+        engine_name = "onnx" if type(encoder) is type(engines["onnx"]) else "torch"
+        del engines, pixels
         server = EmbeddedServer(scratch / "data")
         try:
             timings = {}
@@ -78,11 +101,17 @@ def main() -> None:
         finally:
             server.stop()
     rates = {name: len(photos) / seconds for name, seconds in timings.items()}
-    threads = torch.get_num_threads()
-    print(f"{len(photos)} photos, batch {args.batch_size}, {threads} torch threads, device {encoder.device}")
+    print(f"{len(photos)} photos, batch {args.batch_size}, {torch.get_num_threads()} torch threads")
+    (torch_rate, torch_vectors), (onnx_rate, onnx_vectors) = forward["torch"], forward["onnx"]
+    print("model forward alone (preprocessed photos):")
+    print(f"  {'torch':>10}: {torch_rate:6.1f} img/s")
+    print(f"  {'onnx':>10}: {onnx_rate:6.1f} img/s  ({onnx_rate / torch_rate:.2f}x torch)")
+    print(f"  largest difference between their vectors: {np.abs(onnx_vectors - torch_vectors).max():.1e}")
+    print(f"loading with the {engine_name} engine:")
     for name, rate in rates.items():
         print(f"  {name:>10}: {timings[name]:6.1f} s  {rate:6.1f} photos/s")
     print(f"  ratio clipsearch/baseline: {rates['clipsearch'] / rates['baseline']:.2f}x")
+    print(f"  ratio clipsearch/{engine_name} forward alone: {rates['clipsearch'] / forward[engine_name][0]:.2f}x")
 
 
 if __name__ == "__main__":

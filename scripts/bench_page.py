@@ -1,14 +1,16 @@
 """The search page in a real browser: query round trip, memory and cold start, against a bare Streamlit floor.
 
-Usage: python scripts/bench_page.py [--queries 6] [--pretrained TAG_OR_FILE] [--photos photos]
+Usage: python scripts/bench_page.py [--queries 12] [--pretrained TAG_OR_FILE] [--photos photos]
 
-Indexes the sample photos into a private embedded server, then starts `streamlit run` twice, one after
-the other: scripts/reference_page.py (a bare page with the same gallery shape and 12 cached thumbnails)
-and streamlit_app.py. Debian's Chromium (Playwright) opens each with ?q= (cold start: from launching
-`streamlit run` to 12 loaded results), then types each query and presses Enter; a round trip ends when
-the heading names the query, no element is stale and all 12 images have loaded. Memory is the page
-process's VmRSS after the first query (split into anonymous memory and mapped files: shared libraries
-and the memory-mapped checkpoint) and its VmHWM (peak) at the end, from /proc. Without
+Indexes the sample photos into a private embedded server, then starts `streamlit run` four times, one
+after the other: scripts/reference_page.py (a bare page with the same gallery shape and 12 cached
+thumbnails), streamlit_app.py with CLIPSEARCH_ENGINE=torch, and streamlit_app.py with the ONNX Runtime
+engine twice: its first start, with an empty export cache (the text tower is exported in a subprocess),
+and a later start with the cache in place. Debian's Chromium (Playwright) opens each with ?q= (cold
+start: from launching `streamlit run` to 12 loaded results), then types each query and presses Enter;
+a round trip ends when the heading names the query, no element is stale and all 12 images have loaded.
+Memory is the page process's VmRSS after the first query (split into anonymous memory and mapped files:
+shared libraries and memory-mapped weights) and its VmHWM (peak) at the end, from /proc. Without
 --pretrained the model has random weights (speed and memory do not depend on them).
 """
 
@@ -22,13 +24,13 @@ import subprocess
 import sys
 import time
 import urllib.parse
+from dataclasses import replace
 from pathlib import Path
 
-import torch
 from benchkit import PRETRAINED_HELP, scratch_and_weights
 from playwright.sync_api import Page, sync_playwright
 
-from clipsearch.encoder import ClipEncoder
+from clipsearch.engine import ImageEncoding, load_image_encoder
 from clipsearch.index import open_index
 from clipsearch.loader import LoadOptions, PhotoLoader
 from clipsearch.server import EmbeddedServer
@@ -41,6 +43,13 @@ QUERIES = [
     "a cat", "snowy streets", "a red car", "old tools", "a bridge at night", "food on a plate", "a tower",
     "a woolen hat", "santa claus", "a man jumping", "a dog on a chair", "a harbour", "an old church",
 ]  # fmt: skip
+# (column, script, CLIPSEARCH_ENGINE): the ONNX runs share one export cache, empty before the first.
+RUNS = (
+    ("reference", "scripts/reference_page.py", "auto"),
+    ("torch", "streamlit_app.py", "torch"),
+    ("onnx 1st start", "streamlit_app.py", "onnx"),
+    ("onnx", "streamlit_app.py", "onnx"),
+)
 DONE = """([query]) => {
   const heading = [...document.querySelectorAll('[data-testid="stMarkdownContainer"]')]
     .some(element => element.innerText.includes('Photos matching ' + query));
@@ -122,6 +131,7 @@ def main() -> None:
         settings = Settings(data_dir=server.data_dir, index_name="bench-page", pretrained=pretrained)
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("CLIPSEARCH_", "VALKEY_URL"))},
+            "CLIPSEARCH_ONNX_CACHE": str(scratch / "onnx-cache"),
             "CLIPSEARCH_DATA_DIR": str(server.data_dir),
             "CLIPSEARCH_INDEX": settings.index_name,
             "CLIPSEARCH_PRETRAINED": pretrained,
@@ -129,29 +139,42 @@ def main() -> None:
             "HF_HUB_OFFLINE": "1",
         }
         try:
-            store, encoder = open_index(settings, ClipEncoder, create=True)
+            store, encoder = open_index(settings, load_image_encoder_with_torch, create=True)
             PhotoLoader(store, encoder, LoadOptions(), show_bar=False).index_folder(args.photos)
             del store, encoder
             results = {}
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                for name, script in (("reference", "scripts/reference_page.py"), ("clipsearch", "streamlit_app.py")):
+                for name, script, engine in RUNS:
                     page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-                    results[name] = measure(script, env, queries, page, scratch / f"{name}.log")
+                    run_env = {**env, "CLIPSEARCH_ENGINE": engine}
+                    results[name] = measure(script, run_env, queries, page, scratch / f"{name}.log")
                 browser.close()
         finally:
             server.stop()
 
-    reference, app = results["reference"], results["clipsearch"]
-    print(f"{args.queries} queries after a cold start with ?q=, 204 photos, {torch.get_num_threads()} torch threads")
-    print(f"{'':28}{'reference':>12}{'clipsearch':>12}{'ratio':>8}")
-    for key, label in (("median_ms", "round trip median (ms)"), ("min_ms", "round trip min (ms)")):
-        print(f"{label:28}{reference[key]:12.0f}{app[key]:12.0f}{app[key] / reference[key]:8.2f}")
-    print(f"{'RSS after first query (MB)':28}{reference['rss_first_mb']:12.0f}{app['rss_first_mb']:12.0f}")
-    print(f"{'  anonymous (MB)':28}{reference['anon_first_mb']:12.0f}{app['anon_first_mb']:12.0f}")
-    print(f"{'  mapped files (MB)':28}{reference['file_first_mb']:12.0f}{app['file_first_mb']:12.0f}")
-    print(f"{'peak RSS (MB)':28}{reference['peak_mb']:12.0f}{app['peak_mb']:12.0f}")
-    print(f"{'cold start to results (s)':28}{reference['cold_s']:12.1f}{app['cold_s']:12.1f}")
+    print(f"{args.queries} queries after a cold start with ?q=, 204 photos")
+    print(f"{'':28}" + "".join(f"{name:>14}" for name in results))
+    rows = (
+        ("median_ms", "round trip median (ms)", "{:14.0f}"),
+        ("min_ms", "round trip min (ms)", "{:14.0f}"),
+        ("rss_first_mb", "RSS after first query (MB)", "{:14.0f}"),
+        ("anon_first_mb", "  anonymous (MB)", "{:14.0f}"),
+        ("file_first_mb", "  mapped files (MB)", "{:14.0f}"),
+        ("peak_mb", "peak RSS (MB)", "{:14.0f}"),
+        ("cold_s", "cold start to results (s)", "{:14.1f}"),
+    )
+    reference = results["reference"]
+    for key, label, number in rows:
+        print(f"{label:28}" + "".join(number.format(result[key]) for result in results.values()))
+        if key in ("median_ms", "min_ms"):
+            ratios = "".join(f"{result[key] / reference[key]:13.2f}x" for result in results.values())
+            print(f"{'  ratio to reference':28}{ratios}")
+
+
+def load_image_encoder_with_torch(settings: Settings) -> ImageEncoding:
+    """The loader's encoder: torch, so that the ONNX runs of the page start with an empty export cache."""
+    return load_image_encoder(replace(settings, engine="torch"))
 
 
 if __name__ == "__main__":

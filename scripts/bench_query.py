@@ -2,9 +2,9 @@
 
 Usage: python scripts/bench_query.py [--count 25000] [--repeats 50] [--pretrained TAG_OR_FILE]
 
-Text: clipsearch's TextEncoder.encode_text (what the page runs) and open_clip's own
-model.encode_text(tokenizer(...)) on the full model, alternating over the same varied queries in the
-same process; the vectors must agree within 1e-5. Search: PhotoStore.search with the page's fields
+Text: open_clip's own model.encode_text(tokenizer(...)) on the full model, clipsearch's torch
+TextEncoder and its ONNX Runtime encoder (what the page runs by default), alternating over the same
+varied queries in the same process; the vectors must agree within 1e-5. Search: PhotoStore.search with the page's fields
 (thumbnails included: 12 synthetic 11 KiB thumbnails) on an embedded server holding --count
 clustered vectors, for FLAT and the default HNSW. Without --pretrained the model has random weights.
 """
@@ -22,7 +22,7 @@ import torch
 from benchkit import PRETRAINED_HELP, scratch_and_weights
 
 from clipsearch.connection import connect
-from clipsearch.encoder import TextEncoder
+from clipsearch.engine import TextEncoding, load_text_encoder
 from clipsearch.identity import ModelIdentity
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
@@ -44,7 +44,10 @@ def percentiles(seconds: list[float]) -> tuple[float, float]:
 
 
 def time_text(pretrained: str, repeats: int) -> None:
-    encoder = TextEncoder.load("ViT-B-32", pretrained)
+    engines: dict[str, TextEncoding] = {
+        "torch TextEncoder (EOT cut)": load_text_encoder(Settings(pretrained=pretrained, engine="torch")),
+        "ONNX Runtime (EOT cut)": load_text_encoder(Settings(pretrained=pretrained, engine="onnx")),
+    }
     model, _, _ = open_clip.create_model_and_transforms("ViT-B-32", pretrained=pretrained)
     model.eval()
     tokenizer = open_clip.get_tokenizer("ViT-B-32")
@@ -54,25 +57,29 @@ def time_text(pretrained: str, repeats: int) -> None:
         features = model.encode_text(tokenizer([text]))
         return torch.nn.functional.normalize(features, dim=-1)[0].numpy()
 
-    ours: list[float] = []
-    theirs: list[float] = []
-    worst = 0.0
+    seconds: dict[str, list[float]] = {"open_clip encode_text": [], **{name: [] for name in engines}}
+    worst = dict.fromkeys(engines, 0.0)
     for query in QUERIES * 2:  # warm-up: first calls allocate
-        plain(query), encoder.encode_text([query])
-    for repeat in range(repeats):
+        plain(query), *(encoder.encode_text([query]) for encoder in engines.values())
+    for repeat in range(repeats):  # the three alternate, query by query
         query = QUERIES[repeat % len(QUERIES)]
         started = time.perf_counter()
         expected = plain(query)
-        theirs.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        vector = encoder.encode_text([query])[0]
-        ours.append(time.perf_counter() - started)
-        worst = max(worst, float(np.abs(vector - expected).max()))
-    (our_p50, our_p95), (their_p50, their_p95) = percentiles(ours), percentiles(theirs)
+        seconds["open_clip encode_text"].append(time.perf_counter() - started)
+        for name, encoder in engines.items():
+            started = time.perf_counter()
+            vector = encoder.encode_text([query])[0]
+            seconds[name].append(time.perf_counter() - started)
+            worst[name] = max(worst[name], float(np.abs(vector - expected).max()))
+    p50s = {name: percentiles(times)[0] for name, times in seconds.items()}
     print(f"text query, {repeats} runs over {len(QUERIES)} queries, {torch.get_num_threads()} torch threads")
-    print(f"  open_clip encode_text      p50 {their_p50:6.1f} ms  p95 {their_p95:6.1f} ms")
-    print(f"  TextEncoder.encode_text    p50 {our_p50:6.1f} ms  p95 {our_p95:6.1f} ms  ({our_p50 / their_p50:.2f}x)")
-    print(f"  largest difference between the vectors: {worst:.1e}")
+    for name, times in seconds.items():
+        p50, p95 = percentiles(times)
+        ratios = f"{p50 / p50s['open_clip encode_text']:.2f}x open_clip"
+        if name.startswith("ONNX"):
+            ratios += f", {p50 / p50s['torch TextEncoder (EOT cut)']:.2f}x torch TextEncoder"
+        difference = f"  max diff {worst[name]:.1e}" if name in worst else ""
+        print(f"  {name:<28} p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  ({ratios}){difference}")
 
 
 def time_search(count: int, repeats: int, scratch: Path) -> None:

@@ -20,5 +20,6 @@ def scratch_and_weights(pretrained: str | None) -> Iterator[tuple[Path, str]]:
     with tempfile.TemporaryDirectory(prefix="clipsearch-bench-") as scratch:
         if pretrained is None:
             pretrained = str(Path(scratch) / "random-vit-b-32.pt")
+            torch.manual_seed(0)  # the same file every run: its ONNX export is then made once, and reused
             torch.save(open_clip.create_model("ViT-B-32").state_dict(), pretrained)
         yield Path(scratch), pretrained

@@ -74,10 +74,21 @@ def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedd
     server.stop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One ONNX export cache for the whole run, for in-process settings and subprocesses alike (so that the
+    random model's towers are exported once, not in each test), and never the user's own cache."""
+    path = tmp_path_factory.mktemp("onnx-cache")
+    os.environ["CLIPSEARCH_ONNX_CACHE"] = str(path)
+    return path
+
+
 @pytest.fixture
-def settings(embedded_server: EmbeddedServer) -> Settings:
+def settings(embedded_server: EmbeddedServer, onnx_cache: Path) -> Settings:
     """Settings for the shared test server with an index name of this test's own."""
-    return Settings(data_dir=embedded_server.data_dir, index_name=f"test-{uuid.uuid4().hex[:10]}")
+    return Settings(
+        data_dir=embedded_server.data_dir, index_name=f"test-{uuid.uuid4().hex[:10]}", onnx_cache=onnx_cache
+    )
 
 
 @pytest.fixture
@@ -148,6 +159,7 @@ def cli_env(settings: Settings, random_checkpoint: Path) -> dict[str, str]:
         "CLIPSEARCH_DATA_DIR": str(settings.data_dir),
         "CLIPSEARCH_INDEX": settings.index_name,
         "CLIPSEARCH_PRETRAINED": str(random_checkpoint),
+        "CLIPSEARCH_ONNX_CACHE": str(settings.onnx_cache),
     }
 
 

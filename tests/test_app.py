@@ -17,6 +17,7 @@ from clipsearch.display import escape_markdown
 from clipsearch.encoder import TextEncoder
 from clipsearch.index import open_index
 from clipsearch.loader import LoadOptions, PhotoLoader
+from clipsearch.onnx_engine import OnnxTextEncoder
 from clipsearch.settings import Settings
 from clipsearch.store import PhotoStore
 
@@ -212,13 +213,13 @@ def test_weights_unavailable_offline_is_explained(app_env: Settings, monkeypatch
 def text_encodes(monkeypatch) -> list[list[str]]:
     """Every batch of texts the page encodes, in order."""
     calls: list[list[str]] = []
-    real_encode = TextEncoder.encode_text
+    for engine in (TextEncoder, OnnxTextEncoder):
 
-    def counting_encode(self, texts):
-        calls.append(list(texts))
-        return real_encode(self, texts)
+        def counting_encode(self, texts, real_encode=engine.encode_text):
+            calls.append(list(texts))
+            return real_encode(self, texts)
 
-    monkeypatch.setattr(TextEncoder, "encode_text", counting_encode)
+        monkeypatch.setattr(engine, "encode_text", counting_encode)
     return calls
 
 

@@ -8,11 +8,13 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from clipsearch.display import WORD_JOINER
+from clipsearch.engine import uses_onnx
 from clipsearch.loader import LoadOptions, PhotoLoader
 from clipsearch.photos import display_path
 from clipsearch.server import EmbeddedServer
@@ -53,9 +55,10 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 60) -> No
 
 
 @pytest.fixture
-def streamlit_server(
+def streamlit_app(
     cli_env: dict[str, str], encoder, open_test_index, sample_photos: Path, free_port: int, tmp_path: Path
-):
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`streamlit run` of the app over the sample photos' index: its URL and its process."""
     PhotoLoader(open_test_index(), encoder, LoadOptions(), show_bar=False).index_folder(sample_photos)
     port = free_port
     url = f"http://127.0.0.1:{port}"
@@ -67,20 +70,35 @@ def streamlit_server(
         )  # fmt: skip
         try:
             wait_healthy(url, process)
-            yield url
+            yield url, process
         finally:
             process.terminate()
             process.wait(timeout=30)
 
 
-def test_typing_a_query_and_enter_fills_the_gallery(streamlit_server: str) -> None:
+@pytest.fixture
+def streamlit_server(streamlit_app: tuple[str, subprocess.Popen[bytes]]) -> str:
+    return streamlit_app[0]
+
+
+def loaded_torch(process: subprocess.Popen[bytes]) -> bool:
+    """Whether the process has torch's library mapped: what `import torch` does, whoever imported it."""
+    return "libtorch" in Path(f"/proc/{process.pid}/maps").read_text()
+
+
+def test_typing_a_query_and_enter_fills_the_gallery(
+    streamlit_app: tuple[str, subprocess.Popen[bytes]], cli_env: dict[str, str]
+) -> None:
     from playwright.sync_api import expect, sync_playwright
 
+    url, process = streamlit_app
+    # With ONNX Runtime (the default without a GPU), a text search and its labels never import torch.
+    torch_free = uses_onnx(Settings.from_env(cli_env))
     OUTPUT.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(streamlit_server)
+        page.goto(url)
         box = page.get_by_label("Describe the photo you are looking for, then press Enter")
         expect(box).to_be_visible(timeout=120_000)
         box.fill("a cat")
@@ -98,6 +116,7 @@ def test_typing_a_query_and_enter_fills_the_gallery(streamlit_server: str) -> No
         expect(dialog.locator('[data-testid="stProgress"]')).to_have_count(5, timeout=60_000)
         page.screenshot(path=str(OUTPUT / "browser-open.png"))
         browser.close()
+    assert not (torch_free and loaded_torch(process)), "the page imported torch for a text search"
 
 
 def test_hostile_links_show_text_and_nothing_else(

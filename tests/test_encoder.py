@@ -10,8 +10,10 @@ import open_clip
 import pytest
 import torch
 
-from clipsearch.encoder import ClipEncoder, TextEncoder, pretrained_label, rank_labels
+from clipsearch.encoder import ClipEncoder, TextEncoder
 from clipsearch.errors import ConfigError
+from clipsearch.identity import pretrained_label
+from clipsearch.labels import rank_labels
 from clipsearch.photos import decode_photo
 
 
@@ -34,10 +36,10 @@ def test_encodings_equal_open_clips_own(encoder: ClipEncoder, random_checkpoint:
 
 
 def test_identity_is_computed_once_at_load(encoder: ClipEncoder, random_checkpoint: Path, monkeypatch) -> None:
-    import clipsearch.encoder as encoder_module
+    import clipsearch.identity as identity_module
 
     loaded = TextEncoder.load("ViT-B-32", str(random_checkpoint))
-    monkeypatch.setattr(encoder_module, "file_fingerprint", lambda *args: pytest.fail("fingerprint read again"))
+    monkeypatch.setattr(identity_module, "file_fingerprint", lambda *args: pytest.fail("fingerprint read again"))
     assert loaded.identity == encoder.identity
     assert loaded.identity.pretrained.startswith("vit-b-32-random.pt#")
 

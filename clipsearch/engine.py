@@ -1,0 +1,98 @@
+"""Which engine runs CLIP: ONNX Runtime (CPU) or torch, chosen once for the loader, CLI and page alike.
+
+`auto` takes ONNX Runtime on a machine without an NVIDIA GPU (faster and smaller there, and a text search
+then never imports torch) and torch on one with a GPU. Nothing here imports torch: the engine's own module
+is imported only once it is chosen.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+from PIL import Image
+
+from clipsearch.identity import ModelIdentity
+
+if TYPE_CHECKING:
+    from clipsearch.settings import Settings
+
+
+class ModelEncoding(Protocol):
+    """Anything that makes vectors of a known model: what an index is checked against."""
+
+    @property
+    def identity(self) -> ModelIdentity: ...
+
+
+class TextEncoding(ModelEncoding, Protocol):
+    """Anything that turns text into vectors of a known model: what a text search and label ranking need."""
+
+    @property
+    def logit_scale(self) -> float: ...
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class ImageEncoding(ModelEncoding, Protocol):
+    """Anything that turns photos into vectors of a known model: what the loader and a photo query need.
+
+    preprocess_image is thread-safe (the loader runs it in worker threads) and encode_pixels takes a batch
+    of its outputs.
+    """
+
+    def preprocess_image(self, image: Image.Image) -> np.ndarray: ...
+
+    def encode_pixels(self, pixels: Sequence[np.ndarray]) -> np.ndarray: ...
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray: ...
+
+
+def has_nvidia_gpu() -> bool:
+    """An NVIDIA driver is loaded: where torch runs CLIP on the GPU. Asked without importing torch."""
+    return os.path.exists("/proc/driver/nvidia/version")
+
+
+def uses_onnx(settings: Settings) -> bool:
+    return settings.engine == "onnx" or (settings.engine == "auto" and not has_nvidia_gpu())
+
+
+def load_text_encoder(settings: Settings) -> TextEncoding:
+    """The text tower for settings' model, on the chosen engine (exported to ONNX first if need be)."""
+    if uses_onnx(settings):
+        from clipsearch.onnx_engine import OnnxTextEncoder, OnnxUnusable
+
+        try:
+            return OnnxTextEncoder.load(settings)
+        except OnnxUnusable as reason:
+            _fall_back(settings, reason)
+    from clipsearch.encoder import TextEncoder
+
+    return TextEncoder.load(settings.model_name, settings.pretrained)
+
+
+def load_image_encoder(settings: Settings) -> ImageEncoding:
+    """The image tower for settings' model, on the chosen engine (exported to ONNX first if need be)."""
+    if uses_onnx(settings):
+        from clipsearch.onnx_engine import OnnxImageEncoder, OnnxUnusable
+
+        try:
+            return OnnxImageEncoder.load(settings)
+        except OnnxUnusable as reason:
+            _fall_back(settings, reason)
+    from clipsearch.encoder import ClipEncoder
+
+    return ClipEncoder.load(settings.model_name, settings.pretrained)
+
+
+def _fall_back(settings: Settings, reason: Exception) -> None:
+    logging.getLogger(__name__).warning(
+        "CLIPSEARCH_ENGINE=%s: ONNX Runtime is not used for %s / %s: %s; running it with torch",
+        settings.engine,
+        settings.model_name,
+        settings.pretrained,
+        reason,
+    )

@@ -1,0 +1,245 @@
+"""CLIP's towers through ONNX Runtime, from exports cached on disk: no torch in this process.
+
+A tower is exported once per model identity (model, pretrained tag or checkpoint fingerprint, EXPORT_VERSION)
+by clipsearch.onnx_export, in a subprocess, so that a process that only searches never imports torch. The
+export checks the ONNX model against open_clip before it is kept; every load checks the files against the
+sizes and SHA-256 sums the export recorded, and exports again when they differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import onnxruntime
+from PIL import Image
+
+from clipsearch import errors
+from clipsearch.errors import ClipsearchError
+from clipsearch.identity import ModelIdentity, pretrained_label
+from clipsearch.settings import Settings
+from clipsearch.tokenizer import VOCABULARY_FILE, ClipTokenizer
+
+EXPORT_VERSION = 1  # bump when the exported graphs or the manifest change: older exports are then rebuilt
+MANIFEST = "manifest.json"
+MODEL_FILE = "model.onnx"
+TOLERANCE = 1e-5  # largest difference from open_clip's normalised vectors an export may have
+EXPORT_TIMEOUT_S = 1800
+
+logger = logging.getLogger(__name__)
+
+
+class OnnxUnusable(Exception):
+    """ONNX Runtime cannot run this model as open_clip does: the caller uses torch instead."""
+
+
+def export_folder(settings: Settings, tower: str) -> Path:
+    """The cache folder of one tower of one model identity."""
+    label = pretrained_label(settings.pretrained)
+    key = hashlib.sha256(json.dumps([EXPORT_VERSION, settings.model_name, label, tower]).encode()).hexdigest()[:16]
+    return settings.onnx_cache / f"{re.sub(r'[^A-Za-z0-9.-]', '_', settings.model_name)}-{tower}-{key}"
+
+
+@dataclass(frozen=True)
+class Export:
+    """A tower's exported files and what the export recorded of them (manifest.json)."""
+
+    folder: Path
+    manifest: dict[str, Any]
+
+    @classmethod
+    def find(cls, folder: Path, model_name: str, label: str, tower: str) -> Export | None:
+        """The export in `folder` if it is whole and of this identity; None (and why, logged) if not."""
+        try:
+            manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as error:
+            logger.warning("ONNX cache %s: unreadable manifest (%s); exporting again", folder, error)
+            return None
+        expected = {"version": EXPORT_VERSION, "model": model_name, "pretrained": label, "tower": tower}
+        if not isinstance(manifest, dict) or any(manifest.get(k) != v for k, v in expected.items()):
+            logger.warning("ONNX cache %s: made for another model or clipsearch version; exporting again", folder)
+            return None
+        for name, recorded in manifest.get("files", {}).items():
+            problem = _file_problem(folder / name, recorded)
+            if problem:
+                logger.warning("ONNX cache %s: %s %s; exporting again", folder, name, problem)
+                return None
+        return cls(folder, manifest)
+
+    def usable(self) -> Self:
+        if not self.manifest.get("usable"):
+            raise OnnxUnusable(self.manifest.get("reason", "the export was not usable"))
+        return self
+
+
+def _file_problem(path: Path, recorded: dict[str, Any]) -> str | None:
+    try:
+        if path.stat().st_size != recorded["size"]:
+            return "has another size than exported"
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+    except OSError as error:
+        return f"cannot be read ({error.strerror})"
+    return None if digest.hexdigest() == recorded["sha256"] else "has changed since it was exported"
+
+
+def exported(settings: Settings, tower: str) -> Export:
+    """The cached export of `tower` ("text" or "image") for settings' model, exporting it first if need be.
+
+    The export runs in a subprocess with torch (tens of seconds, once): this process stays torch-free.
+    Errors a user must act on (unknown model, weights unavailable) come back as themselves.
+    """
+    folder = export_folder(settings, tower)
+    label = pretrained_label(settings.pretrained)
+    found = Export.find(folder, settings.model_name, label, tower)
+    if found is None:
+        logger.warning(
+            "exporting the %s tower of %s / %s to ONNX (once): %s", tower, settings.model_name, label, folder
+        )
+        _run_export(settings, tower, folder)
+        found = Export.find(folder, settings.model_name, label, tower)
+        if found is None:
+            raise OnnxUnusable(f"the export left no usable model in {folder}")
+    return found.usable()
+
+
+def _run_export(settings: Settings, tower: str, folder: Path) -> None:
+    command = [sys.executable, "-m", "clipsearch.onnx_export"]
+    command += [settings.model_name, settings.pretrained, tower, str(folder)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        raise OnnxUnusable(f"the export took over {EXPORT_TIMEOUT_S} s") from None
+    if done.returncode == 0:
+        return
+    last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+    kind, _, message = last.partition(": ")
+    error_class = getattr(errors, kind, None)
+    if isinstance(error_class, type) and issubclass(error_class, ClipsearchError):
+        raise error_class(message)
+    raise OnnxUnusable(f"the export failed (exit {done.returncode}): {last}")
+
+
+def session(path: Path) -> onnxruntime.InferenceSession:
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only: the graph optimiser's notes are not for users
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def normalised(features: np.ndarray) -> np.ndarray:
+    features = features.astype(np.float32, copy=False)
+    norms = np.linalg.norm(features, axis=-1, keepdims=True)
+    normed: np.ndarray = features / np.maximum(norms, 1e-12)  # torch.nn.functional.normalize's epsilon
+    return normed
+
+
+class OnnxTextEncoder:
+    """The text tower through ONNX Runtime, with a torch-free tokenizer, queries cut after end-of-text."""
+
+    def __init__(self, export: Export) -> None:
+        manifest = export.manifest
+        self.identity = ModelIdentity(manifest["model"], manifest["pretrained"], manifest["dim"])
+        self.logit_scale = float(manifest["logit_scale"])
+        self.tokenizer = ClipTokenizer(export.folder / VOCABULARY_FILE, manifest["context_length"])
+        self.session = session(export.folder / MODEL_FILE)
+
+    @classmethod
+    def load(cls, settings: Settings) -> Self:
+        return cls(exported(settings, "text"))
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.identity.dim), dtype=np.float32)
+        rows = self.tokenizer(texts)
+        tokens = np.zeros((len(rows), max(map(len, rows))), dtype=np.int64)
+        for i, ids in enumerate(rows):
+            tokens[i, : len(ids)] = ids
+        return normalised(self.session.run(None, {"tokens": tokens})[0])
+
+
+class OnnxImageEncoder:
+    """The image tower through ONNX Runtime. Photos are prepared as open_clip's transform prepares them: in
+    numpy, where the export found that to give open_clip's exact pixels, else by open_clip itself."""
+
+    def __init__(self, export: Export) -> None:
+        manifest = export.manifest
+        self.identity = ModelIdentity(manifest["model"], manifest["pretrained"], manifest["dim"])
+        self.preprocess = manifest["preprocess"]
+        self.session = session(export.folder / MODEL_FILE)
+        self._open_clip_transform: Any = None
+        if not manifest["preprocess_in_numpy"]:
+            import open_clip  # imports torch: only for transforms numpy does not reproduce
+
+            self._open_clip_transform = open_clip.image_transform_v2(
+                open_clip.PreprocessCfg(**self.preprocess), is_train=False
+            )
+
+    @classmethod
+    def load(cls, settings: Settings) -> Self:
+        return cls(exported(settings, "image"))
+
+    def preprocess_image(self, image: Image.Image) -> np.ndarray:
+        if self._open_clip_transform is not None:
+            pixels: np.ndarray = self._open_clip_transform(image).numpy()
+            return pixels
+        return clip_pixels(image, self.preprocess)
+
+    def encode_pixels(self, pixels: Sequence[np.ndarray]) -> np.ndarray:
+        return normalised(self.session.run(None, {"pixels": np.stack(pixels)})[0])
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self.encode_pixels([self.preprocess_image(image) for image in images])
+
+
+def numpy_reproduces(preprocess: dict[str, Any]) -> bool:
+    """Whether clip_pixels implements this open_clip preprocess configuration (the export then checks that
+    its pixels are open_clip's, exactly)."""
+    size = preprocess["size"]
+    square = isinstance(size, int) or (len(size) == 2 and size[0] == size[1])
+    return (
+        square
+        and preprocess.get("resize_mode", "shortest") == "shortest"
+        and preprocess.get("interpolation", "bicubic") in ("bicubic", "bilinear")
+    )
+
+
+def clip_pixels(image: Image.Image, preprocess: dict[str, Any]) -> np.ndarray:
+    """open_clip's eval transform for a square input and shortest-side resize, in PIL and numpy: the same PIL
+    resize and crop torchvision calls on a PIL image, then the same float32 arithmetic as ToTensor and
+    Normalize."""
+    size = preprocess["size"] if isinstance(preprocess["size"], int) else preprocess["size"][0]
+    width, height = image.size
+    short, long = min(width, height), max(width, height)
+    scaled = size, int(size * long / short)
+    new_size = scaled if width <= height else scaled[::-1]
+    resample = Image.Resampling.BILINEAR if preprocess.get("interpolation") == "bilinear" else Image.Resampling.BICUBIC
+    if new_size != image.size:
+        image = image.resize(new_size, resample)
+    left = round((new_size[0] - size) / 2.0)
+    top = round((new_size[1] - size) / 2.0)
+    image = image.crop((left, top, left + size, top + size)).convert("RGB")
+    pixels = np.asarray(image, dtype=np.uint8).astype(np.float32) / np.float32(255)
+    mean = np.asarray(preprocess["mean"], dtype=np.float32)
+    std = np.asarray(preprocess["std"], dtype=np.float32)
+    chw: np.ndarray = ((pixels - mean) / std).transpose(2, 0, 1)
+    return np.ascontiguousarray(chw)
+
+
+def private_folder(path: Path) -> None:
+    """The cache folder, readable by this user only: whoever can write an export decides what the model says."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)

@@ -1,0 +1,243 @@
+"""Export one CLIP tower to ONNX, check it against open_clip, and only then put it in the cache, atomically.
+
+Run as `python -m clipsearch.onnx_export MODEL PRETRAINED text|image FOLDER` (clipsearch.onnx_engine does,
+in a subprocess). The files are written into a temporary folder beside FOLDER and renamed into place once
+checked, so a killed export never leaves files that are used. A tower that does not match open_clip within
+TOLERANCE is recorded as unusable, with the reason, so later starts use torch without exporting again.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import open_clip
+import torch
+from PIL import Image
+
+from clipsearch.encoder import ClipEncoder, TextEncoder, text_features_as_long_as
+from clipsearch.errors import ClipsearchError
+from clipsearch.identity import ModelIdentity, pretrained_label
+from clipsearch.onnx_engine import (
+    EXPORT_VERSION,
+    MANIFEST,
+    MODEL_FILE,
+    TOLERANCE,
+    Export,
+    clip_pixels,
+    normalised,
+    numpy_reproduces,
+    private_folder,
+    session,
+)
+from clipsearch.tokenizer import VOCABULARY_FILE, ClipTokenizer
+
+# Queries the text export is checked on: mixed lengths, one over the 77-token context, empty, non-ASCII.
+CHECK_TEXTS = (
+    "a dog",
+    "",
+    "a photo of a golden retriever jumping into a swimming pool on a sunny afternoon",
+    "Straße in München bei Nacht, 東京の夜景, café crème 🐶",
+    " ".join(["mountains"] * 90),
+    "x",
+)
+
+
+class _TextUpToLength(torch.nn.Module):
+    def __init__(self, tower: torch.nn.Module) -> None:
+        super().__init__()
+        self.tower = tower
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return text_features_as_long_as(self.tower, tokens)
+
+
+class _ImageFeatures(torch.nn.Module):
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        features: torch.Tensor = self.model.encode_image(pixels)
+        return features
+
+
+def export_text(model_name: str, pretrained: str, work: Path) -> dict[str, Any]:
+    encoder = TextEncoder.load(model_name, pretrained, torch.device("cpu"))
+    manifest = _identity_fields(encoder.identity, "text")
+    manifest |= {"logit_scale": encoder.logit_scale, "context_length": encoder.tokenizer.context_length}
+    reason = _why_text_not_exportable(encoder)
+    if reason:
+        return manifest | {"usable": False, "reason": reason}
+    shutil.copyfile(open_clip.tokenizer.default_bpe(), work / VOCABULARY_FILE)
+    ours = ClipTokenizer(work / VOCABULARY_FILE, encoder.tokenizer.context_length)
+    theirs = encoder.tokenizer(list(CHECK_TEXTS))
+    if not np.array_equal(ours.padded(CHECK_TEXTS), theirs.numpy()):
+        return manifest | {"usable": False, "reason": "clipsearch's tokenizer differs from open_clip's for this model"}
+    example = theirs[:2, :16]
+    _export(_TextUpToLength(encoder.tower), example, "tokens", {0: "batch", 1: "length"}, work)
+    with torch.inference_mode():
+        expected = normalised(encoder.tower(theirs).numpy())  # open_clip's own forward, all 77 tokens
+    runtime = session(work / MODEL_FILE)
+    got = [normalised(runtime.run(None, {"tokens": ours.padded([text], len(row))})[0])[0]
+           for text, row in zip(CHECK_TEXTS, ours(CHECK_TEXTS), strict=True)]  # fmt: skip
+    got_batch = normalised(runtime.run(None, {"tokens": ours.padded(CHECK_TEXTS)})[0])
+    return manifest | _compared(expected, np.stack(got), got_batch)
+
+
+def _why_text_not_exportable(encoder: TextEncoder) -> str | None:
+    tokenizer = encoder.tokenizer
+    if not isinstance(tokenizer, open_clip.tokenizer.SimpleTokenizer) or tokenizer.reduction_fn is not None:
+        return f"its tokenizer ({type(tokenizer).__name__}) is not CLIP's plain byte-pair tokenizer"
+    if tokenizer.clean_fn is not open_clip.tokenizer._clean_lower or len(tokenizer.encoder) != 49408:
+        return "its tokenizer cleans text or adds tokens differently from CLIP's"
+    if not encoder.cut_at_end_of_text:
+        return "its text tower is not a causal transformer read at the end-of-text token"
+    return None
+
+
+def export_image(model_name: str, pretrained: str, work: Path) -> dict[str, Any]:
+    encoder = ClipEncoder.load(model_name, pretrained, torch.device("cpu"))
+    manifest = _identity_fields(encoder.identity, "image")
+    preprocess = dict(encoder.model.visual.preprocess_cfg)
+    images = _check_images()
+    pixels = [encoder.preprocess_image(image) for image in images]
+    in_numpy = numpy_reproduces(preprocess) and all(
+        np.array_equal(clip_pixels(image, preprocess), expected) for image, expected in zip(images, pixels, strict=True)
+    )
+    manifest |= {"preprocess": preprocess, "preprocess_in_numpy": in_numpy}
+    _export(_ImageFeatures(encoder.model), torch.from_numpy(np.stack(pixels[:2])), "pixels", {0: "batch"}, work)
+    expected = encoder.encode_pixels(pixels)
+    runtime = session(work / MODEL_FILE)
+    got = np.stack([normalised(runtime.run(None, {"pixels": p[None]})[0])[0] for p in pixels])
+    got_batch = normalised(runtime.run(None, {"pixels": np.stack(pixels)})[0])
+    return manifest | _compared(expected, got, got_batch)
+
+
+def _check_images() -> list[Image.Image]:
+    """Fixed photos-like images of several shapes and modes: smooth gradients with noise."""
+    rng = np.random.default_rng(0)
+    images = []
+    shapes = ((640, 480, "RGB"), (300, 500, "RGB"), (97, 131, "RGB"), (224, 224, "L"), (400, 300, "RGBA"))
+    for width, height, mode in shapes:
+        ramp = np.linspace(0, 255, width)[None, :, None] * np.linspace(0.2, 1, height)[:, None, None]
+        noisy = np.clip(ramp + rng.normal(0, 25, (height, width, 3)), 0, 255).astype(np.uint8)
+        images.append(Image.fromarray(noisy).convert(mode))
+    return images
+
+
+def _identity_fields(identity: ModelIdentity, tower: str) -> dict[str, Any]:
+    return {
+        "version": EXPORT_VERSION,
+        "model": identity.name,
+        "pretrained": identity.pretrained,
+        "dim": identity.dim,
+        "tower": tower,
+        "torch": torch.__version__,
+    }
+
+
+def _export(module: torch.nn.Module, example: torch.Tensor, name: str, dynamic: dict[int, str], work: Path) -> None:
+    shapes = {name: {axis: torch.export.Dim.DYNAMIC for axis in dynamic}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module.eval(),
+            (example,),
+            str(work / MODEL_FILE),
+            input_names=[name],
+            output_names=["features"],
+            dynamic_shapes=shapes,
+            dynamo=True,
+            external_data=True,
+            verbose=False,
+        )
+
+
+def _compared(expected: np.ndarray, one_by_one: np.ndarray, batched: np.ndarray) -> dict[str, Any]:
+    difference = float(max(np.abs(one_by_one - expected).max(), np.abs(batched - expected).max()))
+    if difference <= TOLERANCE:
+        return {"usable": True, "max_difference": difference}
+    return {
+        "usable": False,
+        "max_difference": difference,
+        "reason": f"its vectors differ from open_clip's by up to {difference:.2g} (over {TOLERANCE:g})",
+    }
+
+
+def export(model_name: str, pretrained: str, tower: str, folder: Path) -> None:
+    """Export `tower` into `folder`, replacing what is there; nothing is in `folder` until it is complete.
+
+    One export of a folder at a time (a lock beside it): a process that waited finds the other's export and
+    keeps it, and the work folders of exports that were killed are removed.
+    """
+    private_folder(folder.parent)
+    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for leftover in folder.parent.glob(f".{folder.name}.*"):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+        if Export.find(folder, model_name, pretrained_label(pretrained), tower) is not None:
+            return
+        work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        try:
+            manifest = (export_text if tower == "text" else export_image)(model_name, pretrained, work)
+            manifest["files"] = {path.name: _file_record(path) for path in sorted(work.iterdir())}
+            (work / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+            _sync(work)
+            _replace(work, folder)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _file_record(path: Path) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def _sync(folder: Path) -> None:
+    for path in folder.iterdir():
+        with path.open("rb") as handle:
+            os.fsync(handle.fileno())
+
+
+def _replace(work: Path, folder: Path) -> None:
+    """Put the finished export in place in one rename; an older one (stale or broken) is moved aside first."""
+    if folder.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
+        os.rename(folder, old / "export")
+        shutil.rmtree(old, ignore_errors=True)
+    os.rename(work, folder)
+
+
+def main(argv: list[str]) -> int:
+    try:
+        model_name, pretrained, tower, folder = argv
+    except ValueError:
+        print("usage: python -m clipsearch.onnx_export MODEL PRETRAINED text|image FOLDER", file=sys.stderr)
+        return 64
+    if tower not in ("text", "image"):
+        print(f"ValueError: tower {tower!r}: choose text or image", file=sys.stderr)
+        return 64
+    try:
+        export(model_name, pretrained, tower, Path(folder))
+    except ClipsearchError as error:
+        print(f"{type(error).__name__}: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

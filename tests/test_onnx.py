@@ -1,0 +1,170 @@
+"""The ONNX Runtime engine: exports equal open_clip, a cache that is checked, and the engine setting.
+
+The session's towers are exported once (into the run's own cache, see conftest.onnx_cache) by the first
+test that needs them; the tests that break or kill an export use caches of their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import clipsearch.onnx_export
+from clipsearch.encoder import ClipEncoder, TextEncoder
+from clipsearch.engine import has_nvidia_gpu, load_image_encoder, load_text_encoder, uses_onnx
+from clipsearch.identity import pretrained_label
+from clipsearch.onnx_engine import MANIFEST, Export, OnnxImageEncoder, OnnxTextEncoder, export_folder
+from clipsearch.photos import decode_photo, read_file
+from clipsearch.settings import Settings
+
+# Mixed lengths in one batch: one over the 77-token context, an empty one, non-ASCII, one word.
+TEXTS = [
+    "a dog",
+    "",
+    "a red double-decker bus in the rain at night, London",
+    "Straße in München, 東京の夜景, café 🐶",
+    " ".join(["mountain"] * 100),
+    "x",
+]
+TOLERANCE = 1e-5
+
+
+@pytest.fixture
+def onnx_settings(settings: Settings, random_checkpoint: Path) -> Settings:
+    return replace(settings, engine="onnx", pretrained=str(random_checkpoint))
+
+
+def test_text_tower_equals_open_clip(onnx_settings: Settings, encoder: ClipEncoder) -> None:
+    onnx = load_text_encoder(onnx_settings)
+    assert isinstance(onnx, OnnxTextEncoder) and onnx.identity == encoder.identity
+    expected = encoder.encode_text(TEXTS)  # open_clip's model.encode_text, 77 tokens each
+    assert np.abs(onnx.encode_text(TEXTS) - expected).max() < TOLERANCE
+    one_by_one = np.stack([onnx.encode_text([text])[0] for text in TEXTS])  # each cut to its own length
+    assert np.abs(one_by_one - expected).max() < TOLERANCE
+    assert onnx.logit_scale == pytest.approx(encoder.logit_scale)
+    assert onnx.encode_text([]).shape == (0, encoder.identity.dim)
+
+
+def test_image_tower_and_its_preprocess_equal_open_clip(
+    onnx_settings: Settings, encoder: ClipEncoder, sample_photos: Path
+) -> None:
+    onnx = load_image_encoder(onnx_settings)
+    assert isinstance(onnx, OnnxImageEncoder) and onnx.identity == encoder.identity
+    photos = [decode_photo(read_file(path)) for path in sorted(sample_photos.glob("*.jpg"))[::20]]
+    photos += [photos[0].convert("L"), photos[1].resize((90, 300)), photos[2].convert("RGBA")]
+    for photo in photos:  # numpy's pixels are open_clip's, exactly
+        assert np.array_equal(onnx.preprocess_image(photo), encoder.preprocess_image(photo))
+    assert np.abs(onnx.encode_images(photos) - encoder.encode_images(photos)).max() < TOLERANCE
+
+
+def test_engine_setting_is_honoured(onnx_settings: Settings) -> None:
+    assert isinstance(load_text_encoder(replace(onnx_settings, engine="torch")), TextEncoder)
+    assert isinstance(load_image_encoder(replace(onnx_settings, engine="torch")), ClipEncoder)
+    assert isinstance(load_text_encoder(onnx_settings), OnnxTextEncoder)
+    assert uses_onnx(replace(onnx_settings, engine="auto")) is not has_nvidia_gpu()
+    assert Settings.from_env({"CLIPSEARCH_ENGINE": "ONNX"}).engine == "onnx"
+
+
+def _own_copy(onnx_settings: Settings, tmp_path: Path) -> tuple[Settings, Path]:
+    """The session's text export, copied into a cache of this test's own."""
+    load_text_encoder(onnx_settings)
+    own = replace(onnx_settings, onnx_cache=tmp_path / "cache")
+    folder = export_folder(own, "text")
+    shutil.copytree(export_folder(onnx_settings, "text"), folder)
+    return own, folder
+
+
+def _find(settings: Settings, folder: Path) -> Export | None:
+    return Export.find(folder, settings.model_name, pretrained_label(settings.pretrained), "text")
+
+
+def test_a_changed_or_stale_export_is_not_used(onnx_settings: Settings, tmp_path: Path) -> None:
+    own, folder = _own_copy(onnx_settings, tmp_path)
+    assert _find(own, folder) is not None
+    data = folder / "model.onnx.data"
+    original = data.read_bytes()
+    with data.open("r+b") as handle:  # one flipped byte in the middle of the weights
+        handle.seek(len(original) // 2)
+        handle.write(bytes([original[len(original) // 2] ^ 1]))
+    assert _find(own, folder) is None
+    data.write_bytes(original[:-10])  # cut short
+    assert _find(own, folder) is None
+    data.write_bytes(original)
+    assert _find(own, folder) is not None
+    manifest = (folder / MANIFEST).read_text()
+    (folder / MANIFEST).write_text(manifest.replace('"version": ', '"version": 1000 + '))  # not JSON any more
+    assert _find(own, folder) is None
+    (folder / MANIFEST).write_text(
+        manifest.replace(f'"version": {clipsearch.onnx_export.EXPORT_VERSION}', '"version": 0')
+    )
+    assert _find(own, folder) is None  # an older clipsearch's export
+
+
+def test_a_broken_export_is_exported_again(onnx_settings: Settings, encoder: ClipEncoder, tmp_path: Path) -> None:
+    own, folder = _own_copy(onnx_settings, tmp_path)
+    data = folder / "model.onnx.data"
+    with data.open("r+b") as handle:
+        handle.seek(1000)
+        handle.write(b"\xff" * 64)
+    onnx = load_text_encoder(own)
+    assert isinstance(onnx, OnnxTextEncoder)
+    assert np.abs(onnx.encode_text(TEXTS) - encoder.encode_text(TEXTS)).max() < TOLERANCE
+    assert _find(own, folder) is not None
+
+
+def test_a_killed_export_leaves_nothing_that_is_used(onnx_settings: Settings, encoder: ClipEncoder, tmp_path: Path):
+    own = replace(onnx_settings, onnx_cache=tmp_path / "cache")
+    folder = export_folder(own, "text")
+    command = [sys.executable, "-m", "clipsearch.onnx_export", own.model_name, own.pretrained, "text", str(folder)]
+    export = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(folder.parent.glob(f".{folder.name}.*/model.onnx*")) and time.monotonic() < deadline:
+        time.sleep(0.1)  # until it writes the model's files
+    os.kill(export.pid, signal.SIGKILL)
+    export.wait()
+    assert list(folder.parent.glob(f".{folder.name}.*/model.onnx*")), "the export was killed while writing"
+    assert not folder.exists()
+    onnx = load_text_encoder(own)  # exports again, and clears the killed one's work
+    assert isinstance(onnx, OnnxTextEncoder)
+    assert np.abs(onnx.encode_text(TEXTS) - encoder.encode_text(TEXTS)).max() < TOLERANCE
+    assert [path.name for path in folder.parent.iterdir() if path.is_dir()] == [folder.name]
+
+
+def test_an_export_that_differs_from_open_clip_falls_back_to_torch_with_a_warning(
+    onnx_settings: Settings, tmp_path: Path, monkeypatch, caplog
+) -> None:
+    own = replace(onnx_settings, onnx_cache=tmp_path / "cache")
+    folder = export_folder(own, "text")
+    # Exported here (not in a subprocess) with no tolerance at all: float arithmetic in another order
+    # always differs a little, so the check must refuse it.
+    monkeypatch.setattr(clipsearch.onnx_export, "TOLERANCE", 0.0)
+    clipsearch.onnx_export.export(own.model_name, own.pretrained, "text", folder)
+    recorded = (folder / MANIFEST).stat().st_mtime_ns
+    with caplog.at_level(logging.WARNING):
+        encoder = load_text_encoder(own)
+    assert isinstance(encoder, TextEncoder)
+    assert "ONNX Runtime is not used" in caplog.text and "differ from open_clip's" in caplog.text
+    load_text_encoder(own)
+    assert (folder / MANIFEST).stat().st_mtime_ns == recorded, "a refused export is remembered, not redone"
+
+
+def test_weights_that_cannot_be_had_are_reported_as_such(onnx_settings: Settings) -> None:
+    from clipsearch.errors import WeightsUnavailable
+
+    with pytest.raises(WeightsUnavailable, match="CLIPSEARCH_PRETRAINED=/path/to"):
+        load_text_encoder(replace(onnx_settings, pretrained="commonpool_s_s13m_b4k"))
+
+
+def test_exports_are_private_to_their_user(onnx_settings: Settings) -> None:
+    load_text_encoder(onnx_settings)
+    assert oct(export_folder(onnx_settings, "text").parent.stat().st_mode & 0o777) == "0o700"

@@ -1,0 +1,81 @@
+"""The torch-free tokenizer gives open_clip's token ids, string for string."""
+# ruff: noqa: RUF001  (look-alike characters are what this test is about)
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pytest
+from open_clip.tokenizer import default_bpe
+
+from clipsearch.labels import DEFAULT_LABELS
+from clipsearch.tokenizer import ClipTokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+ALPHABETS = (
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+    "0123456789",
+    "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~",
+    " \t\n\r\u00a0\u2003",
+    "àáâãäåæçèéêëìíîïñòóôõöøùúûüýÿßÀÉÎÕÜ",
+    "абвгдежзийклмнопрстуфхцчшщъыьэюяЖЩ",
+    "αβγδεζηθικλμνξοπρστυφχψωΩ",
+    "写真犬猫海山夜空東京日本語のをはが",
+    "한국어사진",
+    "العربيةصورة",
+    "😀🐶🏖️🌅👨‍👩‍👧🇯🇵✨",
+    "\u0301\u0308\u200d\ufe0f",
+)
+PIECES = (
+    "it's", "they'll", "we've", "I'M", "you'd", "don't", "&amp;", "&lt;b&gt;", "&amp;amp;", "cafÃ©", "â€™",
+    "<start_of_text>", "<END_OF_TEXT>", "t-shirt", "3.14", "2021-07-14", "e-mail", "A.I.", "...", "ﬁ", "Ｗｉｄｅ",
+)  # fmt: skip
+
+
+def varied_strings(count: int, seed: int = 7) -> list[str]:
+    """Random mixes of scripts, emoji, HTML entities, mojibake, contractions and special tokens, of every length
+    from empty to far over the 77-token context."""
+    rng = random.Random(seed)
+    strings = []
+    for _ in range(count):
+        words = []
+        for _ in range(rng.choice([0, 1, 2, 3, 5, 8, 13, 40, 90])):
+            if rng.random() < 0.2:
+                words.append(rng.choice(PIECES))
+            else:
+                alphabet = "".join(rng.sample(ALPHABETS, rng.randint(1, 3)))
+                words.append("".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12))))
+        strings.append(rng.choice([" ", "  ", "", "\n"]).join(words))
+    return strings
+
+
+def corpus() -> list[str]:
+    lines = (ROOT / "photos" / "LICENSES.tsv").read_text(encoding="utf-8").splitlines()
+    cells = [cell for line in lines for cell in line.split("\t")]
+    return [*cells, *DEFAULT_LABELS, "", " ", "a photo of a cat.", "word " * 100, "🐶" * 80]
+
+
+@pytest.fixture(scope="module")
+def tokenizers() -> tuple[ClipTokenizer, open_clip.tokenizer.SimpleTokenizer]:
+    return ClipTokenizer(Path(default_bpe())), open_clip.get_tokenizer("ViT-B-32")
+
+
+def test_same_tokens_as_open_clip_on_thousands_of_strings(tokenizers) -> None:
+    ours, theirs = tokenizers
+    texts = corpus() + varied_strings(3000)
+    expected = theirs(texts).numpy()
+    got = ours.padded(texts)
+    differing = [texts[i] for i in np.flatnonzero((got != expected).any(axis=1))]
+    assert not differing, f"{len(differing)} of {len(texts)} strings tokenized differently, e.g. {differing[:3]!r}"
+    assert (got[:, -1] != 0).sum() > 100  # many strings were cut to the 77-token context
+
+
+def test_rows_are_unpadded_and_end_with_end_of_text(tokenizers) -> None:
+    ours, _ = tokenizers
+    rows = ours(["a dog", "", "word " * 100])
+    assert [len(row) for row in rows] == [4, 2, 77]
+    assert all(row[0] == ours.start and row[-1] == ours.end for row in rows)
