@@ -154,21 +154,21 @@ def main() -> None:
             server.stop()
 
     print(f"{args.queries} queries after a cold start with ?q=, 204 photos")
-    print(f"{'':28}" + "".join(f"{name:>14}" for name in results))
+    print(f"{'':28}" + "".join(f"{name:>16}" for name in results))
     rows = (
-        ("median_ms", "round trip median (ms)", "{:14.0f}"),
-        ("min_ms", "round trip min (ms)", "{:14.0f}"),
-        ("rss_first_mb", "RSS after first query (MB)", "{:14.0f}"),
-        ("anon_first_mb", "  anonymous (MB)", "{:14.0f}"),
-        ("file_first_mb", "  mapped files (MB)", "{:14.0f}"),
-        ("peak_mb", "peak RSS (MB)", "{:14.0f}"),
-        ("cold_s", "cold start to results (s)", "{:14.1f}"),
+        ("median_ms", "round trip median (ms)", "{:16.0f}"),
+        ("min_ms", "round trip min (ms)", "{:16.0f}"),
+        ("rss_first_mb", "RSS after first query (MB)", "{:16.0f}"),
+        ("anon_first_mb", "  anonymous (MB)", "{:16.0f}"),
+        ("file_first_mb", "  mapped files (MB)", "{:16.0f}"),
+        ("peak_mb", "peak RSS (MB)", "{:16.0f}"),
+        ("cold_s", "cold start to results (s)", "{:16.1f}"),
     )
     reference = results["reference"]
     for key, label, number in rows:
         print(f"{label:28}" + "".join(number.format(result[key]) for result in results.values()))
         if key in ("median_ms", "min_ms"):
-            ratios = "".join(f"{result[key] / reference[key]:13.2f}x" for result in results.values())
+            ratios = "".join(f"{result[key] / reference[key]:15.2f}x" for result in results.values())
             print(f"{'  ratio to reference':28}{ratios}")
 
 
