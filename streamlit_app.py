@@ -26,7 +26,8 @@ from clipsearch.errors import (
     WeightsUnavailable,
     WrongCredentials,
 )
-from clipsearch.index import open_index
+from clipsearch.identity import ModelIdentity
+from clipsearch.index import open_index, open_store
 from clipsearch.labels import DEFAULT_LABELS, MAX_LABEL_CHARS, MAX_LABELS, LabelList, label_vectors, rank_labels
 from clipsearch.loader import LoadOptions, PhotoLoader, pending_photos
 from clipsearch.photos import BadPhoto, decode_photo, display_path, file_under, make_thumbnail, read_file
@@ -141,7 +142,7 @@ def sidebar(settings: Settings, store: PhotoStore | None, schema: IndexSchema) -
             if pending:
                 st.warning(f"{pending} photos in `{settings.photos_dir}` are new, changed or gone.")
                 if st.button(f"Index {settings.photos_dir}/", type="primary", width="stretch"):
-                    index_photos(settings)
+                    index_photos(settings, schema.model)
             else:
                 st.caption(f"`{settings.photos_dir}/` is fully indexed.")
             st.button("Check for changes", type="tertiary", on_click=count_pending.clear)
@@ -170,16 +171,19 @@ def offers_indexing(settings: Settings, store: PhotoStore | None) -> bool:
     return store is None or store.may_prune(settings.photos_dir)
 
 
-def index_photos(settings: Settings) -> None:
-    """Run the loader on the photo folder with a progress bar, then redraw the page."""
-    bar = st.progress(0.0, text="Loading the CLIP image model…")
-    encoder = get_image_encoder(settings.model_only())
-    store, _ = open_index(settings, encoder, client=get_client(settings), create=True)
+def index_photos(settings: Settings, model: ModelIdentity) -> None:
+    """Run the loader on the photo folder with a progress bar, then redraw the page. The image model is
+    loaded only if a photo needs encoding (not for photos that were only moved or deleted)."""
+    bar = st.progress(0.0, text="Looking for new, changed and deleted photos…")
+    store = open_store(settings, model, client=get_client(settings), create=True)
 
     def on_progress(done: int, total: int) -> None:
         bar.progress(done / total, text=f"Indexed {done} of {total} photos")
 
-    loader = PhotoLoader(store, encoder, LoadOptions(prune=True), on_progress=on_progress, show_bar=False)
+    def image_encoder() -> ImageEncoding:
+        return get_image_encoder(settings.model_only())
+
+    loader = PhotoLoader(store, image_encoder, LoadOptions(prune=True), on_progress=on_progress, show_bar=False)
     summary = loader.index_folder(settings.photos_dir).summary()
     st.session_state.last_report = "  \n".join(escape_markdown(line) for line in summary.splitlines())
     count_pending.clear()

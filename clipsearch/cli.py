@@ -7,15 +7,17 @@ import base64
 import json
 import os
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import valkey
 
 from clipsearch.connection import connect
-from clipsearch.engine import load_image_encoder, load_text_encoder
+from clipsearch.engine import ImageEncoding, load_image_encoder, load_text_encoder, model_identity
 from clipsearch.errors import ClipsearchError, IndexMissing
-from clipsearch.index import open_index
+from clipsearch.index import open_index, open_store
 from clipsearch.loader import LoadOptions
 from clipsearch.photos import BadPhoto, decode_photo, display_path, read_file
 from clipsearch.server import EmbeddedServer
@@ -141,7 +143,14 @@ def index_command(settings: Settings, args: argparse.Namespace) -> int:
         raise NotADirectoryError(f"{folder} is not a folder")
     from clipsearch.loader import PhotoLoader
 
-    store, encoder = open_index(settings, load_image_encoder, create=True, rebuild=args.rebuild)
+    # Open the index by the model's identity alone: a run with nothing to encode never loads the model.
+    identity = model_identity(settings)
+    encoder: ImageEncoding | Callable[[], ImageEncoding]
+    if identity is None:
+        store, encoder = open_index(settings, load_image_encoder, create=True, rebuild=args.rebuild)
+    else:
+        store = open_store(settings, identity, create=True, rebuild=args.rebuild)
+        encoder = partial(load_image_encoder, settings)
     options = LoadOptions(
         batch_size=args.batch_size,
         thumbnail_size=None if args.no_thumbnails else args.thumbnail_size,

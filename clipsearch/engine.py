@@ -7,15 +7,18 @@ is imported only once it is chosen.
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from PIL import Image
 
-from clipsearch.identity import ModelIdentity
+from clipsearch.identity import ModelIdentity, pretrained_label
 
 if TYPE_CHECKING:
     from clipsearch.settings import Settings
@@ -49,6 +52,20 @@ class ImageEncoding(ModelEncoding, Protocol):
     def encode_pixels(self, pixels: Sequence[np.ndarray]) -> np.ndarray: ...
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray: ...
+
+
+def model_identity(settings: Settings) -> ModelIdentity | None:
+    """The identity of settings' model without loading it (nor torch): the dimension from open_clip's own
+    model configuration file. None for a model open_clip defines some other way: then load it."""
+    spec = importlib.util.find_spec("open_clip")  # finds the package without importing it (and torch)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    config = Path(spec.submodule_search_locations[0], "model_configs", f"{settings.model_name}.json")
+    try:
+        dim = int(json.loads(config.read_text(encoding="utf-8"))["embed_dim"])
+    except (OSError, ValueError, KeyError):
+        return None
+    return ModelIdentity(settings.model_name, pretrained_label(settings.pretrained), dim)
 
 
 def has_nvidia_gpu() -> bool:

@@ -9,6 +9,7 @@ import valkey
 
 from clipsearch.connection import connect
 from clipsearch.engine import ModelEncoding
+from clipsearch.identity import ModelIdentity
 from clipsearch.settings import Settings
 from clipsearch.store import IndexSchema, PhotoStore
 
@@ -32,7 +33,21 @@ def open_index(
     """
     client = client or connect(settings)
     loaded = encoder(settings) if callable(encoder) else encoder
-    schema = IndexSchema.from_settings(settings, loaded.identity)
+    return open_store(settings, loaded.identity, client=client, create=create, rebuild=rebuild), loaded
+
+
+def open_store(
+    settings: Settings,
+    model: ModelIdentity,
+    *,
+    client: valkey.Valkey | None = None,
+    create: bool = False,
+    rebuild: bool = False,
+) -> PhotoStore:
+    """open_index's second half, for a caller that knows the model's identity but may not need the model
+    (a loader run with nothing to encode)."""
+    schema = IndexSchema.from_settings(settings, model)
+    client = client or connect(settings)
     if rebuild:
         PhotoStore(client, schema).drop()
-    return PhotoStore.open(client, schema, create=create or rebuild), loaded
+    return PhotoStore.open(client, schema, create=create or rebuild)

@@ -1,9 +1,10 @@
 """Turns a folder (or a CSV of URLs and paths) into photo documents, incrementally.
 
 A photo is re-read only when its size or modification time changed, and re-encoded only when
-its content hash changed. Each photo lands as one HSET, so a run killed at any moment leaves
-whole documents only, and a rerun finishes the job. A bad file is reported and never touches
-the store.
+its content hash changed; a photo moved, renamed or copied takes the vector and thumbnail stored
+for the same content. The model is loaded only when a photo has to be encoded. Each photo lands
+as one HSET, so a run killed at any moment leaves whole documents only, and a rerun finishes the
+job. A bad file is reported and never touches the store.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import csv
 import ipaddress
 import os
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -27,6 +29,7 @@ from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
+from clipsearch.errors import IndexMismatch
 from clipsearch.photos import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
@@ -101,6 +104,7 @@ class Known:
 @dataclass
 class LoadReport:
     indexed: int = 0
+    reused: int = 0  # of indexed: moved, renamed or copied photos, given the stored vector of their content
     unchanged: int = 0
     pruned: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
@@ -109,8 +113,9 @@ class LoadReport:
 
     def summary(self) -> str:
         rate = f" ({self.indexed / self.seconds:.1f} photos/s)" if self.indexed and self.seconds else ""
+        reused = f" ({self.reused} moved or copied, not encoded again)" if self.reused else ""
         lines = [
-            f"indexed {self.indexed}, unchanged {self.unchanged}, failed {len(self.failed)}, "
+            f"indexed {self.indexed}{reused}, unchanged {self.unchanged}, failed {len(self.failed)}, "
             f"pruned {self.pruned} in {self.seconds:.1f} s{rate}"
         ]
         if self.skipped:
@@ -132,20 +137,25 @@ class _Prepared:
     width: int = 0
     height: int = 0
     thumbnail: bytes | None = None
+    same_as: str | None = None  # the key of a stored photo with the same content
 
 
 class PhotoLoader:
     def __init__(
         self,
         store: PhotoStore,
-        encoder: ImageEncoding,
+        encoder: ImageEncoding | Callable[[], ImageEncoding],
         options: LoadOptions | None = None,
         *,
         on_progress: ProgressCallback | None = None,
         show_bar: bool = True,
     ) -> None:
+        """`encoder` may be a function that loads it: it is then called only if a photo needs encoding."""
         self.store = store
-        self.encoder = encoder
+        self._encoder = None if callable(encoder) else encoder
+        self._load_encoder = encoder if callable(encoder) else None
+        self._encoder_lock = threading.Lock()
+        self._by_content: dict[str, str] = {}
         self.options = options or LoadOptions()
         self.on_progress = on_progress
         self.show_bar = show_bar
@@ -180,14 +190,29 @@ class PhotoLoader:
         self._run(csv_sources(Path(csv_path), column, self.options), report, None)
         return report
 
+    @property
+    def encoder(self) -> ImageEncoding:
+        """The encoder, loaded on first use (from a worker thread too), and checked against the index."""
+        with self._encoder_lock:
+            if self._encoder is None:
+                assert self._load_encoder is not None
+                self._encoder = self._load_encoder()
+                if self._encoder.identity != self.store.schema.model:
+                    raise IndexMismatch(
+                        f"the loaded model is {self._encoder.identity.describe()}, "
+                        f"but the index is of {self.store.schema.model.describe()}"
+                    )
+            return self._encoder
+
     def _run(self, sources: list[Source], report: LoadReport, gone: Callable[[str], bool] | None) -> None:
         started = time.monotonic()
         known = known_photos(self.store)
+        self._by_content = {entry.content_hash: entry.key for entry in known.values() if entry.content_hash}
         todo, report.unchanged = _plan(sources, known)
-        if gone is not None:
-            report.pruned = self.store.delete(entry.key for path, entry in known.items() if gone(path))
         if todo:
             self._encode_all(todo, report)
+        if gone is not None:  # after the writes: a moved photo's new document copies the old one first
+            report.pruned = self.store.delete(entry.key for path, entry in known.items() if gone(path))
         report.seconds = time.monotonic() - started
 
     def _encode_all(self, todo: list[tuple[Source, Known | None]], report: LoadReport) -> None:
@@ -219,6 +244,9 @@ class PhotoLoader:
             item.size, item.content_hash = len(data), content_hash(data)
             if known is not None and known.content_hash == item.content_hash:
                 return item  # touched, not changed
+            if item.content_hash in self._by_content:
+                item.same_as = self._by_content[item.content_hash]  # moved, renamed or copied
+                return item
             image = decode_photo(data, self.options.max_pixels)
             item.width, item.height = image.size
             item.pixels = self.encoder.preprocess_image(image)
@@ -232,34 +260,59 @@ class PhotoLoader:
 
     def _write(self, prepared: Iterable[_Prepared], report: LoadReport) -> None:
         to_encode: list[tuple[_Prepared, np.ndarray]] = []
+        copies: list[PhotoRecord] = []
         for item in prepared:
             if item.error is not None:
                 report.failed.append((item.source.path, item.error))
+            elif item.same_as is not None:
+                copy = self._copy_of(item)
+                if copy is None:
+                    report.failed.append((item.source.path, "its twin left the index during this run; run again"))
+                else:
+                    copies.append(copy)
             elif item.pixels is None:
                 assert item.known is not None
                 self.store.touch(item.known.key, size=item.size, mtime=item.source.mtime or 0.0)
                 report.unchanged += 1
             else:
                 to_encode.append((item, item.pixels))
+        if copies:
+            self.store.upsert(copies)
+            report.indexed += len(copies)
+            report.reused += len(copies)
         if not to_encode:
             return
         vectors = self.encoder.encode_pixels([pixels for _, pixels in to_encode])
         self.store.upsert(
-            PhotoRecord(
-                path=item.source.path,
-                vector=vector,
-                name=item.source.name,
-                width=item.width,
-                height=item.height,
-                size=item.size,
-                mtime=item.source.mtime or 0.0,
-                content_hash=item.content_hash,
-                source=item.source.kind,
-                thumbnail=item.thumbnail,
-            )
+            _record(item, vector, item.width, item.height, item.thumbnail)
             for (item, _), vector in zip(to_encode, vectors, strict=True)
         )
         report.indexed += len(to_encode)
+
+    def _copy_of(self, item: _Prepared) -> PhotoRecord | None:
+        """A document for item with the vector, size in pixels and thumbnail of the stored photo of the same
+        content; None if that photo is gone."""
+        assert item.same_as is not None
+        vector = self.store.vector_of(item.same_as)
+        [row] = self.store.get([item.same_as], ("width", "height", "thumbnail"))
+        if vector is None or row is None:
+            return None
+        return _record(item, vector, row["width"] or 0, row["height"] or 0, row["thumbnail"])
+
+
+def _record(item: _Prepared, vector: np.ndarray, width: int, height: int, thumbnail: bytes | None) -> PhotoRecord:
+    return PhotoRecord(
+        path=item.source.path,
+        vector=vector,
+        name=item.source.name,
+        width=width,
+        height=height,
+        size=item.size,
+        mtime=item.source.mtime or 0.0,
+        content_hash=item.content_hash,
+        source=item.source.kind,
+        thumbnail=thumbnail,
+    )
 
 
 def known_photos(store: PhotoStore) -> dict[str, Known]:

@@ -58,9 +58,15 @@ def test_second_cli_run_encodes_nothing_and_says_so(
     folder = copy_photos(tmp_path / "photos", ["chair.jpg", "pan.jpg"])
     first = run_cli(cli_env, str(folder), script="scripts/load_photos.py")
     assert first.returncode == 0 and "indexed 2, unchanged 0, failed 0" in first.stdout
-    second = run_cli(cli_env, "index", str(folder))
+    # -X importtime lists every module the run imports: the model's libraries must not be among them.
+    command = [sys.executable, "-X", "importtime", "-m", "clipsearch", "index", str(folder)]
+    second = subprocess.run(command, env=cli_env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert "Nothing to encode: all 2 photos are unchanged." in second.stdout
     assert "indexed 0, unchanged 2" in second.stdout
+    imported = {
+        line.rpartition("|")[2].strip() for line in second.stderr.splitlines() if line.startswith("import time:")
+    }
+    assert "clipsearch.loader" in imported and not imported & {"torch", "onnxruntime", "open_clip"}
 
     info = run_cli(cli_env, "info").stdout
     assert "2 photos, model ViT-B-32 / vit-b-32-random.pt#" in info and f"photos from {folder.resolve()}" in info

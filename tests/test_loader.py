@@ -347,3 +347,57 @@ def test_heic_and_avif_photos_are_indexed_upright_and_other_files_counted(
     assert sizes == {"IMG_0001.HEIC": (48, 64), "photo.avif": (48, 64)}, "portrait, as the orientation says"
     thumbnails = {row["path"]: Image.open(io.BytesIO(row["thumbnail"])) for _, row in store.scan(("path", "thumbnail"))}
     assert all(thumbnail.size == (48, 64) for thumbnail in thumbnails.values())
+
+
+def never_loaded():
+    """An encoder function for a run that must not load the model."""
+    pytest.fail("the model was loaded for a run with nothing to encode")
+
+
+def test_a_rerun_with_nothing_to_encode_never_loads_the_model(
+    tmp_path: Path, encoder: ClipEncoder, open_test_index, copy_photos
+) -> None:
+    folder = copy_photos(tmp_path / "photos", SOME_PHOTOS)
+    store = open_test_index()
+    loads: list[int] = []
+
+    def load() -> ClipEncoder:
+        loads.append(1)
+        return encoder
+
+    assert quiet_loader(store, load).index_folder(folder).indexed == len(SOME_PHOTOS)
+    assert loads == [1]
+    os.utime(folder / SOME_PHOTOS[0], (1_000_000_000, 1_000_000_000))  # touched, content unchanged
+    (folder / SOME_PHOTOS[1]).unlink()
+    report = quiet_loader(store, never_loaded, prune=True).index_folder(folder)
+    assert (report.indexed, report.unchanged, report.pruned, report.failed) == (0, len(SOME_PHOTOS) - 1, 1, [])
+
+
+def test_moved_renamed_or_copied_photos_take_their_stored_vector(
+    tmp_path: Path, encoder: ClipEncoder, open_test_index, copy_photos
+) -> None:
+    folder = copy_photos(tmp_path / "photos", SOME_PHOTOS)
+    store = open_test_index()
+    quiet_loader(store, encoder).index_folder(folder)
+    before = {row["path"]: row for _, row in store.scan(("path", "vector", "thumbnail", "width", "height"))}
+    (folder / "2021" / "japan").mkdir(parents=True)
+    (folder / "chair.jpg").rename(folder / "2021" / "japan" / "chair.jpg")  # moved
+    (folder / "giraffe.jpg").rename(folder / "tall animal.jpg")  # renamed
+    shutil.copy2(folder / "pan.jpg", folder / "pan copy.jpg")  # copied
+
+    report = quiet_loader(store, never_loaded, prune=True).index_folder(folder)
+    assert (report.indexed, report.reused, report.pruned, report.failed) == (3, 3, 2, [])
+    assert "3 moved or copied, not encoded again" in report.summary()
+    after = {row["path"]: row for _, row in store.scan(("path", "vector", "thumbnail", "width", "height"))}
+    assert set(after) == set(before) - {"chair.jpg", "giraffe.jpg"} | {
+        "2021/japan/chair.jpg", "tall animal.jpg", "pan copy.jpg"
+    }  # fmt: skip
+    for new, old in (
+        ("2021/japan/chair.jpg", "chair.jpg"),
+        ("tall animal.jpg", "giraffe.jpg"),
+        ("pan copy.jpg", "pan.jpg"),
+    ):
+        assert np.array_equal(after[new]["vector"], before[old]["vector"])
+        assert after[new]["thumbnail"] == before[old]["thumbnail"] and after[new]["width"] == before[old]["width"]
+    hits = store.search(before["giraffe.jpg"]["vector"], k=1)
+    assert hits[0].path == "tall animal.jpg" and hits[0].score == pytest.approx(1.0, abs=1e-5)
