@@ -29,7 +29,7 @@ from clipsearch.errors import (
 from clipsearch.identity import ModelIdentity
 from clipsearch.index import open_index, open_store
 from clipsearch.labels import DEFAULT_LABELS, MAX_LABEL_CHARS, MAX_LABELS, LabelList, label_vectors, rank_labels
-from clipsearch.loader import LoadOptions, PhotoLoader, pending_photos
+from clipsearch.loader import DECODE_MARGIN, LoadOptions, PhotoLoader, pending_photos
 from clipsearch.photos import BadPhoto, decode_photo, display_path, file_under, make_thumbnail, read_file
 from clipsearch.settings import Settings
 from clipsearch.store import PHOTO_FIELDS, Hit, IndexSchema, PhotoStore
@@ -86,8 +86,9 @@ def text_vector(model: Settings, text: str) -> np.ndarray:
 
 @st.cache_data(max_entries=32, show_spinner="Encoding your photo…")
 def upload_vector(model: Settings, data: bytes, max_pixels: int) -> np.ndarray:
-    image = decode_photo(data, max_pixels)
-    vector: np.ndarray = get_image_encoder(model).encode_images([image])[0]
+    encoder = get_image_encoder(model)
+    image = decode_photo(data, max_pixels, at_least=DECODE_MARGIN * encoder.input_side)
+    vector: np.ndarray = encoder.encode_images([image])[0]
     return vector
 
 
@@ -200,7 +201,7 @@ def full_photo(root: Path, hit: Hit) -> Path | None:
 def resized_photo(path: str, mtime: float, long_side: int) -> bytes | None:
     """A photo file upright and at most long_side pixels (mtime only keys the cache)."""
     try:
-        return make_thumbnail(decode_photo(read_file(Path(path))), long_side)
+        return make_thumbnail(decode_photo(read_file(Path(path)), at_least=long_side), long_side)
     except BadPhoto:
         return None
 

@@ -18,7 +18,7 @@ from clipsearch.connection import connect
 from clipsearch.engine import ImageEncoding, load_image_encoder, load_text_encoder, model_identity
 from clipsearch.errors import ClipsearchError, IndexMissing
 from clipsearch.index import open_index, open_store
-from clipsearch.loader import LoadOptions
+from clipsearch.loader import DECODE_MARGIN, LoadOptions
 from clipsearch.photos import BadPhoto, decode_photo, display_path, read_file
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
@@ -196,7 +196,8 @@ def _query(settings: Settings, text: str | None, image: Path | None) -> tuple[Ph
         return store, text_encoder.encode_text([text])[0]
     store, encoder = open_index(settings, load_image_encoder)
     try:
-        return store, encoder.encode_images([decode_photo(read_file(image))])[0]
+        photo = decode_photo(read_file(image), at_least=DECODE_MARGIN * encoder.input_side)
+        return store, encoder.encode_images([photo])[0]
     except BadPhoto as error:
         raise ValueError(f"{image}: {error}") from None
 

@@ -67,6 +67,7 @@ class ClipEncoder(Encoder):
             raise WeightsUnavailable(weights_help(model_name, pretrained, error)) from None
         self.model.eval()
         self.logit_scale = float(self.model.logit_scale.detach().exp())
+        self.input_side = _largest_side(self.model.visual.preprocess_cfg["size"])
 
     def preprocess_image(self, image: Image.Image) -> np.ndarray:
         """open_clip's own transform; thread-safe, so loaders may run it in worker threads."""
@@ -247,6 +248,10 @@ def _text_tower(model_cfg: dict[str, Any], state: Mapping[str, torch.Tensor]) ->
         return None
     built: torch.nn.Module = tower
     return built
+
+
+def _largest_side(size: int | Sequence[int]) -> int:
+    return size if isinstance(size, int) else max(size)
 
 
 def _embed_dim(model_name: str) -> int:

@@ -44,8 +44,11 @@ class ImageEncoding(ModelEncoding, Protocol):
     """Anything that turns photos into vectors of a known model: what the loader and a photo query need.
 
     preprocess_image is thread-safe (the loader runs it in worker threads) and encode_pixels takes a batch
-    of its outputs.
+    of its outputs; input_side is the side of the square the model sees, in pixels.
     """
+
+    @property
+    def input_side(self) -> int: ...
 
     def preprocess_image(self, image: Image.Image) -> np.ndarray: ...
 

@@ -179,6 +179,8 @@ class OnnxImageEncoder:
         manifest = export.manifest
         self.identity = ModelIdentity(manifest["model"], manifest["pretrained"], manifest["dim"])
         self.preprocess = manifest["preprocess"]
+        size = self.preprocess["size"]
+        self.input_side = size if isinstance(size, int) else max(size)
         self.session = session(export.folder / MODEL_FILE)
         self._open_clip_transform: Any = None
         if not manifest["preprocess_in_numpy"]:

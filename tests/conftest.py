@@ -6,6 +6,7 @@ unit tests that need neither, in seconds.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import socket
@@ -15,7 +16,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from clipsearch.connection import connect
 from clipsearch.server import EmbeddedServer
@@ -174,3 +177,20 @@ def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
         return subprocess.run([*command, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def camera_jpeg() -> Callable[..., bytes]:
+    """Makes a camera-sized JPEG: a smooth scene with sensor-like noise, and an EXIF orientation."""
+
+    def make(width: int, height: int, orientation: int = 1) -> bytes:
+        rng = np.random.default_rng(3)
+        scene = np.linspace(0, 255, width)[None, :, None] * np.linspace(0.3, 1, height)[:, None, None]
+        pixels = np.clip(scene + rng.normal(0, 8, (height, width, 3)), 0, 255).astype(np.uint8)
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, "JPEG", quality=90, exif=exif)
+        return buffer.getvalue()
+
+    return make

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipsearch.photos import BadPhoto, decode_photo, file_under, read_file, walk_photos
+from clipsearch.photos import BadPhoto, decode_photo, decode_photo_scaled, file_under, read_file, walk_photos
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -111,3 +111,22 @@ def test_read_file_refuses_pipes_devices_and_oversized_files(tmp_path: Path) -> 
     with pytest.raises(BadPhoto, match="over the limit of 1,000"):
         read_file(tmp_path / "big.jpg", max_bytes=1000)
     assert read_file(tmp_path / "big.jpg", max_bytes=1001) == b"x" * 1001
+
+
+def test_a_large_jpeg_decodes_at_the_smallest_scale_that_is_large_enough(camera_jpeg) -> None:
+    data = camera_jpeg(4032, 3024)
+    image, full = decode_photo_scaled(data, at_least=448)
+    assert full == (4032, 3024)
+    assert image.size == (1008, 756)  # a quarter: an eighth (504x378) would be under 448
+    assert decode_photo(data).size == (4032, 3024)  # without at_least: every pixel
+    turned, full = decode_photo_scaled(camera_jpeg(4032, 3024, orientation=6), at_least=448)
+    assert turned.size == (756, 1008) and full == (3024, 4032)  # upright, and so is the full size
+    image, full = decode_photo_scaled(camera_jpeg(400, 300), at_least=448)
+    assert image.size == full == (400, 300)  # already small: decoded whole
+
+
+def test_png_and_others_decode_whole_whatever_at_least_asks() -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (2000, 1000), "red").save(buffer, "PNG")
+    image, full = decode_photo_scaled(buffer.getvalue(), at_least=224)
+    assert image.size == full == (2000, 1000)
