@@ -30,9 +30,19 @@ from clipsearch.identity import ModelIdentity
 from clipsearch.index import open_index, open_store
 from clipsearch.labels import DEFAULT_LABELS, MAX_LABEL_CHARS, MAX_LABELS, LabelList, label_vectors, rank_labels
 from clipsearch.loader import DECODE_MARGIN, LoadOptions, PhotoLoader, pending_photos
-from clipsearch.photos import BadPhoto, decode_photo, display_path, file_under, make_thumbnail, read_file
+from clipsearch.photos import (
+    DAY,
+    BadPhoto,
+    day_start,
+    decode_photo,
+    display_path,
+    file_under,
+    make_thumbnail,
+    read_file,
+    taken_iso,
+)
 from clipsearch.settings import Settings
-from clipsearch.store import PHOTO_FIELDS, Hit, IndexSchema, PhotoStore
+from clipsearch.store import ORDERS, PHOTO_FIELDS, Hit, IndexSchema, PhotoStore, SearchFilter
 
 EXAMPLE_PROMPTS = ("cat", "dog on chair", "man jumping", "snowy streets", "woolen hat", "santa claus")
 DEFAULT_RESULTS = 12
@@ -43,6 +53,7 @@ UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "heic", "heif", "avif"]
 TOP_LABELS = 5
 GALLERY_SIDE = 256  # pixels, for photos indexed with --no-thumbnails
 DIALOG_SIDE = 1600  # "Open" sends this much, not the camera's full file
+FILTER_KEYS = ("after", "before", "folder", "camera")
 
 
 def load_settings() -> Settings:
@@ -191,6 +202,13 @@ def index_photos(settings: Settings, model: ModelIdentity) -> None:
     st.rerun()
 
 
+def taken_label(hit: Hit, full: bool = False) -> str:
+    """When the photo was taken: the day (with the time, when `full`); "file date" when no EXIF said it."""
+    stamp = taken_iso(hit.fields["taken"], hit.fields.get("offset") or "")
+    label = stamp.replace("T", " ") if full else stamp[:10]
+    return label + (" (file date)" if hit.fields.get("taken_from") == "file" else "")
+
+
 def full_photo(root: Path, hit: Hit) -> Path | None:
     """The photo's own file, only from the configured photo folder: never from a folder the index names,
     since whoever can write the index could name any folder on this machine."""
@@ -238,6 +256,8 @@ def open_photo(hit: Hit, rank: int, root: Path, store: PhotoStore, text_encoder:
     st.markdown(f"**#{rank} · similarity {hit.score:.3f}** · {escape_markdown(display_path(hit.path))}")
     st.caption(
         f"{fields.get('width')} x {fields.get('height')} px · {(fields.get('size') or 0) / 1024:.0f} KiB"
+        + (f" · taken {taken_label(hit, full=True)}" if fields.get("taken") is not None else "")
+        + (f" · {escape_markdown(fields['camera'])}" if fields.get("camera") else "")
         + ("" if path else " · shown from the stored thumbnail (the photo is not in CLIPSEARCH_PHOTOS on this machine)")
     )
     st.button("More like this", key=f"dialog-like-{hit.key}", on_click=more_like, args=(hit.key,))
@@ -267,6 +287,8 @@ def gallery_tile(
         image = picture(hit, root)
         # Captions are Markdown: a file name must not become a link or an image.
         caption = f"#{rank} · {hit.score:.3f} · {escape_markdown(display_path(hit.fields.get('name') or hit.path))}"
+        if hit.fields.get("taken") is not None:
+            caption += f" · {taken_label(hit)}"
         if image is None:
             st.caption(f"{caption} (no thumbnail)")
         else:
@@ -309,6 +331,35 @@ def query_vector(settings: Settings, store: PhotoStore, text_encoder: TextEncodi
     if not text:
         return None, "Type what you are looking for, or click an example."
     return text_vector(settings.model_only(), text), f"Photos matching **{escape_markdown(text)}**"
+
+
+@st.cache_data(show_spinner=False)
+def cameras(_store: PhotoStore, index_name: str, indexed: int) -> list[str]:
+    """The index's cameras, read once per index size (it reads every document)."""
+    return _store.cameras()
+
+
+def search_filter() -> SearchFilter:
+    """The filters as the user set them (in the page or the URL)."""
+    state = st.session_state
+    return SearchFilter(
+        after=day_start(state.after.isoformat()) if state.get("after") else None,
+        before=day_start(state.before.isoformat()) + DAY if state.get("before") else None,
+        folder=state.get("folder") or None,
+        camera=state.get("camera") or None,
+    )
+
+
+def filter_controls(store: PhotoStore) -> None:
+    """Date range, folder and camera, and the order of the results: the same as the CLI's, kept in the URL."""
+    with st.expander("Filters and order", expanded=any(st.session_state.get(k) for k in FILTER_KEYS)):
+        after, before, folder, camera, order = st.columns([3, 3, 4, 4, 3])  # no weight 1/n: see test_app
+        after.date_input("Taken on or after", value=None, key="after", bind="query-params", format="YYYY-MM-DD")
+        before.date_input("Taken on or before", value=None, key="before", bind="query-params", format="YYYY-MM-DD")
+        folder.text_input("In folder", key="folder", bind="query-params", placeholder="e.g. 2021/japan")
+        choices = cameras(store, store.schema.name, store.count())
+        camera.selectbox("Camera", choices, index=None, key="camera", bind="query-params", placeholder="any")
+        order.selectbox("Order", ORDERS, key="order", bind="query-params", format_func=str.capitalize)
 
 
 def controls() -> None:
@@ -366,6 +417,7 @@ def main() -> None:
         return
     sidebar(settings, store, store.schema)
     controls()
+    filter_controls(store)
     vector, heading = query_vector(settings, store, text_encoder)
     if st.session_state.like:
         st.button("← Back to your search", on_click=clear_like)
@@ -376,7 +428,13 @@ def main() -> None:
         if heading:
             st.info(heading)
         return
-    hits = store.search(vector, k=st.session_state.k, fields=(*PHOTO_FIELDS, "thumbnail"))
+    hits = store.search(
+        vector,
+        k=st.session_state.k,
+        fields=(*PHOTO_FIELDS, "thumbnail"),
+        where=search_filter(),
+        order=st.session_state.get("order") or "relevance",
+    )
     # 0 keeps every result: CLIP similarities can be negative.
     shown = [hit for hit in hits if hit.score >= st.session_state.min] if st.session_state.min > 0 else hits
     st.markdown(f"{heading} · {len(shown)} of {len(hits)} results")

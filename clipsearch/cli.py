@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 import valkey
@@ -19,10 +19,10 @@ from clipsearch.engine import ImageEncoding, load_image_encoder, load_text_encod
 from clipsearch.errors import ClipsearchError, IndexMissing
 from clipsearch.index import open_index, open_store
 from clipsearch.loader import DECODE_MARGIN, LoadOptions
-from clipsearch.photos import BadPhoto, decode_photo, display_path, read_file
+from clipsearch.photos import DAY, BadPhoto, day_start, decode_photo, display_path, read_file, taken_iso
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
-from clipsearch.store import Hit, PhotoStore
+from clipsearch.store import ORDERS, Hit, PhotoStore, SearchFilter
 
 if TYPE_CHECKING:
     import numpy as np
@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--image", type=Path, help="search with this photo instead of text")
     search.add_argument("--k", type=positive_int, default=10, help="how many results (default 10)")
     search.add_argument("--json", action="store_true", help="print a JSON list of {key, path, score, ...}")
+    search.add_argument("--after", metavar="YYYY-MM-DD", help="only photos taken on or after this day")
+    search.add_argument("--before", metavar="YYYY-MM-DD", help="only photos taken on or before this day")
+    search.add_argument("--folder", metavar="PATH", help="only photos in this folder of the collection (or below it)")
+    search.add_argument("--camera", metavar="TEXT", help="only photos from this camera, e.g. 'Apple iPhone 12'")
+    search.add_argument("--order", choices=ORDERS, default="relevance", help="of the k results (default relevance)")
 
     commands.add_parser("info", help="what the index holds and which server serves it")
     drop = commands.add_parser("drop", help="delete the index, its documents and its metadata")
@@ -176,8 +181,14 @@ def search_command(settings: Settings, args: argparse.Namespace) -> int:
         raise ValueError("give either TEXT or --image FILE")
     if args.k <= 0:
         raise ValueError("--k must be above 0")
+    where = SearchFilter(
+        after=day_start(args.after) if args.after else None,
+        before=day_start(args.before) + DAY if args.before else None,
+        folder=args.folder,
+        camera=args.camera,
+    )
     store, vector = _query(settings, args.text, args.image)
-    hits = store.search(vector, k=args.k)
+    hits = store.search(vector, k=args.k, where=where, order=args.order)
     if args.json:
         print(json.dumps([_json_row(hit) for hit in hits], indent=2, ensure_ascii=False))
         return 0
@@ -205,17 +216,29 @@ def _query(settings: Settings, text: str | None, image: Path | None) -> tuple[Ph
 def _json_row(hit: Hit) -> dict[str, object]:
     """A hit as JSON: paths and names in their display form (valid UTF-8), and the exact bytes of a path
     that is not UTF-8 in `path_bytes` (base64), so it stays recoverable."""
-    keep = ("width", "height", "size", "source")
+    keep = ("width", "height", "size", "source", "taken_from")
+    taken = hit.fields.get("taken")
     row: dict[str, object] = {
         "key": hit.key,
         "path": display_path(hit.path),
         "score": round(hit.score, 6),
         "name": display_path(hit.fields.get("name") or ""),
         **{name: value for name, value in hit.fields.items() if name in keep},
+        "taken": None if taken is None else taken_iso(taken, hit.fields.get("offset") or ""),
+        "camera": hit.fields.get("camera") or None,
+        "folder": _folder_of(hit),
     }
     if row["path"] != hit.path:
         row["path_bytes"] = base64.b64encode(os.fsencode(hit.path)).decode()
     return row
+
+
+def _folder_of(hit: Hit) -> str | None:
+    """The folder of a photo file within the collection ("" at its top); None for a downloaded photo."""
+    if hit.fields.get("source") != "file":
+        return None
+    parent = str(PurePosixPath(hit.path).parent)
+    return "" if parent == "." else display_path(parent)
 
 
 def info_command(settings: Settings) -> int:

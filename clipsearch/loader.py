@@ -34,15 +34,18 @@ from clipsearch.photos import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
     BadPhoto,
+    PhotoFacts,
     PhotoFile,
     content_hash,
     decode_photo_scaled,
     display_path,
+    file_under,
     make_thumbnail,
+    read_facts,
     read_file,
     walk_photos,
 )
-from clipsearch.store import PhotoRecord, PhotoStore
+from clipsearch.store import SCHEMA_VERSION, PhotoRecord, PhotoStore
 
 if TYPE_CHECKING:
     import numpy as np
@@ -109,6 +112,7 @@ class Known:
 class LoadReport:
     indexed: int = 0
     reused: int = 0  # of indexed: moved, renamed or copied photos, given the stored vector of their content
+    upgraded: int = 0  # photos of an index of the previous key schema given their facts, not encoded again
     unchanged: int = 0
     pruned: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
@@ -126,6 +130,12 @@ class LoadReport:
             by_count = sorted(self.skipped.items(), key=lambda item: (-item[1], item[0]))
             counts = ", ".join(f"{count} {suffix}" for suffix, count in by_count)
             lines.append(f"  skipped (not photos): {counts}")
+        if self.upgraded:
+            lines.insert(
+                0,
+                f"upgraded the index to key schema v{SCHEMA_VERSION} without encoding anything again: "
+                f"read the dates, cameras and folders of {self.upgraded} photos",
+            )
         lines += [f"  failed: {display_path(path)}: {reason}" for path, reason in self.failed]
         return "\n".join(lines)
 
@@ -141,6 +151,7 @@ class _Prepared:
     width: int = 0
     height: int = 0
     thumbnail: bytes | None = None
+    facts: PhotoFacts | None = None
     same_as: str | None = None  # the key of a stored photo with the same content
 
 
@@ -181,6 +192,7 @@ class PhotoLoader:
                 if entry.folder:
                     unlisted.append("" if entry.relpath == "." else f"{entry.relpath}/")
         seen = {source.path for source in sources} | {path for path, _ in report.failed}
+        self._upgrade(root, report)
 
         def gone(path: str) -> bool:
             return path not in seen and not path.startswith(tuple(unlisted))
@@ -191,6 +203,7 @@ class PhotoLoader:
 
     def index_csv(self, csv_path: Path, column: str | None = None) -> LoadReport:
         report = LoadReport()
+        self._upgrade(None, report)
         self._run(csv_sources(Path(csv_path), column, self.options), report, None)
         return report
 
@@ -207,6 +220,22 @@ class PhotoLoader:
                         f"but the index is of {self.store.schema.model.describe()}"
                     )
             return self._encoder
+
+    def _upgrade(self, root: Path | None, report: LoadReport) -> None:
+        """An index of the previous key schema gains its photos' facts from their files; vectors are kept."""
+        if not self.store.needs_upgrade:
+            return
+
+        def facts_of(path: str, source: str) -> PhotoFacts | None:
+            if source != "file":
+                return None
+            found = Path(path) if Path(path).is_absolute() else file_under(root, path) if root else None
+            try:
+                return read_facts(read_file(found), found.stat().st_mtime) if found else None
+            except (BadPhoto, OSError):
+                return None
+
+        report.upgraded = self.store.upgrade(facts_of)
 
     def _run(self, sources: list[Source], report: LoadReport, gone: Callable[[str], bool] | None) -> None:
         started = time.monotonic()
@@ -248,6 +277,8 @@ class PhotoLoader:
             item.size, item.content_hash = len(data), content_hash(data)
             if known is not None and known.content_hash == item.content_hash:
                 return item  # touched, not changed
+            if source.kind == "file":
+                item.facts = read_facts(data, source.mtime or 0.0)
             if item.content_hash in self._by_content:
                 item.same_as = self._by_content[item.content_hash]  # moved, renamed or copied
                 return item
@@ -317,6 +348,7 @@ def _record(item: _Prepared, vector: np.ndarray, width: int, height: int, thumbn
         content_hash=item.content_hash,
         source=item.source.kind,
         thumbnail=thumbnail,
+        facts=item.facts,
     )
 
 

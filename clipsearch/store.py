@@ -1,15 +1,17 @@
 """The photo index in Valkey/Redis: its schema as data, the write path, and the query path.
 
 Only the command subset that RediSearch and valkey-search (Aiven for Valkey) share is used:
-FT.CREATE ON HASH with PREFIX and a VECTOR field; FT.SEARCH with a KNN clause, PARAMS, LIMIT,
-RETURN of the score alias only and DIALECT 2; FT.INFO; FT.DROPINDEX; FT._LIST. Other fields are
-fetched with HMGET, and hits are sorted here rather than with SORTBY.
+FT.CREATE ON HASH with PREFIX and VECTOR, NUMERIC and TAG fields; FT.SEARCH with a KNN clause after
+a pre-filter of NUMERIC ranges and TAG sets, PARAMS, LIMIT, RETURN of the score alias only and
+DIALECT 2; FT.INFO; FT.DROPINDEX; FT._LIST. Other fields are fetched with HMGET, and hits are sorted
+here rather than with SORTBY.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,18 +19,28 @@ from typing import Any
 
 import numpy as np
 import valkey
-from valkey.commands.search.field import VectorField
+from valkey.commands.search.field import Field, NumericField, TagField, VectorField
 from valkey.commands.search.indexDefinition import IndexDefinition, IndexType
 from valkey.commands.search.query import Query
 
 from clipsearch.connection import NO_VECTOR_SEARCH
 from clipsearch.errors import FolderMismatch, IndexMismatch, IndexMissing, NoVectorSearch
 from clipsearch.identity import ModelIdentity
+from clipsearch.photos import PhotoFacts, folders_of
 from clipsearch.settings import Settings
 
-# Bump when the layout of keys or hash fields changes; an index of another version is refused.
-SCHEMA_VERSION = 1
+# Bump when the layout of keys or hash fields changes; an index of another version is refused, except that
+# the loader upgrades version 1 (no capture facts) in place, keeping the vectors.
+SCHEMA_VERSION = 2
+UPGRADABLE_VERSION = 1
 VECTOR_FIELD = "vector"
+TAKEN_FIELD = "taken"  # NUMERIC: capture time (wall clock as if UTC, photos.PhotoFacts)
+FOLDERS_FIELD = "folders"  # TAG: every folder a photo is in, lower case ("2021", "2021/japan")
+CAMERA_FIELD = "camera_tag"  # TAG: make and model, lower case
+TAG_SEPARATOR = "|"
+ORDERS = ("relevance", "newest", "oldest")
+# What schema version 2 added to each photo's hash (all of it read from the photo's file, none from the model).
+FACT_FIELDS = ("taken", "taken_from", "offset", "camera", CAMERA_FIELD, "latitude", "longitude", FOLDERS_FIELD)
 SCORE_ALIAS = "score"
 PHOTOS_ROOT_META = "photos_root"  # meta field: the folder the index was last loaded from
 
@@ -42,9 +54,15 @@ _FIELD_DECODERS: dict[str, Callable[[bytes], Any]] = {
     "size": int,
     "mtime": float,
     "thumbnail": bytes,
+    "taken": float,
+    "latitude": float,
+    "longitude": float,
     VECTOR_FIELD: lambda raw: np.frombuffer(raw, dtype="<f4"),
 }
-PHOTO_FIELDS = ("path", "name", "width", "height", "size", "mtime", "content_hash", "source")
+PHOTO_FIELDS = (
+    "path", "name", "width", "height", "size", "mtime", "content_hash", "source", "taken", "taken_from", "offset",
+    "camera",
+)  # fmt: skip
 
 
 def _meta_key(index_name: str) -> str:
@@ -116,11 +134,17 @@ class IndexSchema:
     def meta_key(self) -> str:
         return _meta_key(self.name)
 
-    def vector_field(self) -> VectorField:
+    def fields(self) -> list[Field]:
+        """The indexed fields: the vector, and what filters read."""
         attributes: dict[str, Any] = {"TYPE": "FLOAT32", "DIM": self.model.dim, "DISTANCE_METRIC": "COSINE"}
         if self.algorithm == "HNSW":
             attributes |= {"M": self.m, "EF_CONSTRUCTION": self.ef_construction, "EF_RUNTIME": self.ef_runtime}
-        return VectorField(VECTOR_FIELD, self.algorithm, attributes)
+        return [
+            VectorField(VECTOR_FIELD, self.algorithm, attributes),
+            NumericField(TAKEN_FIELD),
+            TagField(FOLDERS_FIELD, separator=TAG_SEPARATOR),
+            TagField(CAMERA_FIELD, separator=TAG_SEPARATOR),
+        ]
 
     def meta(self) -> dict[str, str]:
         return {
@@ -153,6 +177,7 @@ class PhotoRecord:
     content_hash: str = ""
     source: str = "file"
     thumbnail: bytes | None = None
+    facts: PhotoFacts | None = None  # None: unknown (a downloaded photo keeps none)
 
     def to_mapping(self, dim: int) -> dict[str, bytes | str | int | float]:
         vector = np.asarray(self.vector, dtype="<f4")
@@ -171,7 +196,61 @@ class PhotoRecord:
         }
         if self.thumbnail is not None:
             mapping["thumbnail"] = self.thumbnail
-        return mapping
+        return mapping | fact_mapping(self.path if self.source == "file" else "", self.facts)
+
+
+def fact_mapping(path: str, facts: PhotoFacts | None) -> dict[str, bytes | str | int | float]:
+    """The hash fields of a photo's facts and folders."""
+    mapping: dict[str, bytes | str | int | float] = {
+        FOLDERS_FIELD: TAG_SEPARATOR.join(tag_value(folder) for folder in folders_of(path)),
+    }
+    if facts is not None:
+        mapping |= {
+            "taken": repr(float(facts.taken)),
+            "taken_from": facts.taken_from,
+            "offset": facts.offset,
+            "camera": facts.camera,
+            CAMERA_FIELD: tag_value(facts.camera),
+        }
+        if facts.latitude is not None and facts.longitude is not None:
+            mapping |= {"latitude": repr(facts.latitude), "longitude": repr(facts.longitude)}
+    return mapping
+
+
+def tag_value(text: str) -> str:
+    """A value as stored in and searched for in a TAG field: lower case (RediSearch and valkey-search fold
+    case differently by default), without the separator."""
+    return text.strip().lower().replace(TAG_SEPARATOR, "/")
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    """Which photos a search may return: taken in [after, before) (PhotoFacts time), in a folder (and its
+    subfolders), by a camera. Every user-given value is escaped into the query."""
+
+    after: float | None = None
+    before: float | None = None
+    folder: str | None = None
+    camera: str | None = None
+
+    def query(self) -> str:
+        """The pre-filter of a KNN query, or "*" for none."""
+        clauses = []
+        if self.after is not None or self.before is not None:
+            low = "-inf" if self.after is None else repr(float(self.after))
+            high = "+inf" if self.before is None else f"({float(self.before)!r}"
+            clauses.append(f"@{TAKEN_FIELD}:[{low} {high}]")
+        if self.folder and self.folder.strip("/"):
+            clauses.append(f"@{FOLDERS_FIELD}:{{{escape_tag(tag_value(self.folder.strip('/')))}}}")
+        if self.camera and self.camera.strip():
+            clauses.append(f"@{CAMERA_FIELD}:{{{escape_tag(tag_value(self.camera))}}}")
+        return f"({' '.join(clauses)})" if clauses else "*"
+
+
+def escape_tag(value: str) -> str:
+    """Every character but letters, digits and _ escaped with a backslash: the query syntaxes of RediSearch
+    and valkey-search give meaning to punctuation and spaces inside {...}."""
+    return "".join(char if char.isalnum() or char == "_" else "\\" + char for char in value)
 
 
 @dataclass(frozen=True)
@@ -209,9 +288,16 @@ class PhotoStore:
                     "Run `python scripts/load_photos.py [FOLDER]` to index your photos."
                 )
             stored = _claim(client, schema)
-        _check_compatible(schema, stored)
+        _check_compatible(schema, stored, writer=create)
         store = cls(
-            client, replace(schema, algorithm=stored.algorithm, m=stored.m, ef_construction=stored.ef_construction)
+            client,
+            replace(
+                schema,
+                algorithm=stored.algorithm,
+                m=stored.m,
+                ef_construction=stored.ef_construction,
+                version=stored.version,
+            ),
         )
         if not _index_exists(client, schema.name):
             if not create:
@@ -230,12 +316,53 @@ class PhotoStore:
     def _create_index(self) -> None:
         definition = IndexDefinition(prefix=[self.schema.prefix], index_type=IndexType.HASH)
         try:
-            self.client.ft(self.schema.name).create_index([self.schema.vector_field()], definition=definition)
+            self.client.ft(self.schema.name).create_index(self.schema.fields(), definition=definition)
         except valkey.ResponseError as error:
             if "Index already exists" not in str(error):  # another process won the race
                 raise NoVectorSearch(f"FT.CREATE failed ({error}): {NO_VECTOR_SEARCH}") from None
 
     # --- the index itself ---------------------------------------------------------------
+
+    @property
+    def needs_upgrade(self) -> bool:
+        """An index of the previous key schema, opened by a writer: upgrade() it before writing."""
+        return self.schema.version == UPGRADABLE_VERSION
+
+    def upgrade(self, facts_of: Callable[[str, str], PhotoFacts | None]) -> int:
+        """Bring an index of the previous key schema to this one, in place: every photo keeps its vector and
+        gains its facts (`facts_of(path, source)`) and folders; the search index is made again with the new
+        fields. Returns how many photos were upgraded."""
+        if _index_exists(self.client, self.schema.name):
+            self.client.ft(self.schema.name).dropindex(delete_documents=False)
+        upgraded = 0
+        pipe = self.client.pipeline(transaction=False)
+        for key, row in self.scan(("path", "source")):
+            path = row["path"] or ""
+            pipe.hset(key, mapping=fact_mapping(path if row["source"] == "file" else "", facts_of(path, row["source"])))
+            upgraded += 1
+            if len(pipe) >= 500:
+                pipe.execute()
+        pipe.execute()
+        self.schema = replace(self.schema, version=SCHEMA_VERSION)
+        self.client.hset(self.schema.meta_key, "schema_version", str(SCHEMA_VERSION))
+        self._create_index()
+        self._wait_indexed()
+        return upgraded
+
+    def _wait_indexed(self, timeout: float = 3600) -> None:
+        """Until the server has indexed the documents that were there before FT.CREATE (it does so in the
+        background: RediSearch reports `indexing`, valkey-search `backfill_in_progress`)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info = self.client.ft(self.schema.name).info()
+            busy = [info.get(flag, 0) for flag in ("indexing", "backfill_in_progress")]
+            if all(str(os.fsdecode(value) if isinstance(value, bytes) else value) in ("0", "0.0") for value in busy):
+                return
+            time.sleep(0.05)
+
+    def cameras(self) -> list[str]:
+        """Every camera of the index's photos, by name: for a choice of filters. Reads every document."""
+        return sorted({row["camera"] for _, row in self.scan(("camera",)) if row["camera"]}, key=str.lower)
 
     def describe(self) -> str:
         """One line on what the index holds, for `info` and logs."""
@@ -324,8 +451,13 @@ class PhotoStore:
         k: int = 12,
         fields: Sequence[str] = PHOTO_FIELDS,
         ef_runtime: int | None = None,
+        where: SearchFilter | None = None,
+        order: str = "relevance",
     ) -> list[Hit]:
-        """The k nearest photos by cosine similarity, best first."""
+        """The k nearest photos by cosine similarity among those `where` lets through, best first; or, with
+        order "newest" or "oldest", those k by capture time (photos without one last)."""
+        if order not in ORDERS:
+            raise ValueError(f"order {order!r}: choose one of {', '.join(ORDERS)}")
         query_vector = np.asarray(vector, dtype="<f4").reshape(-1)
         if query_vector.shape != (self.schema.model.dim,):
             raise ValueError(f"query vector has {query_vector.size} values, the index holds {self.schema.model.dim}")
@@ -334,7 +466,8 @@ class PhotoStore:
         knn = f"KNN {int(k)} @{VECTOR_FIELD} $query_vector"
         if self.schema.algorithm == "HNSW":
             knn += f" EF_RUNTIME {max(int(ef_runtime or self.schema.ef_runtime), int(k))}"
-        query = Query(f"*=>[{knn} AS {SCORE_ALIAS}]").return_fields(SCORE_ALIAS).paging(0, int(k)).dialect(2)
+        prefilter = (where or SearchFilter()).query()
+        query = Query(f"{prefilter}=>[{knn} AS {SCORE_ALIAS}]").return_fields(SCORE_ALIAS).paging(0, int(k)).dialect(2)
         try:
             result = self.client.ft(self.schema.name).search(
                 query, query_params={"query_vector": query_vector.tobytes()}
@@ -346,8 +479,13 @@ class PhotoStore:
             key=lambda pair: pair[1],
             reverse=True,
         )
-        stored = self.get([key for key, _ in ranked], fields)
-        return [Hit(key, score, values or {}) for (key, score), values in zip(ranked, stored, strict=False)]
+        wanted = list(dict.fromkeys([*fields, "taken"])) if order != "relevance" else list(fields)
+        stored = self.get([key for key, _ in ranked], wanted)
+        hits = [Hit(key, score, values or {}) for (key, score), values in zip(ranked, stored, strict=False)]
+        if order != "relevance":  # stable: equal times keep their relevance order
+            newest = order == "newest"
+            hits.sort(key=lambda hit: (hit.fields.get("taken") is None, _signed(hit.fields.get("taken"), newest)))
+        return hits
 
     def _missing_or(self, error: Exception) -> Exception:
         """IndexMissing if the server's error says the index is gone, else the error itself."""
@@ -403,6 +541,10 @@ class PhotoStore:
             yield from _pairs(batch, self.get(batch, fields))
 
 
+def _signed(taken: float | None, newest: bool) -> float:
+    return 0.0 if taken is None else -taken if newest else taken
+
+
 def _pairs(keys: list[str], rows: list[dict[str, Any] | None]) -> Iterator[tuple[str, dict[str, Any]]]:
     return ((key, row) for key, row in zip(keys, rows, strict=False) if row is not None)
 
@@ -435,8 +577,14 @@ def _claim(client: valkey.Valkey, schema: IndexSchema) -> IndexSchema:
     return stored
 
 
-def _check_compatible(wanted: IndexSchema, stored: IndexSchema) -> None:
-    if stored.version != SCHEMA_VERSION:
+def _check_compatible(wanted: IndexSchema, stored: IndexSchema, writer: bool) -> None:
+    if stored.version == UPGRADABLE_VERSION and not writer:
+        raise IndexMismatch(
+            f"index {wanted.name!r} was made by an older clipsearch (key schema version {stored.version}) and "
+            "lacks the dates, folders and cameras that filters need. Run the loader once "
+            "(`python -m clipsearch index FOLDER`): it upgrades the index in place, without encoding anything again."
+        )
+    if stored.version not in (SCHEMA_VERSION, UPGRADABLE_VERSION):
         raise IndexMismatch(
             f"index {wanted.name!r} uses key schema version {stored.version}, but this clipsearch "
             f"reads version {SCHEMA_VERSION}. Rebuild it with `python scripts/load_photos.py --rebuild` "

@@ -194,3 +194,51 @@ def camera_jpeg() -> Callable[..., bytes]:
         return buffer.getvalue()
 
     return make
+
+
+@pytest.fixture(scope="session")
+def downgrade_to_version_1() -> Callable[..., None]:
+    from clipsearch.store import FACT_FIELDS, PhotoStore
+
+    def downgrade_to_version_1(client, store: PhotoStore) -> None:
+        """Make an index look as the previous clipsearch left it: no facts, version 1, a vector-only index."""
+        from valkey.commands.search.indexDefinition import IndexDefinition, IndexType
+
+        client.ft(store.schema.name).dropindex(delete_documents=False)
+        for key, _ in store.scan(("path",)):
+            client.hdel(key, *FACT_FIELDS)
+        client.hset(store.schema.meta_key, "schema_version", "1")
+        definition = IndexDefinition(prefix=[store.schema.prefix], index_type=IndexType.HASH)
+        client.ft(store.schema.name).create_index(store.schema.fields()[:1], definition=definition)
+
+    return downgrade_to_version_1
+
+
+def dated_photo(source: Path, taken: str, camera: tuple[str, str], offset: str | None = None) -> bytes:
+    """A sample photo re-saved with the EXIF a camera writes: capture time (and offset), make and model."""
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = camera
+    exif.get_ifd(0x8769)[0x9003] = taken
+    if offset:
+        exif.get_ifd(0x8769)[0x9011] = offset
+    buffer = io.BytesIO()
+    Image.open(source).convert("RGB").save(buffer, "JPEG", quality=90, exif=exif)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def dated_library(tmp_path: Path, sample_photos: Path) -> Path:
+    """A library in dated folders: 2021/japan (iPhone, with offsets), 2021 (Canon), 2022 (no EXIF)."""
+    names = sorted(path.name for path in sample_photos.glob("*.jpg"))[:24]
+    folder = tmp_path / "library"
+    for i, name in enumerate(names):
+        where = ["2021/japan", "2021", "2022"][i % 3]
+        target = folder / where / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if where == "2022":
+            shutil.copy(sample_photos / name, target)
+            continue
+        camera = ("Apple", "iPhone 12") if where == "2021/japan" else ("Canon", "Canon EOS R6")
+        month = 1 + i % 12
+        target.write_bytes(dated_photo(sample_photos / name, f"2021:{month:02d}:10 12:00:00", camera, "+09:00"))
+    return folder

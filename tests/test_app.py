@@ -22,7 +22,7 @@ from clipsearch.settings import Settings
 from clipsearch.store import PhotoStore
 
 APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
-CAPTION = re.compile(r"^#(\d+) · (-?\d\.\d{3}) · (.+)$")
+CAPTION = re.compile(r"^#(\d+) · (-?\d\.\d{3}) · (.+?)(?: · (\d{4}-\d\d-\d\d)(?: \(file date\))?)?$")
 
 
 @pytest.fixture

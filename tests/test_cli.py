@@ -17,6 +17,7 @@ import pytest
 from clipsearch.connection import connect
 from clipsearch.encoder import ClipEncoder
 from clipsearch.errors import IndexMissing
+from clipsearch.photos import DAY, day_start
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
 from clipsearch.store import PhotoStore
@@ -290,3 +291,34 @@ def test_bad_numbers_and_non_utf8_names_in_json(tmp_path: Path, cli_env: dict[st
     [hit] = json.loads(found.stdout.decode("utf-8"))  # strict UTF-8: no raw bytes in the output
     assert hit["path"] == "caf\ufffd.jpg" and hit["name"] == "caf\ufffd.jpg"
     assert base64.b64decode(hit["path_bytes"]) == raw_name
+
+
+def test_search_filters_and_order_equal_brute_force_and_json_says_when_and_where(
+    dated_library: Path, cli_env: dict[str, str], run_cli, settings: Settings
+) -> None:
+    assert run_cli(cli_env, "index", str(dated_library)).returncode == 0
+    store = PhotoStore.existing(connect(settings), settings.index_name)
+    rows = dict(store.scan(("path", "vector", "taken", "camera")))
+    query = rows[next(iter(rows))]["vector"]
+    args = ["search", "--image", str(dated_library / rows[next(iter(rows))]["path"]), "--json", "--k", "5"]
+
+    def run(*filters: str) -> list[dict]:
+        result = run_cli(cli_env, *args, *filters)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    in_2021 = [key for key, row in rows.items() if row["path"].startswith("2021/")]
+    expected = sorted(in_2021, key=lambda key: -float(rows[key]["vector"] @ query))[:5]
+    assert [hit["key"] for hit in run("--folder", "2021")] == expected
+    march = day_start("2021-03-01")
+    spring = [key for key, row in rows.items() if row["taken"] is not None and march <= row["taken"] < march + 92 * DAY]
+    got = run("--after", "2021-03-01", "--before", "2021-05-31", "--camera", "APPLE IPHONE 12", "--order", "newest")
+    iphone_spring = [key for key in spring if rows[key]["camera"] == "Apple iPhone 12"]
+    best = sorted(iphone_spring, key=lambda key: -float(rows[key]["vector"] @ query))[:5]
+    assert [hit["key"] for hit in got] == sorted(best, key=lambda key: -rows[key]["taken"])
+    assert got[0]["camera"] == "Apple iPhone 12" and got[0]["folder"] == "2021/japan"
+    assert got[0]["taken"].startswith("2021-0") and got[0]["taken"].endswith("T12:00:00+09:00")
+    undated = run("--folder", "2022")
+    assert undated[0]["camera"] is None and undated[0]["taken_from"] == "file"
+    bad = run_cli(cli_env, *args, "--after", "14/07/2021")
+    assert bad.returncode == 2 and "write it as YYYY-MM-DD" in bad.stderr

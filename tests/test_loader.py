@@ -21,7 +21,7 @@ from clipsearch.encoder import ClipEncoder
 from clipsearch.errors import FolderMismatch
 from clipsearch.loader import LoadOptions, PhotoLoader
 from clipsearch.photos import decode_photo
-from clipsearch.store import PhotoStore
+from clipsearch.store import PhotoStore, SearchFilter
 
 SOME_PHOTOS = ["chair.jpg", "farm-animals-cat.jpg", "giraffe.jpg", "igloo.jpg", "pan.jpg", "sea1.jpg"]
 
@@ -420,3 +420,36 @@ def test_full_size_photos_are_decoded_scaled_but_recorded_at_full_size(
     # unrotated; 0.9999 tells them apart. (This smooth scene barely changes with scale: the thumbnail's
     # size checks that.)
     assert float(row["vector"] @ whole) > 0.9999
+
+
+def test_the_loader_stores_when_what_camera_and_which_folders(
+    dated_library: Path, encoder: ClipEncoder, open_test_index
+) -> None:
+    store = open_test_index()
+    quiet_loader(store, encoder).index_folder(dated_library)
+    rows = {row["path"]: row for _, row in store.scan(("path", "taken", "taken_from", "offset", "camera", "folders"))}
+    japan = next(row for path, row in rows.items() if path.startswith("2021/japan/"))
+    assert (japan["taken_from"], japan["offset"], japan["camera"]) == ("exif", "+09:00", "Apple iPhone 12")
+    assert japan["folders"] == "2021|2021/japan"
+    canon = next(row for path, row in rows.items() if path.count("/") == 1 and path.startswith("2021/"))
+    assert canon["camera"] == "Canon EOS R6"  # not "Canon Canon EOS R6"
+    plain = next(row for path, row in rows.items() if path.startswith("2022/"))
+    assert plain["taken_from"] == "file" and plain["camera"] == ""
+
+
+def test_an_index_of_the_previous_version_is_upgraded_by_the_loader_without_encoding(
+    dated_library: Path, encoder: ClipEncoder, open_test_index, client, downgrade_to_version_1
+) -> None:
+    store = open_test_index()
+    quiet_loader(store, encoder).index_folder(dated_library)
+    before = stored_vectors(store)
+    downgrade_to_version_1(client, store)
+    upgraded = open_test_index()
+    assert upgraded.needs_upgrade
+    report = quiet_loader(upgraded, never_loaded).index_folder(dated_library)  # the model is never loaded
+    assert (report.upgraded, report.indexed, report.unchanged) == (len(before), 0, len(before))
+    assert report.summary().startswith("upgraded the index to key schema v2 without encoding anything again")
+    after = stored_vectors(upgraded)
+    assert all(np.array_equal(after[path], vector) for path, vector in before.items())
+    hits = upgraded.search(before[next(iter(before))], k=50, where=SearchFilter(camera="apple iphone 12"))
+    assert hits and all(hit.path.startswith("2021/japan/") for hit in hits)

@@ -7,13 +7,23 @@ import os
 import subprocess
 import sys
 import warnings
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from clipsearch.photos import BadPhoto, decode_photo, decode_photo_scaled, file_under, read_file, walk_photos
+from clipsearch.photos import (
+    BadPhoto,
+    decode_photo,
+    decode_photo_scaled,
+    file_under,
+    folders_of,
+    read_facts,
+    read_file,
+    walk_photos,
+)
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -130,3 +140,50 @@ def test_png_and_others_decode_whole_whatever_at_least_asks() -> None:
     Image.new("RGB", (2000, 1000), "red").save(buffer, "PNG")
     image, full = decode_photo_scaled(buffer.getvalue(), at_least=224)
     assert image.size == full == (2000, 1000)
+
+
+def jpeg_with_exif(exif: Image.Exif | bytes | None) -> bytes:
+    buffer = io.BytesIO()
+    image = Image.new("RGB", (64, 48), "green")
+    image.save(buffer, "JPEG", **({} if exif is None else {"exif": exif}))
+    return buffer.getvalue()
+
+
+def camera_exif(taken: str, offset: str | None = None, gps: bool = False) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "Apple", "iPhone 12"
+    details = exif.get_ifd(0x8769)
+    details[0x9003] = taken
+    if offset is not None:
+        details[0x9011] = offset
+    if gps:
+        exif.get_ifd(0x8825).update({1: "N", 2: (35.0, 39.0, 29.16), 3: "E", 4: (139.0, 42.0, 3.6)})
+    return exif
+
+
+def test_facts_from_exif_with_an_offset_without_one_and_without_exif() -> None:
+    facts = read_facts(jpeg_with_exif(camera_exif("2021:07:14 18:30:05", "+09:00", gps=True)), 0.0)
+    assert (facts.taken_from, facts.taken_iso(), facts.camera) == (
+        "exif",
+        "2021-07-14T18:30:05+09:00",
+        "Apple iPhone 12",
+    )
+    assert facts.latitude == pytest.approx(35.6581, abs=1e-4) and facts.longitude == pytest.approx(139.701, abs=1e-3)
+    facts = read_facts(jpeg_with_exif(camera_exif("2019:12:31 23:59:59")), 0.0)
+    assert (facts.taken_iso(), facts.offset, facts.latitude) == ("2019-12-31T23:59:59", "", None)
+    mtime = datetime(2020, 2, 3, 4, 5, 6).timestamp()  # the file's time, on this machine's clock
+    facts = read_facts(jpeg_with_exif(None), mtime)
+    assert (facts.taken_from, facts.taken_iso(), facts.camera) == ("file", "2020-02-03T04:05:06", "")
+
+
+def test_a_broken_exif_block_gives_the_file_time_and_no_error() -> None:
+    mtime = datetime(2020, 2, 3, 4, 5, 6).timestamp()
+    for broken in (b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\xff\xff", b"Exif\x00\x00garbage" * 10):
+        facts = read_facts(jpeg_with_exif(broken), mtime)
+        assert facts.taken_from == "file" and facts.taken_iso() == "2020-02-03T04:05:06"
+    assert read_facts(jpeg_with_exif(camera_exif("not a date", "+9")), mtime).taken_from == "file"
+
+
+def test_folders_of_a_photo_take_in_every_parent() -> None:
+    assert folders_of("2021/japan/kyoto/x.jpg") == ["2021", "2021/japan", "2021/japan/kyoto"]
+    assert folders_of("x.jpg") == []

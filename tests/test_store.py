@@ -12,9 +12,10 @@ import pytest
 from clipsearch.connection import connect
 from clipsearch.errors import FolderMismatch, IndexMismatch, IndexMissing
 from clipsearch.identity import ModelIdentity
+from clipsearch.photos import DAY, PhotoFacts, day_start
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
-from clipsearch.store import SCHEMA_VERSION, IndexSchema, PhotoRecord, PhotoStore
+from clipsearch.store import SCHEMA_VERSION, IndexSchema, PhotoRecord, PhotoStore, SearchFilter
 
 MODEL = ModelIdentity("ViT-B-32", "random-test", 512)
 
@@ -265,3 +266,108 @@ def test_vector_of_reads_only_this_indexs_photos(client, settings: Settings) -> 
         assert store.vector_of(probe) is None, probe
     assert [key for key, _ in store.scan(("path",))] == [key], "a key of another type does not stop a scan"
     client.delete("other-app:user:1", forged, short)
+
+
+FOLDERS = ["2021/japan", "2021/japan/kyoto", "2021", "2022/Spain & Portugal", "", "other {x} | y"]
+CAMERAS = ["Apple iPhone 12", "Canon EOS R6", "", "Fujifilm X-T4 (2020)"]
+
+
+def records_with_facts(vectors: np.ndarray) -> list[PhotoRecord]:
+    """Photos spread over folders (with spaces, punctuation and the tag separator in names), cameras, and two
+    years of capture times, some without any."""
+    start = day_start("2021-01-01")
+    result = []
+    for i, vector in enumerate(vectors):
+        folder = FOLDERS[i % len(FOLDERS)]
+        camera = CAMERAS[i % len(CAMERAS)]
+        facts = None if i % 11 == 0 else PhotoFacts(start + i * 9 * DAY / 7, "exif", "+09:00", camera)
+        path = f"{folder}/photo-{i:05d}.jpg".lstrip("/")
+        result.append(PhotoRecord(path=path, vector=vector, facts=facts))
+    return result
+
+
+def allowed(record: PhotoRecord, where: SearchFilter) -> bool:
+    """The filter's meaning, written directly."""
+    taken = record.facts.taken if record.facts else None
+    if where.after is not None and (taken is None or taken < where.after):
+        return False
+    if where.before is not None and (taken is None or taken >= where.before):
+        return False
+    folder = (where.folder or "").strip("/").lower()
+    if folder and not record.path.lower().startswith(folder + "/"):
+        return False
+    return not where.camera or bool(record.facts and record.facts.camera.lower() == where.camera.lower())
+
+
+def test_filtered_search_equals_brute_force_over_the_filtered_photos(client, settings: Settings) -> None:
+    rng = np.random.default_rng(11)
+    vectors = unit_vectors(rng, 1200, 512)
+    photos = records_with_facts(vectors)
+    store = PhotoStore.open(
+        client, IndexSchema.from_settings(dataclasses.replace(settings, algorithm="FLAT"), MODEL), create=True
+    )
+    store.upsert(photos)
+    filters = [
+        SearchFilter(after=day_start("2021-06-01"), before=day_start("2021-09-01")),
+        SearchFilter(folder="2021/Japan"),  # any case, and with its subfolder
+        SearchFilter(folder="/2022/Spain & Portugal/"),
+        SearchFilter(folder="other {x} | y"),
+        SearchFilter(camera="canon eos r6"),
+        SearchFilter(camera="Fujifilm X-T4 (2020)", after=day_start("2022-01-01")),
+        SearchFilter(folder="2021", camera="Apple iPhone 12", before=day_start("2021-12-01")),
+        SearchFilter(folder="2021/jap"),  # a prefix of a name is not the folder
+    ]
+    for where in filters:
+        subset = [i for i, photo in enumerate(photos) if allowed(photo, where)]
+        assert where.folder == "2021/jap" or subset, where
+        for query in unit_vectors(rng, 3, 512):
+            hits = store.search(query, k=10, where=where)
+            similarities = vectors[subset] @ query
+            expected = [photos[subset[j]].path for j in np.argsort(-similarities, kind="stable")[:10]]
+            assert [hit.path for hit in hits] == expected, where
+
+
+def test_newest_and_oldest_order_the_relevant_photos_by_capture_time(client, settings: Settings) -> None:
+    rng = np.random.default_rng(12)
+    vectors = unit_vectors(rng, 300, 512)
+    store = PhotoStore.open(
+        client, IndexSchema.from_settings(dataclasses.replace(settings, algorithm="FLAT"), MODEL), create=True
+    )
+    store.upsert(records_with_facts(vectors))
+    query = unit_vectors(rng, 1, 512)[0]
+    relevant = store.search(query, k=20)
+    newest = store.search(query, k=20, order="newest")
+    oldest = store.search(query, k=20, order="oldest")
+    assert {hit.key for hit in newest} == {hit.key for hit in oldest} == {hit.key for hit in relevant}
+    dated = [hit.fields["taken"] for hit in newest if hit.fields["taken"] is not None]
+    assert dated == sorted(dated, reverse=True) and len(dated) < 20  # some have no date: they come last
+    assert all(hit.fields["taken"] is None for hit in newest[len(dated) :])
+    assert [hit.fields["taken"] for hit in oldest][: len(dated)] == sorted(dated)
+    with pytest.raises(ValueError, match="choose one of relevance, newest, oldest"):
+        store.search(query, order="random")
+
+
+def test_an_index_of_the_previous_version_is_refused_to_readers_and_upgraded_by_writers(
+    client, settings: Settings, downgrade_to_version_1
+) -> None:
+    rng = np.random.default_rng(13)
+    vectors = unit_vectors(rng, 60, 512)
+    photos = records_with_facts(vectors)
+    schema = IndexSchema.from_settings(dataclasses.replace(settings, algorithm="FLAT"), MODEL)
+    store = PhotoStore.open(client, schema, create=True)
+    store.upsert(photos)
+    downgrade_to_version_1(client, store)
+    with pytest.raises(IndexMismatch, match="Run the loader once.*without encoding anything again"):
+        PhotoStore.open(client, schema)
+    writer = PhotoStore.open(client, schema, create=True)
+    assert writer.needs_upgrade
+    by_path = {photo.path: photo for photo in photos}
+    assert writer.upgrade(lambda path, source: by_path[path].facts) == 60
+    reader = PhotoStore.open(client, schema)
+    assert not reader.needs_upgrade and reader.schema.version == SCHEMA_VERSION
+    where = SearchFilter(folder="2021/japan", after=day_start("2021-03-01"))
+    hits = reader.search(vectors[7], k=5, where=where)
+    subset = [i for i, photo in enumerate(photos) if allowed(photo, where)]
+    expected = [photos[subset[j]].path for j in np.argsort(-(vectors[subset] @ vectors[7]), kind="stable")[:5]]
+    assert [hit.path for hit in hits] == expected
+    assert np.array_equal(reader.vector_of(hits[0].key), vectors[subset[np.argmax(vectors[subset] @ vectors[7])]])
