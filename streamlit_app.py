@@ -359,7 +359,7 @@ def filter_controls(store: PhotoStore) -> None:
         folder.text_input("In folder", key="folder", bind="query-params", placeholder="e.g. 2021/japan")
         choices = cameras(store, store.schema.name, store.count())
         camera.selectbox("Camera", choices, index=None, key="camera", bind="query-params", placeholder="any")
-        order.selectbox("Order", ORDERS, key="order", bind="query-params", format_func=str.capitalize)
+        order.selectbox("Order", ORDERS, key="order", bind="query-params")  # the URL says what the CLI says
 
 
 def controls() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import io
 import re
 import shutil
@@ -18,8 +19,9 @@ from clipsearch.encoder import TextEncoder
 from clipsearch.index import open_index
 from clipsearch.loader import LoadOptions, PhotoLoader
 from clipsearch.onnx_engine import OnnxTextEncoder
+from clipsearch.photos import day_start
 from clipsearch.settings import Settings
-from clipsearch.store import PhotoStore
+from clipsearch.store import PhotoStore, SearchFilter
 
 APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
 CAPTION = re.compile(r"^#(\d+) · (-?\d\.\d{3}) · (.+?)(?: · (\d{4}-\d\d-\d\d)(?: \(file date\))?)?$")
@@ -362,3 +364,31 @@ def test_a_malformed_valkey_url_is_explained_without_the_password(app_env: Setti
     monkeypatch.setenv("VALKEY_URL", "rediss://default:Hunter#22@host.example:6379")
     error = the_one_error(run_app())
     assert "A setting is wrong" in error and "percent-encode" in error and "Hunter" not in error
+
+
+def test_filters_and_order_round_trip_through_the_url_and_equal_the_store(
+    app_env: Settings, dated_library: Path, encoder, open_test_index, monkeypatch
+) -> None:
+    monkeypatch.setenv("CLIPSEARCH_PHOTOS", str(dated_library))
+    store = open_test_index()
+    PhotoLoader(store, encoder, LoadOptions(), show_bar=False).index_folder(dated_library)
+    app = run_app(q="a photo", folder="2021/japan", order="newest", after="2021-03-01")
+    assert_clean(app)
+    assert app.text_input(key="folder").value == "2021/japan" and app.selectbox(key="order").value == "newest"
+    assert app.date_input(key="after").value == datetime.date(2021, 3, 1)
+    where = SearchFilter(after=day_start("2021-03-01"), folder="2021/japan")
+    expected = store.search(encoder.encode_text(["a photo"])[0], k=12, where=where, order="newest")
+    shown = results(app)
+    assert [name for _, _, name in shown] == [hit.fields["name"] for hit in expected] and 0 < len(shown) < 12
+    captions = [caption for image in app.image for caption in image.captions]
+    dates = [CAPTION.match(caption).group(4) for caption in captions]
+    assert dates == sorted(dates, reverse=True) and min(dates) >= "2021-03-01"
+
+    app.selectbox(key="camera").set_value("Canon EOS R6").run()  # no Canon photo is in 2021/japan
+    assert not results(app)
+    app.text_input(key="folder").set_value("").run()
+    canon = {path.name for path in (dated_library / "2021").glob("*.jpg")}
+    assert results(app) and {name for _, _, name in results(app)} <= canon
+    shared = run_app(q="a photo", camera="Canon EOS R6")  # the camera comes from the URL too
+    assert shared.selectbox(key="camera").value == "Canon EOS R6" and results(shared)
+    assert {name for _, _, name in results(shared)} <= canon
