@@ -1,100 +1,153 @@
-"""Search latency and recall of HNSW against exact FLAT search, and embedded-server start times.
+"""The index at library scale: insert rate, memory per photo, restart time, KNN latency and recall.
 
-Usage: python scripts/bench_search.py [--count 20000] [--queries 200] [--dim 512]
+Usage: python scripts/bench_search.py [--count 100000] [--queries 200] [--quick]
 
-Builds clustered unit vectors (CLIP-like: photos of similar things lie close together), indexes them
-as FLAT and as HNSW (the default M / EF_CONSTRUCTION / EF_RUNTIME) on a private embedded server, and
-times PhotoStore.search (KNN plus the HMGET of the shown fields) for the same queries in the same
-process. Recall@10 is measured against numpy brute force. Also times a cold start of the server on
-an empty directory and a restart that reloads the indexed data.
+For each of two synthetic sets of CLIP-like unit vectors (512-d):
+  clustered  many small clusters (50 photos each, tight): similar photos lie close together;
+  hard       few large clusters (500 photos each) whose members are all about equally far from one
+             another: the case where a graph index has the most trouble telling the true nearest apart,
+and for FLAT and for HNSW (M 16, EF_CONSTRUCTION 200), each in an embedded server of its own: the
+insert rate of PhotoStore.upsert (documents with folders and capture times, no thumbnails), the
+server's memory per photo (INFO used_memory, after less before), the restart time (stop, then start
+until it answers: RediSearch rebuilds an HNSW graph while loading), and PhotoStore.search's p50/p95
+and recall@10 against numpy brute force, without a filter and with a folder filter that passes about
+one photo in ten (recall against brute force over the filtered photos), at several EF_RUNTIME values
+for HNSW. A last run adds a 256-px JPEG-sized thumbnail (11 KiB) to every photo, for its memory.
+--quick (2,000 photos, 20 queries) is what CI runs: the numbers are not checked there.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from clipsearch.connection import connect
 from clipsearch.identity import ModelIdentity
+from clipsearch.photos import DAY, PhotoFacts, day_start
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
-from clipsearch.store import IndexSchema, PhotoRecord, PhotoStore
+from clipsearch.store import IndexSchema, PhotoRecord, PhotoStore, SearchFilter
+
+DIM = 512
+FOLDERS = 10  # photo i is in folder f{i % 10}: a folder filter passes one photo in ten
+EF_RUNTIMES = (10, 50, 100, 200, 400)
+THUMBNAIL_BYTES = 11 * 1024
 
 
-def clustered_unit_vectors(rng: np.random.Generator, count: int, dim: int, clusters: int) -> np.ndarray:
-    centers = rng.standard_normal((clusters, dim)).astype(np.float32)
+def unit_vectors(rng: np.random.Generator, count: int, cluster_size: int, spread: float) -> np.ndarray:
+    centers = rng.standard_normal((max(1, count // cluster_size), DIM)).astype(np.float32)
     centers /= np.linalg.norm(centers, axis=1, keepdims=True)
-    points = centers[rng.integers(0, clusters, count)] + 0.04 * rng.standard_normal((count, dim)).astype(np.float32)
+    points = centers[rng.integers(0, len(centers), count)]
+    points = points + spread * rng.standard_normal((count, DIM)).astype(np.float32)
     unit: np.ndarray = points / np.linalg.norm(points, axis=1, keepdims=True)
     return unit
 
 
-def timed_start(server: EmbeddedServer) -> float:
-    started = time.perf_counter()
+def photo(i: int, vector: np.ndarray, thumbnail: bytes | None) -> PhotoRecord:
+    facts = PhotoFacts(day_start("2015-01-01") + (i % 3650) * DAY, "exif", camera="Camera")
+    return PhotoRecord(f"f{i % FOLDERS}/{i}.jpg", vector, facts=facts, thumbnail=thumbnail)
+
+
+def used_memory(server: EmbeddedServer) -> int:
+    with server.client() as client:
+        return int(client.info("memory")["used_memory"])
+
+
+@dataclass
+class Measured:
+    insert_per_s: float
+    bytes_per_photo: float
+    restart_s: float = 0.0
+    queries: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # p50 ms, p95 ms, recall@10
+
+    def line(self) -> str:
+        kib = self.bytes_per_photo / 1024
+        return f"{self.insert_per_s:,.0f} inserts/s, {kib:.1f} KiB per photo, restart {self.restart_s:.1f} s"
+
+
+def measure(
+    vectors: np.ndarray, queries: np.ndarray, algorithm: str, scratch: Path, thumbnails: bool = False
+) -> Measured:
+    """One index in a server of its own: fill it, time its queries, restart it."""
+    server = EmbeddedServer(scratch / f"{algorithm}-{time.monotonic_ns()}")
     server.ensure_started()
-    return time.perf_counter() - started
+    settings = Settings(data_dir=server.data_dir, index_name="bench", algorithm=algorithm)
+    model = ModelIdentity("synthetic", "vectors", DIM)
+    try:
+        client = connect(settings)
+        store = PhotoStore.open(client, IndexSchema.from_settings(settings, model), create=True)
+        before = used_memory(server)
+        thumbnail = np.random.default_rng(1).integers(0, 256, THUMBNAIL_BYTES, dtype=np.uint8).tobytes()
+        started = time.perf_counter()
+        store.upsert(photo(i, vector, thumbnail if thumbnails else None) for i, vector in enumerate(vectors))
+        result = Measured(len(vectors) / (time.perf_counter() - started), (used_memory(server) - before) / len(vectors))
+        if not thumbnails:
+            folder_zero = np.arange(len(vectors)) % FOLDERS == 0
+            for ef in EF_RUNTIMES if algorithm == "HNSW" else (None,):
+                label = "exact" if ef is None else f"EF_RUNTIME {ef}"
+                result.queries[label] = timed_queries(store, vectors, queries, ef, None, None)
+                result.queries[f"{label}, folder filter"] = timed_queries(
+                    store, vectors, queries, ef, SearchFilter(folder="f0"), folder_zero
+                )
+        client.close()
+        server.stop()
+        started = time.perf_counter()
+        server.ensure_started()
+        result.restart_s = time.perf_counter() - started
+        return result
+    finally:
+        server.stop()
+
+
+def timed_queries(
+    store: PhotoStore,
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    ef: int | None,
+    where: SearchFilter | None,
+    passes: np.ndarray | None,
+) -> tuple[float, float, float]:
+    """p50 and p95 in ms, and recall@10 against brute force over the photos the filter passes."""
+    candidates = np.flatnonzero(passes) if passes is not None else np.arange(len(vectors))
+    latencies, found = [], 0
+    for query in queries:
+        truth = candidates[np.argsort(-(vectors[candidates] @ query))[:10]]
+        started = time.perf_counter()
+        hits = store.search(query, k=10, fields=("path",), ef_runtime=ef, where=where)
+        latencies.append(time.perf_counter() - started)
+        found += len({int(hit.path.rpartition("/")[2].removesuffix(".jpg")) for hit in hits} & set(truth.tolist()))
+    p50, p95 = np.percentile(np.array(latencies) * 1e3, [50, 95])
+    return float(p50), float(p95), found / (10 * len(queries))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--count", type=int, default=20_000)
+    parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--quick", action="store_true", help="2,000 photos and 20 queries: that it runs")
     args = parser.parse_args()
+    if args.quick:
+        args.count, args.queries = 2_000, 20
     rng = np.random.default_rng(0)
-    vectors = clustered_unit_vectors(rng, args.count + args.queries, args.dim, clusters=max(10, args.count // 50))
-    vectors, queries = vectors[: args.count], vectors[args.count :]
-    truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
-    model = ModelIdentity("synthetic", "clustered", args.dim)
-
+    sets = {
+        "clustered": unit_vectors(rng, args.count + args.queries, cluster_size=50, spread=0.04),
+        "hard": unit_vectors(rng, args.count + args.queries, cluster_size=500, spread=0.06),
+    }
     with tempfile.TemporaryDirectory(prefix="clipsearch-bench-") as scratch:
-        server = EmbeddedServer(Path(scratch) / "data")
-        cold_start = timed_start(server)
-        base = Settings(data_dir=server.data_dir)
-        variants = {
-            "FLAT": (dataclasses.replace(base, index_name="flat", algorithm="FLAT"), None),
-            "HNSW ef=100 (default)": (dataclasses.replace(base, index_name="hnsw"), None),
-            "HNSW ef=10 (RediSearch default)": (dataclasses.replace(base, index_name="hnsw"), 10),
-        }
-        client = connect(base)
-        results = {}
-        try:
-            for label, (settings, ef) in variants.items():
-                store = PhotoStore.open(client, IndexSchema.from_settings(settings, model), create=True)
-                if store.count() == 0:
-                    started = time.perf_counter()
-                    store.upsert(PhotoRecord(f"{i}.jpg", vector) for i, vector in enumerate(vectors))
-                    print(
-                        f"indexed {args.count} vectors as {settings.algorithm} in {time.perf_counter() - started:.1f} s"
-                    )
-                latencies, found = [], 0
-                for query, expected in zip(queries, truth, strict=True):
-                    started = time.perf_counter()
-                    hits = store.search(query, k=10, ef_runtime=ef)
-                    latencies.append(time.perf_counter() - started)
-                    found += len({int(hit.path.removesuffix(".jpg")) for hit in hits} & set(expected.tolist()))
-                results[label] = (
-                    np.percentile(latencies, 50) * 1e3,
-                    np.percentile(latencies, 95) * 1e3,
-                    found / truth.size,
-                )
-            client.close()
-            server.stop()
-            warm_restart = timed_start(server)
-        finally:
-            server.stop()
-
-    print(f"\n{args.count} vectors of {args.dim} dims, {args.queries} queries, k=10")
-    flat_p50 = results["FLAT"][0]
-    for label, (p50, p95, recall) in results.items():
-        ratio = p50 / flat_p50
-        print(f"  {label:<32} p50 {p50:6.2f} ms  p95 {p95:6.2f} ms  recall@10 {recall:.4f}  p50 vs FLAT {ratio:.2f}x")
-    print(f"embedded server: cold start {cold_start:.3f} s, restart with {args.count} documents {warm_restart:.3f} s")
+        for name, everything in sets.items():
+            vectors, queries = everything[: args.count], everything[args.count :]
+            for algorithm in ("FLAT", "HNSW"):
+                result = measure(vectors, queries, algorithm, Path(scratch))
+                print(f"{name} {args.count:,} photos, {algorithm}: {result.line()}", flush=True)
+                for label, (p50, p95, recall) in result.queries.items():
+                    print(f"    {label:<32} p50 {p50:6.2f} ms  p95 {p95:6.2f} ms  recall@10 {recall:.4f}")
+        thumbnails = measure(sets["clustered"][: args.count], np.empty((0, DIM)), "FLAT", Path(scratch), True)
+        print(f"clustered {args.count:,} photos, FLAT, with 11 KiB thumbnails: {thumbnails.line()}")
 
 
 if __name__ == "__main__":

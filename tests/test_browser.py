@@ -183,6 +183,6 @@ def test_four_people_searching_at_once_each_get_their_own_results(
             expect(page.get_by_text(f"Photos matching {query}", exact=False)).to_be_visible(timeout=120_000)
             captions = page.locator('[data-testid="stImageCaption"]')
             expect(captions).to_have_count(12, timeout=120_000)
-            names = [text.split(" · ", 2)[2] for text in captions.all_inner_texts()]
+            names = [text.split(" · ")[2] for text in captions.all_inner_texts()]  # rank · score · name · date
             assert names == expected[query], query
         browser.close()

@@ -1,0 +1,32 @@
+"""The library-scale benchmarks run, in their quick modes: their numbers are for the README, not checked here."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def bench_env(tmp_path: Path) -> dict[str, str]:
+    """The benchmarks' own caches (their exports of the random model among them), not the user's."""
+    return {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.mark.slow
+def test_the_scale_benchmark_runs(run_cli, bench_env: dict[str, str]) -> None:
+    done = run_cli(bench_env, "--quick", script="scripts/bench_search.py", timeout=600)
+    assert done.returncode == 0, done.stderr
+    for line in ("clustered 2,000 photos, FLAT", "hard 2,000 photos, HNSW", "EF_RUNTIME 400, folder filter"):
+        assert line in done.stdout
+
+
+def test_the_full_size_loader_benchmark_runs(
+    run_cli, bench_env: dict[str, str], random_checkpoint: Path, sample_photos: Path
+) -> None:
+    args = [str(sample_photos), "--twelve-mp", "4", "--heic", "1", "--batch-size", "2", "--pretrained"]
+    done = run_cli(bench_env, *args, str(random_checkpoint), script="scripts/bench_loader.py", timeout=900)
+    assert done.returncode == 0, done.stderr
+    for line in ("model forward alone", "ratio clipsearch/onnx forward alone", "1 HEIC photos", "scaled against full"):
+        assert line in done.stdout
