@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -41,6 +42,7 @@ from clipsearch.photos import (
     read_file,
     taken_iso,
 )
+from clipsearch.server import EmbeddedServer, ServerState, report_loading
 from clipsearch.settings import Settings
 from clipsearch.store import ORDERS, PHOTO_FIELDS, Hit, IndexSchema, PhotoStore, SearchFilter
 
@@ -66,6 +68,26 @@ def load_settings() -> Settings:
     except FileNotFoundError:
         pass
     return Settings.from_env(environ)
+
+
+def show_server_loading(settings: Settings) -> None:
+    """While the embedded server reads its data back after a restart (minutes for a large HNSW index), show
+    how far it got: the page waits for it anyway. (A remote server's loading is logged.)"""
+    if settings.valkey_url is not None:
+        return
+    server = EmbeddedServer(settings.data_dir, allow_shared=settings.allow_shared_data_dir)
+    if server.state() is not ServerState.LOADING:
+        return
+    bar = st.progress(0.0, text="The Valkey server is loading its data…")
+
+    def show(percent: float, eta: float | None) -> None:
+        left = f", about {eta:.0f} s left" if eta is not None else ""
+        bar.progress(min(percent, 100.0) / 100, text=f"The Valkey server is loading its data: {percent:.0f}%{left}")
+
+    with server.client(socket_timeout=5) as client:
+        while report_loading(client, show):
+            time.sleep(1.0)
+    bar.empty()
 
 
 @st.cache_resource(show_spinner="Connecting to Valkey…")
@@ -197,6 +219,8 @@ def index_photos(settings: Settings, model: ModelIdentity) -> None:
 
     loader = PhotoLoader(store, image_encoder, LoadOptions(prune=True), on_progress=on_progress, show_bar=False)
     summary = loader.index_folder(settings.photos_dir).summary()
+    if settings.algorithm == "AUTO" and (switched := store.fit_algorithm()):
+        summary += f"\nswitched the index from {switched[0]} to {switched[1]} for its size"
     st.session_state.last_report = "  \n".join(escape_markdown(line) for line in summary.splitlines())
     count_pending.clear()
     st.rerun()
@@ -402,6 +426,7 @@ def main() -> None:
     settings = load_settings()
     st.title("clipsearch")
     st.caption("Search your photos with words, or with another photo.")
+    show_server_loading(settings)
     client = get_client(settings)
     text_encoder = get_text_encoder(settings.model_only())
     try:

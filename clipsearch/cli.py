@@ -173,6 +173,8 @@ def index_command(settings: Settings, args: argparse.Namespace) -> int:
         print(f"Nothing to encode: all {report.unchanged} photos are unchanged.")
     print(report.summary())
     print(f"the index now holds {store.count()} photos")
+    if settings.algorithm == "AUTO" and (switched := store.fit_algorithm()):
+        print(f"switched the index from {switched[0]} to {switched[1]} for its size (nothing was encoded again)")
     return EXIT_FAILURES if args.strict and report.failed else 0
 
 

@@ -2,29 +2,37 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import valkey
 
 from clipsearch.errors import NoVectorSearch, ServerUnreachable, TlsRefused, WrongCredentials
-from clipsearch.server import EmbeddedServer
+from clipsearch.server import EmbeddedServer, LoadingCallback, report_loading
 from clipsearch.settings import TLS_SCHEMES, Settings, redact_url
 
 NO_VECTOR_SEARCH = "this server has no FT.CREATE with VECTOR: use Valkey with valkey-search, Redis 8, or Redis Stack"
 
 
-def connect(settings: Settings) -> valkey.Valkey:
-    """A client that has reached the server, authenticated, and found vector search there."""
+def connect(settings: Settings, on_loading: LoadingCallback | None = None) -> valkey.Valkey:
+    """A client that has reached the server, authenticated, and found vector search there.
+
+    A server still reading its data back after a restart is waited for (up to LOADING_TIMEOUT_S), and
+    `on_loading` (by default: a logged warning every few seconds) hears how far it got.
+    """
+    on_loading = on_loading or _log_loading()
     if settings.valkey_url is None:
-        url = EmbeddedServer(settings.data_dir, allow_shared=settings.allow_shared_data_dir).ensure_started()
+        server = EmbeddedServer(settings.data_dir, allow_shared=settings.allow_shared_data_dir)
+        url = server.ensure_started(on_loading)
     else:
         url = settings.valkey_url
     shown = settings.server_label
-    client = valkey.Valkey.from_url(
-        url, socket_connect_timeout=10, socket_timeout=60, health_check_interval=30, **_tls_options(url, settings)
-    )
+    options: dict[str, Any] = {"socket_connect_timeout": 10, "socket_timeout": 60, **_tls_options(url, settings)}
+    client = valkey.Valkey.from_url(url, health_check_interval=30, **options)
     try:
-        client.ping()
+        _ping_when_loaded(client, lambda: valkey.Valkey.from_url(url, **options), on_loading)
     except valkey.AuthenticationError as error:
         raise WrongCredentials(_credentials_message(shown, error)) from None
     except (valkey.ConnectionError, valkey.TimeoutError, OSError) as error:
@@ -48,6 +56,38 @@ def connect(settings: Settings) -> valkey.Valkey:
     except valkey.ResponseError as error:
         raise NoVectorSearch(f"{shown}: {NO_VECTOR_SEARCH} ({error})") from None
     return client
+
+
+LOADING_TIMEOUT_S = 3600
+
+
+def _ping_when_loaded(client: valkey.Valkey, probe: Callable[[], valkey.Valkey], on_loading: LoadingCallback) -> None:
+    """Ping, waiting for a server that is loading its data. Its progress is read by a probe without health
+    checks: a client with them pings before every command, and a loading server answers LOADING to a ping."""
+    deadline = time.monotonic() + LOADING_TIMEOUT_S
+    unexplained = 0  # LOADING answers while INFO says it is not loading: it finished meanwhile, or is odd
+    while True:
+        try:
+            client.ping()
+            return
+        except valkey.BusyLoadingError:
+            with probe() as prober:
+                unexplained = 0 if report_loading(prober, on_loading) else unexplained + 1
+            if time.monotonic() > deadline or unexplained > 3:
+                raise
+            time.sleep(1.0 if unexplained == 0 else 0.1)
+
+
+def _log_loading(every_s: float = 5.0) -> LoadingCallback:
+    last = [0.0]
+
+    def log(percent: float, eta: float | None) -> None:
+        if time.monotonic() - last[0] >= every_s:
+            last[0] = time.monotonic()
+            left = f", about {eta:.0f} s left" if eta is not None else ""
+            logging.getLogger(__name__).warning("the Valkey server is loading its data: %.0f%%%s", percent, left)
+
+    return log
 
 
 def _tls_options(url: str, settings: Settings) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
@@ -146,14 +146,18 @@ class EmbeddedServer:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def ensure_started(self) -> str:
-        """Start the server unless one already serves this data directory; return its URL once it answers."""
+    def ensure_started(self, on_loading: LoadingCallback | None = None) -> str:
+        """Start the server unless one already serves this data directory; return its URL once it answers.
+
+        While the server reads its data back (seconds to minutes for a large index after a restart),
+        `on_loading` hears how far it got, about once a second.
+        """
         self._make_private_dirs()
         if self.state() is not ServerState.READY:
             with self._start_lock():
                 if self.state() is ServerState.DOWN:
                     self._start_process()
-                self._wait_ready()
+                self._wait_ready(on_loading)
         self._check_serves_this_data_dir()
         return self.url
 
@@ -186,17 +190,22 @@ class EmbeddedServer:
         if result.returncode != 0:
             raise ServerError(f"valkey-server failed to start: {result.stderr or result.stdout}\n{self._log_tail()}")
 
-    def _wait_ready(self) -> None:
+    def _wait_ready(self, on_loading: LoadingCallback | None = None) -> None:
         """Wait for the server to answer; a server still loading its data is given all the time it needs,
         and one still starting (alive, no socket yet) up to STARTING_TIMEOUT_S."""
         started = time.monotonic()
         deadline = started + START_TIMEOUT_S
+        next_report = started
         while True:
             state = self.state()
             if state is ServerState.READY:
                 return
             if state is ServerState.LOADING:
                 deadline = time.monotonic() + START_TIMEOUT_S
+                if on_loading is not None and time.monotonic() >= next_report:
+                    with self.client(socket_timeout=5) as client:
+                        report_loading(client, on_loading)
+                    next_report = time.monotonic() + 1.0
             elif state is ServerState.STARTING:
                 deadline = max(deadline, started + STARTING_TIMEOUT_S)
             elif (pid := self.pid()) is not None and not _alive(pid):  # it started, then died
@@ -275,6 +284,23 @@ class EmbeddedServer:
                 keys=int(client.dbsize()),
                 used_memory=str(info.get("used_memory_human")),
             )
+
+
+LoadingCallback = Callable[[float, float | None], None]  # percent loaded, seconds left (None: unknown)
+
+
+def report_loading(client: valkey.Valkey, on_loading: LoadingCallback) -> bool:
+    """Tell on_loading how far a server that is reading its data back got; False if it is not loading.
+    INFO answers while the server loads (most commands answer LOADING)."""
+    try:
+        info = client.info("persistence")
+    except (valkey.ConnectionError, valkey.TimeoutError, valkey.ResponseError, OSError):
+        return False
+    if str(info.get("loading", 0)) != "1":
+        return False
+    eta = float(info.get("loading_eta_seconds", -1))
+    on_loading(float(info.get("loading_loaded_perc", 0.0)), eta if eta >= 0 else None)
+    return True
 
 
 def _alive(pid: int) -> bool:

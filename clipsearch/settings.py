@@ -32,7 +32,7 @@ class Settings:
     model_name: str = DEFAULT_MODEL
     pretrained: str = DEFAULT_PRETRAINED
     photos_dir: Path = Path("photos")
-    algorithm: str = "HNSW"
+    algorithm: str = "AUTO"  # AUTO: FLAT for a collection up to store.AUTO_FLAT_UP_TO photos, HNSW above
     hnsw_m: int = 16
     hnsw_ef_construction: int = 200
     hnsw_ef_runtime: int = 100
@@ -55,8 +55,8 @@ class Settings:
         if not index_name.replace("_", "").replace("-", "").isalnum():
             raise ConfigError(f"CLIPSEARCH_INDEX={index_name!r}: use letters, digits, '-' and '_' only")
         algorithm = env.get("CLIPSEARCH_ALGORITHM", defaults.algorithm).upper()
-        if algorithm not in ("HNSW", "FLAT"):
-            raise ConfigError(f"CLIPSEARCH_ALGORITHM={algorithm!r}: choose HNSW or FLAT")
+        if algorithm not in ("AUTO", "HNSW", "FLAT"):
+            raise ConfigError(f"CLIPSEARCH_ALGORITHM={algorithm!r}: choose auto, HNSW or FLAT")
         engine = env.get("CLIPSEARCH_ENGINE", defaults.engine).lower()
         if engine not in ENGINES:
             raise ConfigError(f"CLIPSEARCH_ENGINE={engine!r}: choose " + ", ".join(ENGINES))

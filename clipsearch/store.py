@@ -39,6 +39,11 @@ FOLDERS_FIELD = "folders"  # TAG: every folder a photo is in, lower case ("2021"
 CAMERA_FIELD = "camera_tag"  # TAG: make and model, lower case
 TAG_SEPARATOR = "|"
 ORDERS = ("relevance", "newest", "oldest")
+# CLIPSEARCH_ALGORITHM=auto: exact FLAT search while its KNN stays within a text query's encoding time
+# (scripts/bench_search.py: p50 21.6 ms at 100,000 photos here, so about 11 ms at 50,000, the time ONNX
+# Runtime takes to encode a query), HNSW above; back to FLAT only below 80 % of it, so that a collection
+# around the limit does not switch back and forth.
+AUTO_FLAT_UP_TO = 50_000
 # What schema version 2 added to each photo's hash (all of it read from the photo's file, none from the model).
 FACT_FIELDS = ("taken", "taken_from", "offset", "camera", CAMERA_FIELD, "latitude", "longitude", FOLDERS_FIELD)
 SCORE_ALIAS = "score"
@@ -87,7 +92,7 @@ class IndexSchema:
         return cls(
             name=settings.index_name,
             model=model,
-            algorithm=settings.algorithm,
+            algorithm="FLAT" if settings.algorithm == "AUTO" else settings.algorithm,  # a new index is small
             m=settings.hnsw_m,
             ef_construction=settings.hnsw_ef_construction,
             ef_runtime=settings.hnsw_ef_runtime,
@@ -117,7 +122,7 @@ class IndexSchema:
             return cls(
                 name=name,
                 model=ModelIdentity(meta.get("model_name", "?"), meta.get("pretrained", "?"), int(meta.get("dim", 0))),
-                algorithm=meta.get("algorithm", defaults.algorithm),
+                algorithm=meta.get("algorithm", "HNSW"),  # the only one before the field was recorded
                 m=int(meta.get("m", defaults.hnsw_m)),
                 ef_construction=int(meta.get("ef_construction", defaults.hnsw_ef_construction)),
                 ef_runtime=int(meta.get("ef_runtime", defaults.hnsw_ef_runtime)),
@@ -346,10 +351,10 @@ class PhotoStore:
         self.schema = replace(self.schema, version=SCHEMA_VERSION)
         self.client.hset(self.schema.meta_key, "schema_version", str(SCHEMA_VERSION))
         self._create_index()
-        self._wait_indexed()
+        self.wait_indexed()
         return upgraded
 
-    def _wait_indexed(self, timeout: float = 3600) -> None:
+    def wait_indexed(self, timeout: float = 3600) -> None:
         """Until the server has indexed the documents that were there before FT.CREATE (it does so in the
         background: RediSearch reports `indexing`, valkey-search `backfill_in_progress`)."""
         deadline = time.monotonic() + timeout
@@ -359,6 +364,20 @@ class PhotoStore:
             if all(str(os.fsdecode(value) if isinstance(value, bytes) else value) in ("0", "0.0") for value in busy):
                 return
             time.sleep(0.05)
+
+    def fit_algorithm(self) -> tuple[str, str] | None:
+        """For CLIPSEARCH_ALGORITHM=auto: the algorithm that fits the index's size, made so by rebuilding the
+        search index over the stored documents (nothing is encoded). Returns (before, after) if it changed."""
+        count, current = self.count(), self.schema.algorithm
+        wanted = "HNSW" if count > AUTO_FLAT_UP_TO else "FLAT" if count < 0.8 * AUTO_FLAT_UP_TO else current
+        if wanted == current:
+            return None
+        self.client.ft(self.schema.name).dropindex(delete_documents=False)
+        self.schema = replace(self.schema, algorithm=wanted)
+        self.client.hset(self.schema.meta_key, mapping=self.schema.meta())
+        self._create_index()
+        self.wait_indexed()
+        return current, wanted
 
     def cameras(self) -> list[str]:
         """Every camera of the index's photos, by name: for a choice of filters. Reads every document."""

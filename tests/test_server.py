@@ -168,3 +168,44 @@ def test_a_server_of_another_data_folder_on_our_socket_is_refused(tmp_path: Path
     ours.run_dir.mkdir()
     with foreign_valkey(ours.socket_path, tmp_path), pytest.raises(ServerError, match=f"serves {tmp_path}, not"):
         ours.ensure_started()
+
+
+def test_a_server_reading_its_data_back_reports_how_far_it_got(tmp_path: Path) -> None:
+    """A restart with an HNSW index of 8,000 photos takes seconds (RediSearch rebuilds the graph while
+    loading): both the embedded server's start and a client of its URL report the progress meanwhile."""
+    import numpy as np
+
+    from clipsearch.connection import connect
+    from clipsearch.identity import ModelIdentity
+    from clipsearch.settings import Settings
+    from clipsearch.store import IndexSchema, PhotoRecord, PhotoStore
+
+    server = EmbeddedServer(tmp_path / "data")
+    settings = Settings(data_dir=server.data_dir, algorithm="HNSW")
+    vectors = np.random.default_rng(5).standard_normal((8000, 512)).astype(np.float32)
+    try:
+        client = connect(settings)
+        store = PhotoStore.open(client, IndexSchema.from_settings(settings, ModelIdentity("m", "p", 512)), create=True)
+        store.upsert(PhotoRecord(f"{i}.jpg", vector / np.linalg.norm(vector)) for i, vector in enumerate(vectors))
+        client.close()
+        for url in (None, f"unix://{server.socket_path}"):
+            server.stop()
+            reports: list[tuple[float, float | None]] = []
+
+            def report(percent: float, eta: float | None, reports: list = reports) -> None:
+                reports.append((percent, eta))
+
+            if url is None:
+                server.ensure_started(on_loading=report)
+            else:
+                server._start_process()  # started, not waited for: the client below does the waiting
+                deadline = time.monotonic() + 60
+                while not server.socket_path.exists() and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                connect(Settings(valkey_url=url), on_loading=report)
+            assert reports, f"no progress reported ({url or 'embedded'})"
+            assert all(0 <= percent <= 100 for percent, _ in reports)
+            assert [percent for percent, _ in reports] == sorted(percent for percent, _ in reports)
+            assert PhotoStore.existing(server.client(), "clipsearch").count() == 8000
+    finally:
+        server.stop()

@@ -58,7 +58,8 @@ def test_hnsw_default_settings_recall_on_clustered_data(client, settings: Settin
     centers = unit_vectors(rng, 40, 512)
     members = centers[rng.integers(0, 40, 2000)] + 0.04 * rng.standard_normal((2000, 512)).astype(np.float32)
     vectors = (members / np.linalg.norm(members, axis=1, keepdims=True)).astype(np.float32)
-    store = PhotoStore.open(client, IndexSchema.from_settings(settings, MODEL), create=True)
+    hnsw = dataclasses.replace(settings, algorithm="HNSW")
+    store = PhotoStore.open(client, IndexSchema.from_settings(hnsw, MODEL), create=True)
     store.upsert(records(vectors))
     queries = centers[rng.integers(0, 40, 200)] + 0.04 * rng.standard_normal((200, 512)).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
@@ -177,7 +178,8 @@ def test_an_index_keeps_the_algorithm_it_was_built_with(client, settings: Settin
         client, IndexSchema.from_settings(dataclasses.replace(settings, algorithm="FLAT"), MODEL), create=True
     )
     flat.upsert(records(vectors))
-    reopened = PhotoStore.open(client, IndexSchema.from_settings(settings, MODEL))  # settings now say HNSW
+    hnsw = dataclasses.replace(settings, algorithm="HNSW")
+    reopened = PhotoStore.open(client, IndexSchema.from_settings(hnsw, MODEL))
     assert reopened.schema.algorithm == "FLAT"
     assert index_of(reopened.search(vectors[3], k=1)[0].path) == 3
 
@@ -371,3 +373,26 @@ def test_an_index_of_the_previous_version_is_refused_to_readers_and_upgraded_by_
     expected = [photos[subset[j]].path for j in np.argsort(-(vectors[subset] @ vectors[7]), kind="stable")[:5]]
     assert [hit.path for hit in hits] == expected
     assert np.array_equal(reader.vector_of(hits[0].key), vectors[subset[np.argmax(vectors[subset] @ vectors[7])]])
+
+
+def test_auto_switches_between_flat_and_hnsw_by_size_keeping_every_document(
+    client, settings: Settings, monkeypatch
+) -> None:
+    import clipsearch.store
+
+    monkeypatch.setattr(clipsearch.store, "AUTO_FLAT_UP_TO", 50)  # the switch, at a size a test can reach
+    vectors = unit_vectors(np.random.default_rng(21), 60, 512)
+    store = PhotoStore.open(client, IndexSchema.from_settings(settings, MODEL), create=True)
+    assert settings.algorithm == "AUTO" and store.schema.algorithm == "FLAT"  # a new index starts exact
+    store.upsert(records(vectors[:45]))
+    assert store.fit_algorithm() is None
+    store.upsert(records(vectors)[45:])
+    assert store.fit_algorithm() == ("FLAT", "HNSW") and store.count() == 60
+    reopened = PhotoStore.open(client, IndexSchema.from_settings(settings, MODEL))
+    assert reopened.schema.algorithm == "HNSW" and index_of(reopened.search(vectors[50], k=1)[0].path) == 50
+    store.delete(store.schema.key_for(record.path) for record in records(vectors)[:15])  # 45: within the margin
+    assert store.fit_algorithm() is None
+    store.delete(store.schema.key_for(record.path) for record in records(vectors)[15:30])  # 30
+    assert store.fit_algorithm() == ("HNSW", "FLAT")
+    expected, _ = brute_force(vectors[30:], vectors[40], 3)
+    assert [index_of(hit.path) for hit in store.search(vectors[40], k=3)] == [30 + i for i in expected]
