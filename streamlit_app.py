@@ -42,6 +42,7 @@ from clipsearch.photos import (
     read_file,
     taken_iso,
 )
+from clipsearch.query import BadQuery, parse_query, vector_of_terms
 from clipsearch.server import EmbeddedServer, ServerState, report_loading
 from clipsearch.settings import Settings
 from clipsearch.store import ORDERS, PHOTO_FIELDS, Hit, IndexSchema, PhotoStore, SearchFilter
@@ -113,8 +114,8 @@ def get_image_encoder(model: Settings) -> ImageEncoding:
 
 @st.cache_data(max_entries=512, show_spinner=False)
 def text_vector(model: Settings, text: str) -> np.ndarray:
-    vector: np.ndarray = get_text_encoder(model).encode_text([text])[0]
-    return vector
+    """The query's vector; a query of several terms ("dog + beach - people") is their weighted sum."""
+    return vector_of_terms(parse_query(text), get_text_encoder(model))
 
 
 @st.cache_data(max_entries=32, show_spinner="Encoding your photo…")
@@ -354,7 +355,12 @@ def query_vector(settings: Settings, store: PhotoStore, text_encoder: TextEncodi
     text = st.session_state.q.strip()
     if not text:
         return None, "Type what you are looking for, or click an example."
-    return text_vector(settings.model_only(), text), f"Photos matching **{escape_markdown(text)}**"
+    try:
+        vector = text_vector(settings.model_only(), text)
+    except BadQuery as problem:
+        st.error(f"**That query cannot be read:** {escape_markdown(str(problem))}")
+        return None, ""
+    return vector, f"Photos matching **{escape_markdown(text)}**"
 
 
 @st.cache_data(show_spinner=False)

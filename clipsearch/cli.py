@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING
 import valkey
 
 from clipsearch.connection import connect
-from clipsearch.engine import ImageEncoding, load_image_encoder, load_text_encoder, model_identity
+from clipsearch.engine import ImageEncoding, TextEncoding, load_image_encoder, load_text_encoder, model_identity
 from clipsearch.errors import ClipsearchError, IndexMissing
 from clipsearch.index import open_index, open_store
 from clipsearch.loader import DECODE_MARGIN, LoadOptions
 from clipsearch.photos import DAY, BadPhoto, day_start, decode_photo, display_path, read_file, taken_iso
+from clipsearch.query import parse_query, vector_of_terms
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
 from clipsearch.store import ORDERS, Hit, PhotoStore, SearchFilter
@@ -41,8 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_index_arguments(commands.add_parser("index", help="index a folder of photos (same as scripts/load_photos.py)"))
 
     search = commands.add_parser("search", help="find photos by text or by a photo")
-    search.add_argument("text", nargs="?", help="what to look for, e.g. 'a dog on a chair'")
-    search.add_argument("--image", type=Path, help="search with this photo instead of text")
+    search.add_argument(
+        "text", nargs="?", help="what to look for, e.g. 'a dog on a chair', or terms: '2:dog + beach - 0.5:people'"
+    )
+    search.add_argument("--image", type=Path, action="append", default=[], help="a photo as a term (repeatable)")
+    search.add_argument("--like", metavar="KEY", action="append", default=[], help="an indexed photo as a term")
     search.add_argument("--k", type=positive_int, default=10, help="how many results (default 10)")
     search.add_argument("--json", action="store_true", help="print a JSON list of {key, path, score, ...}")
     search.add_argument("--after", metavar="YYYY-MM-DD", help="only photos taken on or after this day")
@@ -179,8 +183,8 @@ def index_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def search_command(settings: Settings, args: argparse.Namespace) -> int:
-    if (args.text is None) == (args.image is None):
-        raise ValueError("give either TEXT or --image FILE")
+    if args.text is None and not args.image and not args.like:
+        raise ValueError("give TEXT, --image FILE or --like KEY (or several: they are added up)")
     if args.k <= 0:
         raise ValueError("--k must be above 0")
     where = SearchFilter(
@@ -189,7 +193,7 @@ def search_command(settings: Settings, args: argparse.Namespace) -> int:
         folder=args.folder,
         camera=args.camera,
     )
-    store, vector = _query(settings, args.text, args.image)
+    store, vector = _query(settings, args.text, args.image, args.like)
     hits = store.search(vector, k=args.k, where=where, order=args.order)
     if args.json:
         print(json.dumps([_json_row(hit) for hit in hits], indent=2, ensure_ascii=False))
@@ -201,18 +205,33 @@ def search_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _query(settings: Settings, text: str | None, image: Path | None) -> tuple[PhotoStore, np.ndarray]:
-    """The index and the query's vector; a text query loads only CLIP's text tower."""
-    if image is None:
-        assert text is not None
+def _query(settings: Settings, text: str | None, images: list[Path], likes: list[str]) -> tuple[PhotoStore, np.ndarray]:
+    """The index and the query's vector: text terms, photos and indexed photos added up (clipsearch.query).
+    Only the towers a query needs are loaded: a text query loads only CLIP's text tower."""
+    terms = parse_query(text) if text is not None else []
+    text_encoder: TextEncoding | None = None
+    if terms:
         store, text_encoder = open_index(settings, load_text_encoder)
-        return store, text_encoder.encode_text([text])[0]
-    store, encoder = open_index(settings, load_image_encoder)
-    try:
-        photo = decode_photo(read_file(image), at_least=DECODE_MARGIN * encoder.input_side)
-        return store, encoder.encode_images([photo])[0]
-    except BadPhoto as error:
-        raise ValueError(f"{image}: {error}") from None
+    elif images:
+        store, image_encoder = open_index(settings, load_image_encoder)
+    else:
+        store = PhotoStore.existing(connect(settings), settings.index_name)
+    extra = []
+    if images:
+        if terms:
+            image_encoder = load_image_encoder(settings)
+        for image in images:
+            try:
+                photo = decode_photo(read_file(image), at_least=DECODE_MARGIN * image_encoder.input_side)
+            except BadPhoto as error:
+                raise ValueError(f"{image}: {error}") from None
+            extra.append(image_encoder.encode_images([photo])[0])
+    for key in likes:
+        vector = store.vector_of(key)
+        if vector is None:
+            raise ValueError(f"--like {key!r}: no photo of index {store.schema.name!r} has this key")
+        extra.append(vector)
+    return store, vector_of_terms(terms, text_encoder, extra)
 
 
 def _json_row(hit: Hit) -> dict[str, object]:

@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -82,30 +82,28 @@ def uses_onnx(settings: Settings) -> bool:
 
 def load_text_encoder(settings: Settings) -> TextEncoding:
     """The text tower for settings' model, on the chosen engine (exported to ONNX first if need be)."""
-    if uses_onnx(settings):
-        from clipsearch.onnx_engine import OnnxTextEncoder, OnnxUnusable
-
-        try:
-            return OnnxTextEncoder.load(settings)
-        except OnnxUnusable as reason:
-            _fall_back(settings, reason)
-    from clipsearch.encoder import TextEncoder
-
-    return TextEncoder.load(settings.model_name, settings.pretrained)
+    encoder: TextEncoding = _load(settings, "text")
+    return encoder
 
 
 def load_image_encoder(settings: Settings) -> ImageEncoding:
     """The image tower for settings' model, on the chosen engine (exported to ONNX first if need be)."""
+    encoder: ImageEncoding = _load(settings, "image")
+    return encoder
+
+
+def _load(settings: Settings, tower: str) -> Any:
     if uses_onnx(settings):
-        from clipsearch.onnx_engine import OnnxImageEncoder, OnnxUnusable
+        from clipsearch import onnx_engine
 
         try:
-            return OnnxImageEncoder.load(settings)
-        except OnnxUnusable as reason:
+            return (onnx_engine.OnnxTextEncoder if tower == "text" else onnx_engine.OnnxImageEncoder).load(settings)
+        except onnx_engine.OnnxUnusable as reason:
             _fall_back(settings, reason)
-    from clipsearch.encoder import ClipEncoder
+    from clipsearch import encoder
 
-    return ClipEncoder.load(settings.model_name, settings.pretrained)
+    torch_class = encoder.TextEncoder if tower == "text" else encoder.ClipEncoder
+    return torch_class.load(settings.model_name, settings.pretrained)
 
 
 def _fall_back(settings: Settings, reason: Exception) -> None:

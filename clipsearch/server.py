@@ -128,7 +128,12 @@ class EmbeddedServer:
                 return ServerState.READY
             except valkey.BusyLoadingError:
                 return ServerState.LOADING
-            except (valkey.ConnectionError, valkey.TimeoutError, OSError):
+            except valkey.TimeoutError:
+                # Connected, but no answer for seconds: RediSearch rebuilding an HNSW graph while the data
+                # loads holds the server that long between answers (100,000 photos: 82 s in all).
+                if self._process_alive():
+                    return ServerState.LOADING
+            except (valkey.ConnectionError, OSError):
                 pass
             except valkey.ResponseError:
                 return ServerState.READY  # up and answering, if only with an error (BUSY running a script)
