@@ -55,11 +55,20 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 60) -> No
 
 
 @pytest.fixture
+def library(request: pytest.FixtureRequest, sample_photos: Path) -> Path:
+    """The photos the page serves: the sample photos, or with @pytest.mark.dated_library the dated library."""
+    return (
+        request.getfixturevalue("dated_library") if request.node.get_closest_marker("dated_library") else sample_photos
+    )
+
+
+@pytest.fixture
 def streamlit_app(
-    cli_env: dict[str, str], encoder, open_test_index, sample_photos: Path, free_port: int, tmp_path: Path
+    cli_env: dict[str, str], encoder, open_test_index, library: Path, free_port: int, tmp_path: Path
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`streamlit run` of the app over the sample photos' index: its URL and its process."""
-    PhotoLoader(open_test_index(), encoder, LoadOptions(), show_bar=False).index_folder(sample_photos)
+    """`streamlit run` of the app over the library's index: its URL and its process."""
+    PhotoLoader(open_test_index(), encoder, LoadOptions(), show_bar=False).index_folder(library)
+    cli_env = {**cli_env, "CLIPSEARCH_PHOTOS": str(library)}
     port = free_port
     url = f"http://127.0.0.1:{port}"
     with open(tmp_path / "streamlit.log", "w") as log:
@@ -185,4 +194,32 @@ def test_four_people_searching_at_once_each_get_their_own_results(
             expect(captions).to_have_count(12, timeout=120_000)
             names = [text.split(" · ")[2] for text in captions.all_inner_texts()]  # rank · score · name · date
             assert names == expected[query], query
+        browser.close()
+
+
+@pytest.mark.dated_library
+def test_filters_and_order_from_a_shared_link_equal_the_store(
+    streamlit_server: str, open_test_index, encoder, dated_library: Path
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    from clipsearch.photos import day_start
+    from clipsearch.store import SearchFilter
+
+    store = open_test_index()
+    where = SearchFilter(folder="2021/japan", after=day_start("2021-03-01"))
+    expected = store.search(encoder.encode_text(["a photo"])[0], k=12, where=where, order="newest")
+    link = {"q": "a photo", "folder": "2021/japan", "after": "2021-03-01", "order": "newest"}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{streamlit_server}/?{urllib.parse.urlencode(link)}")
+        captions = page.locator('[data-testid="stImageCaption"]')
+        expect(captions).to_have_count(len(expected), timeout=120_000)
+        shown = [text.split(" · ") for text in captions.all_inner_texts()]  # rank · score · name · date
+        assert [parts[2] for parts in shown] == [display_path(hit.fields["name"]) for hit in expected]
+        dates = [parts[3] for parts in shown]
+        assert dates == sorted(dates, reverse=True) and min(dates) >= "2021-03-01"
+        OUTPUT.mkdir(exist_ok=True)
+        page.screenshot(path=str(OUTPUT / "browser-filters.png"), full_page=True)
         browser.close()

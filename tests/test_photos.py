@@ -176,6 +176,7 @@ def test_facts_from_exif_with_an_offset_without_one_and_without_exif() -> None:
     assert (facts.taken_from, facts.taken_iso(), facts.camera) == ("file", "2020-02-03T04:05:06", "")
 
 
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")  # Pillow's; clipsearch.photos silences it outside pytest
 def test_a_broken_exif_block_gives_the_file_time_and_no_error() -> None:
     mtime = datetime(2020, 2, 3, 4, 5, 6).timestamp()
     for broken in (b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\xff\xff", b"Exif\x00\x00garbage" * 10):
