@@ -32,9 +32,7 @@ from clipsearch.index import open_index, open_store
 from clipsearch.labels import DEFAULT_LABELS, MAX_LABEL_CHARS, MAX_LABELS, LabelList, label_vectors, rank_labels
 from clipsearch.loader import DECODE_MARGIN, LoadOptions, PhotoLoader, pending_photos
 from clipsearch.photos import (
-    DAY,
     BadPhoto,
-    day_start,
     decode_photo,
     display_path,
     file_under,
@@ -372,11 +370,11 @@ def cameras(_store: PhotoStore, index_name: str, indexed: int) -> list[str]:
 def search_filter() -> SearchFilter:
     """The filters as the user set them (in the page or the URL)."""
     state = st.session_state
-    return SearchFilter(
-        after=day_start(state.after.isoformat()) if state.get("after") else None,
-        before=day_start(state.before.isoformat()) + DAY if state.get("before") else None,
-        folder=state.get("folder") or None,
-        camera=state.get("camera") or None,
+    return SearchFilter.of_days(
+        after=state.after.isoformat() if state.get("after") else None,
+        before=state.before.isoformat() if state.get("before") else None,
+        folder=state.get("folder"),
+        camera=state.get("camera"),
     )
 
 
@@ -432,7 +430,9 @@ def main() -> None:
     settings = load_settings()
     st.title("clipsearch")
     st.caption("Search your photos with words, or with another photo.")
-    show_server_loading(settings)
+    if "server_seen" not in st.session_state:  # once per session, not on every rerun: a ping of its own
+        show_server_loading(settings)
+        st.session_state.server_seen = True
     client = get_client(settings)
     text_encoder = get_text_encoder(settings.model_only())
     try:
@@ -491,6 +491,7 @@ except ClipsearchError as problem:
     st.error(f"**{title}.** {escape_markdown(str(problem))}")
 except valkey.ConnectionError as problem:
     get_client.clear()  # the next run connects afresh (and restarts the embedded server if it stopped)
+    st.session_state.pop("server_seen", None)  # and shows the server's loading again, if it is loading
     st.error(
         f"**Lost the connection to the Valkey server** ({escape_markdown(str(problem))}). Reload the page to reconnect."
     )

@@ -19,7 +19,7 @@ from clipsearch.engine import ImageEncoding, TextEncoding, load_image_encoder, l
 from clipsearch.errors import ClipsearchError, IndexMissing
 from clipsearch.index import open_index, open_store
 from clipsearch.loader import DECODE_MARGIN, LoadOptions
-from clipsearch.photos import DAY, BadPhoto, day_start, decode_photo, display_path, read_file, taken_iso
+from clipsearch.photos import BadPhoto, decode_photo, display_path, read_file, taken_iso
 from clipsearch.query import parse_query, vector_of_terms
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
@@ -187,12 +187,7 @@ def search_command(settings: Settings, args: argparse.Namespace) -> int:
         raise ValueError("give TEXT, --image FILE or --like KEY (or several: they are added up)")
     if args.k <= 0:
         raise ValueError("--k must be above 0")
-    where = SearchFilter(
-        after=day_start(args.after) if args.after else None,
-        before=day_start(args.before) + DAY if args.before else None,
-        folder=args.folder,
-        camera=args.camera,
-    )
+    where = SearchFilter.of_days(after=args.after, before=args.before, folder=args.folder, camera=args.camera)
     store, vector = _query(settings, args.text, args.image, args.like)
     hits = store.search(vector, k=args.k, where=where, order=args.order)
     if args.json:

@@ -103,7 +103,7 @@ class TextEncoder(Encoder):
             self.logit_scale = float(state["logit_scale"].exp())
         del state
         if tower is None:  # a text tower open_clip builds some other way: take it from the full model
-            tower = _EncodeText(ClipEncoder(model_name, pretrained, device).model)
+            tower = ModelMethod(ClipEncoder(model_name, pretrained, device).model, "encode_text")
         self.tower = tower.to(device).eval()
         self.cut_at_end_of_text = ends_at_end_of_text(self.tower)
 
@@ -153,13 +153,17 @@ def text_features_as_long_as(tower: Any, tokens: torch.Tensor) -> torch.Tensor:
     return projected
 
 
-class _EncodeText(torch.nn.Module):
-    def __init__(self, model: Any) -> None:
+class ModelMethod(torch.nn.Module):
+    """One method of an open_clip model (encode_text, encode_image) as a module of its own: a text tower that
+    open_clip builds only inside the whole model, or a tower to export to ONNX."""
+
+    def __init__(self, model: Any, method: str) -> None:
         super().__init__()
         self.model = model
+        self.method = method
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        features: torch.Tensor = self.model.encode_text(tokens)
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        features: torch.Tensor = getattr(self.model, self.method)(inputs)
         return features
 
 

@@ -45,7 +45,7 @@ from clipsearch.photos import (
     read_file,
     walk_photos,
 )
-from clipsearch.store import SCHEMA_VERSION, PhotoRecord, PhotoStore
+from clipsearch.store import SCHEMA_VERSION, VECTOR_FIELD, PhotoRecord, PhotoStore
 
 if TYPE_CHECKING:
     import numpy as np
@@ -329,11 +329,10 @@ class PhotoLoader:
         """A document for item with the vector, size in pixels and thumbnail of the stored photo of the same
         content; None if that photo is gone."""
         assert item.same_as is not None
-        vector = self.store.vector_of(item.same_as)
-        [row] = self.store.get([item.same_as], ("width", "height", "thumbnail"))
-        if vector is None or row is None:
+        [row] = self.store.get([item.same_as], (VECTOR_FIELD, "width", "height", "thumbnail"))
+        if row is None or row[VECTOR_FIELD] is None:
             return None
-        return _record(item, vector, row["width"] or 0, row["height"] or 0, row["thumbnail"])
+        return _record(item, row[VECTOR_FIELD], row["width"] or 0, row["height"] or 0, row["thumbnail"])
 
 
 def _record(item: _Prepared, vector: np.ndarray, width: int, height: int, thumbnail: bytes | None) -> PhotoRecord:

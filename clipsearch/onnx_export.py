@@ -24,7 +24,7 @@ import open_clip
 import torch
 from PIL import Image
 
-from clipsearch.encoder import ClipEncoder, TextEncoder, text_features_as_long_as
+from clipsearch.encoder import ClipEncoder, ModelMethod, TextEncoder, text_features_as_long_as
 from clipsearch.errors import ClipsearchError
 from clipsearch.identity import ModelIdentity, pretrained_label
 from clipsearch.onnx_engine import (
@@ -61,16 +61,6 @@ class _TextUpToLength(torch.nn.Module):
         return text_features_as_long_as(self.tower, tokens)
 
 
-class _ImageFeatures(torch.nn.Module):
-    def __init__(self, model: Any) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        features: torch.Tensor = self.model.encode_image(pixels)
-        return features
-
-
 def export_text(model_name: str, pretrained: str, work: Path) -> dict[str, Any]:
     encoder = TextEncoder.load(model_name, pretrained, torch.device("cpu"))
     manifest = _identity_fields(encoder.identity, "text")
@@ -84,7 +74,7 @@ def export_text(model_name: str, pretrained: str, work: Path) -> dict[str, Any]:
     if not np.array_equal(ours.padded(CHECK_TEXTS), theirs.numpy()):
         return manifest | {"usable": False, "reason": "clipsearch's tokenizer differs from open_clip's for this model"}
     example = theirs[:2, :16]
-    _export(_TextUpToLength(encoder.tower), example, "tokens", {0: "batch", 1: "length"}, work)
+    _export(_TextUpToLength(encoder.tower), example, "tokens", (0, 1), work)
     with torch.inference_mode():
         expected = normalised(encoder.tower(theirs).numpy())  # open_clip's own forward, all 77 tokens
     runtime = session(work / MODEL_FILE)
@@ -115,7 +105,7 @@ def export_image(model_name: str, pretrained: str, work: Path) -> dict[str, Any]
         np.array_equal(clip_pixels(image, preprocess), expected) for image, expected in zip(images, pixels, strict=True)
     )
     manifest |= {"preprocess": preprocess, "preprocess_in_numpy": in_numpy}
-    _export(_ImageFeatures(encoder.model), torch.from_numpy(np.stack(pixels[:2])), "pixels", {0: "batch"}, work)
+    _export(ModelMethod(encoder.model, "encode_image"), torch.from_numpy(np.stack(pixels[:2])), "pixels", (0,), work)
     expected = encoder.encode_pixels(pixels)
     runtime = session(work / MODEL_FILE)
     got = np.stack([normalised(runtime.run(None, {"pixels": p[None]})[0])[0] for p in pixels])
@@ -146,8 +136,10 @@ def _identity_fields(identity: ModelIdentity, tower: str) -> dict[str, Any]:
     }
 
 
-def _export(module: torch.nn.Module, example: torch.Tensor, name: str, dynamic: dict[int, str], work: Path) -> None:
-    shapes = {name: {axis: torch.export.Dim.DYNAMIC for axis in dynamic}}
+def _export(module: torch.nn.Module, example: torch.Tensor, name: str, dynamic: tuple[int, ...], work: Path) -> None:
+    """`module` (one tensor in, one out) as the ONNX graph of work/MODEL_FILE, `dynamic` the input's axes of
+    any size; the input is called `name` in the graph."""
+    shapes = ({axis: torch.export.Dim.DYNAMIC for axis in dynamic},)  # by position: whatever forward calls it
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(

@@ -26,7 +26,7 @@ from valkey.commands.search.query import Query
 from clipsearch.connection import NO_VECTOR_SEARCH
 from clipsearch.errors import FolderMismatch, IndexMismatch, IndexMissing, NoVectorSearch
 from clipsearch.identity import ModelIdentity
-from clipsearch.photos import PhotoFacts, folders_of
+from clipsearch.photos import DAY, PhotoFacts, day_start, folders_of
 from clipsearch.settings import Settings
 
 # Bump when the layout of keys or hash fields changes; an index of another version is refused, except that
@@ -201,13 +201,14 @@ class PhotoRecord:
         }
         if self.thumbnail is not None:
             mapping["thumbnail"] = self.thumbnail
-        return mapping | fact_mapping(self.path if self.source == "file" else "", self.facts)
+        return mapping | fact_mapping(self.path, self.source, self.facts)
 
 
-def fact_mapping(path: str, facts: PhotoFacts | None) -> dict[str, bytes | str | int | float]:
-    """The hash fields of a photo's facts and folders."""
+def fact_mapping(path: str, source: str, facts: PhotoFacts | None) -> dict[str, bytes | str | int | float]:
+    """The hash fields of a photo's facts and folders (a downloaded photo is in no folder)."""
+    folders = folders_of(path) if source == "file" else []
     mapping: dict[str, bytes | str | int | float] = {
-        FOLDERS_FIELD: TAG_SEPARATOR.join(tag_value(folder) for folder in folders_of(path)),
+        FOLDERS_FIELD: TAG_SEPARATOR.join(tag_value(folder) for folder in folders),
     }
     if facts is not None:
         mapping |= {
@@ -237,6 +238,18 @@ class SearchFilter:
     before: float | None = None
     folder: str | None = None
     camera: str | None = None
+
+    @classmethod
+    def of_days(
+        cls, after: str | None, before: str | None, folder: str | None = None, camera: str | None = None
+    ) -> SearchFilter:
+        """The filter a person sets: days as YYYY-MM-DD, both included (ValueError for a malformed one)."""
+        return cls(
+            after=day_start(after) if after else None,
+            before=day_start(before) + DAY if before else None,
+            folder=folder or None,
+            camera=camera or None,
+        )
 
     def query(self) -> str:
         """The pre-filter of a KNN query, or "*" for none."""
@@ -337,22 +350,29 @@ class PhotoStore:
         """Bring an index of the previous key schema to this one, in place: every photo keeps its vector and
         gains its facts (`facts_of(path, source)`) and folders; the search index is made again with the new
         fields. Returns how many photos were upgraded."""
-        if _index_exists(self.client, self.schema.name):
+        if _index_exists(self.client, self.schema.name):  # no search index while the documents change
             self.client.ft(self.schema.name).dropindex(delete_documents=False)
         upgraded = 0
         pipe = self.client.pipeline(transaction=False)
         for key, row in self.scan(("path", "source")):
-            path = row["path"] or ""
-            pipe.hset(key, mapping=fact_mapping(path if row["source"] == "file" else "", facts_of(path, row["source"])))
+            path, source = row["path"] or "", row["source"]
+            pipe.hset(key, mapping=fact_mapping(path, source, facts_of(path, source)))
             upgraded += 1
             if len(pipe) >= 500:
                 pipe.execute()
         pipe.execute()
-        self.schema = replace(self.schema, version=SCHEMA_VERSION)
-        self.client.hset(self.schema.meta_key, "schema_version", str(SCHEMA_VERSION))
+        self._remake_index(replace(self.schema, version=SCHEMA_VERSION))
+        return upgraded
+
+    def _remake_index(self, schema: IndexSchema) -> None:
+        """Make the search index again as `schema` says, over the stored documents (none is rewritten), record
+        the schema, and wait until the server has indexed every document."""
+        if _index_exists(self.client, self.schema.name):
+            self.client.ft(self.schema.name).dropindex(delete_documents=False)
+        self.schema = schema
+        self.client.hset(schema.meta_key, mapping=schema.meta())
         self._create_index()
         self.wait_indexed()
-        return upgraded
 
     def wait_indexed(self, timeout: float = 3600) -> None:
         """Until the server has indexed the documents that were there before FT.CREATE (it does so in the
@@ -372,11 +392,7 @@ class PhotoStore:
         wanted = "HNSW" if count > AUTO_FLAT_UP_TO else "FLAT" if count < 0.8 * AUTO_FLAT_UP_TO else current
         if wanted == current:
             return None
-        self.client.ft(self.schema.name).dropindex(delete_documents=False)
-        self.schema = replace(self.schema, algorithm=wanted)
-        self.client.hset(self.schema.meta_key, mapping=self.schema.meta())
-        self._create_index()
-        self.wait_indexed()
+        self._remake_index(replace(self.schema, algorithm=wanted))
         return current, wanted
 
     def cameras(self) -> list[str]:
