@@ -13,14 +13,17 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 import valkey
+from tqdm import tqdm
 
 from clipsearch.connection import connect
+from clipsearch.duplicates import find_duplicates
 from clipsearch.engine import ImageEncoding, TextEncoding, load_image_encoder, load_text_encoder, model_identity
 from clipsearch.errors import ClipsearchError, IndexMissing
 from clipsearch.index import open_index, open_store
 from clipsearch.loader import DECODE_MARGIN, LoadOptions
 from clipsearch.photos import BadPhoto, decode_photo, display_path, read_file, taken_iso
 from clipsearch.query import parse_query, vector_of_terms
+from clipsearch.results import Cut, Result, ResultOptions, find
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
 from clipsearch.store import ORDERS, Hit, PhotoStore, SearchFilter
@@ -54,6 +57,36 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--folder", metavar="PATH", help="only photos in this folder of the collection (or below it)")
     search.add_argument("--camera", metavar="TEXT", help="only photos from this camera, e.g. 'Apple iPhone 12'")
     search.add_argument("--order", choices=ORDERS, default="relevance", help="of the k results (default relevance)")
+    search.add_argument(
+        "--dedup",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fold near-duplicates under the better result, so the k results are k different photos (default on)",
+    )
+    search.add_argument(
+        "--dedup-similarity",
+        type=fraction,
+        metavar="X",
+        help="what counts as a near-duplicate (default CLIPSEARCH_DUPLICATE_SIMILARITY, 0.95)",
+    )
+    search.add_argument(
+        "--diversity", type=fraction, default=0.0, metavar="X", help="0 (default): by relevance; towards 1: more varied"
+    )
+    search.add_argument("--min-score", type=float, metavar="X", help="hide results under this similarity")
+    search.add_argument(
+        "--below-best", type=fraction, metavar="D", help="hide results more than D under the best result's similarity"
+    )
+
+    duplicates = commands.add_parser("duplicates", help="groups of near-identical photos in the index")
+    duplicates.add_argument(
+        "--threshold",
+        type=fraction,
+        metavar="X",
+        help="the similarity that makes photos duplicates (default CLIPSEARCH_DUPLICATE_SIMILARITY, 0.95)",
+    )
+    duplicates.add_argument(
+        "--json", action="store_true", help="print a JSON list of groups of {key, path, score, ...}"
+    )
 
     commands.add_parser("info", help="what the index holds and which server serves it")
     drop = commands.add_parser("drop", help="delete the index, its documents and its metadata")
@@ -106,6 +139,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -116,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             return index_command(settings, args)
         if args.command == "search":
             return search_command(settings, args)
+        if args.command == "duplicates":
+            return duplicates_command(settings, args)
         if args.command == "info":
             return info_command(settings)
         if args.command == "drop":
@@ -188,22 +233,62 @@ def search_command(settings: Settings, args: argparse.Namespace) -> int:
     if args.k <= 0:
         raise ValueError("--k must be above 0")
     where = SearchFilter.of_days(after=args.after, before=args.before, folder=args.folder, camera=args.camera)
+    options = ResultOptions(
+        k=args.k,
+        duplicates=(args.dedup_similarity or settings.duplicate_similarity) if args.dedup else None,
+        diversity=args.diversity,
+        cut=Cut(minimum=args.min_score, below_best=args.below_best),
+        order=args.order,
+    )
     store, vector = _query(settings, args.text, args.image, args.like)
-    hits = store.search(vector, k=args.k, where=where, order=args.order)
+    results = find(store, vector, options, where=where)
     if args.json:
-        print(json.dumps([_json_row(hit) for hit in hits], indent=2, ensure_ascii=False))
+        print(json.dumps([_json_result(result) for result in results.shown], indent=2, ensure_ascii=False))
         return 0
-    if not hits:
-        print("no photos indexed yet")
-    for rank, hit in enumerate(hits, 1):
-        print(f"{rank:>3}  {hit.score:.4f}  {display_path(hit.path)}")
+    if not results.shown:
+        print(
+            "no photos indexed yet" if not results.scores else f"no result reaches similarity {results.threshold:.4f}"
+        )
+    for rank, result in enumerate(results.shown, 1):
+        folded = f"  (+{len(result.similar)} similar)" if result.similar else ""
+        print(f"{rank:>3}  {result.hit.score:.4f}  {display_path(result.hit.path)}{folded}")
+    if results.hidden:
+        print(f"({results.hidden} of the {len(results.scores)} nearest under similarity {results.threshold:.4f})")
+    return 0
+
+
+def duplicates_command(settings: Settings, args: argparse.Namespace) -> int:
+    store = PhotoStore.existing(connect(settings), settings.index_name)
+    threshold = args.threshold or settings.duplicate_similarity
+    with tqdm(total=store.count(), unit="photo", file=sys.stderr, dynamic_ncols=True, disable=None) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.update(done - bar.n)
+
+        report = find_duplicates(store, threshold, on_progress=progress)
+    if args.json:
+        groups = [[_json_row(hit) for hit in group.members] for group in report.groups]
+        print(json.dumps(groups, indent=2, ensure_ascii=False))
+    for number, group in enumerate([] if args.json else report.groups, 1):
+        print(f"group {number}: {len(group.members)} photos")
+        for place, hit in enumerate(group.members):
+            fields = hit.fields
+            taken = "" if fields.get("taken") is None else "  " + taken_iso(fields["taken"], fields.get("offset") or "")
+            size = f"{fields.get('width')}x{fields.get('height')}  {(fields.get('size') or 0) / 1024:,.0f} KiB"
+            print(f"  {'keep' if place == 0 else '    '}  {hit.score:.4f}  {display_path(hit.path)}  {size}{taken}")
+    print(
+        f"{len(report.groups)} groups of near-duplicates (similarity {threshold} or more; {report.duplicates} photos "
+        f"beyond the first of each) among {report.photos} photos, in {report.seconds:.1f} s "
+        f"({report.rate:,.0f} photos/s)",
+        file=sys.stderr if args.json else sys.stdout,
+    )
     return 0
 
 
 def _query(settings: Settings, text: str | None, images: list[Path], likes: list[str]) -> tuple[PhotoStore, np.ndarray]:
     """The index and the query's vector: text terms, photos and indexed photos added up (clipsearch.query).
     Only the towers a query needs are loaded: a text query loads only CLIP's text tower."""
-    terms = parse_query(text) if text is not None else []
+    terms = parse_query(text, with_photos=bool(images or likes)) if text is not None else []
     text_encoder: TextEncoding | None = None
     if terms:
         store, text_encoder = open_index(settings, load_text_encoder)
@@ -227,6 +312,12 @@ def _query(settings: Settings, text: str | None, images: list[Path], likes: list
             raise ValueError(f"--like {key!r}: no photo of index {store.schema.name!r} has this key")
         extra.append(vector)
     return store, vector_of_terms(terms, text_encoder, extra)
+
+
+def _json_result(result: Result) -> dict[str, object]:
+    """A result as JSON, with the near-duplicates folded under it."""
+    similar = [{name: _json_row(hit)[name] for name in ("key", "path", "score")} for hit in result.similar]
+    return _json_row(result.hit) | {"duplicates": len(result.similar), "similar": similar}
 
 
 def _json_row(hit: Hit) -> dict[str, object]:

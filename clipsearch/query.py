@@ -31,8 +31,9 @@ class Term:
     weight: float = 1.0
 
 
-def parse_query(query: str) -> list[Term]:
-    """The terms of a query, each with its signed weight; BadQuery if it is malformed."""
+def parse_query(query: str, with_photos: bool = False) -> list[Term]:
+    """The terms of a query, each with its signed weight; BadQuery if it is malformed. `with_photos`: photos
+    are terms of the query too, so its text may be only negative ("- people")."""
     if not query.strip():
         raise BadQuery("the query is empty")
     pieces = OPERATOR.split(" " + query.strip())  # the space lets a leading operator match: "- people + dog"
@@ -53,7 +54,7 @@ def parse_query(query: str) -> list[Term]:
                 ) from None
             text = text[match.end() :].strip()
         terms.append(Term(text, -weight if sign == "-" else weight))
-    if all(term.weight <= 0 for term in terms):
+    if not with_photos and all(term.weight <= 0 for term in terms):
         raise BadQuery(f"{query!r}: only negative terms; say what you are looking for as well")
     return terms
 

@@ -40,6 +40,9 @@ class Settings:
     allow_shared_data_dir: bool = False  # let other local users read the embedded server's data
     upload_max_bytes: int = 20 * 1024 * 1024
     upload_max_pixels: int = 50_000_000
+    # Photos at least this similar count as near-duplicates: folded under the better result, grouped by
+    # `duplicates`. 0.95 for real CLIP weights (a resized or re-encoded copy scores 0.98 and above).
+    duplicate_similarity: float = 0.95
     engine: str = "auto"  # auto, onnx or torch: see clipsearch.engine
     onnx_cache: Path = field(default_factory=lambda: default_cache_dir() / "onnx")
 
@@ -78,6 +81,7 @@ class Settings:
             allow_shared_data_dir=_flag(env, "CLIPSEARCH_ALLOW_SHARED_DATA_DIR"),
             upload_max_bytes=_positive_int(env, "CLIPSEARCH_UPLOAD_MAX_BYTES", defaults.upload_max_bytes),
             upload_max_pixels=_positive_int(env, "CLIPSEARCH_UPLOAD_MAX_PIXELS", defaults.upload_max_pixels),
+            duplicate_similarity=_fraction(env, "CLIPSEARCH_DUPLICATE_SIMILARITY", defaults.duplicate_similarity),
             engine=engine,
             onnx_cache=Path(env.get("CLIPSEARCH_ONNX_CACHE", defaults.onnx_cache)),
         )
@@ -112,6 +116,19 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name}={raw!r}: expected a whole number") from None
     if value <= 0:
         raise ConfigError(f"{name}={raw!r}: expected a number above 0")
+    return value
+
+
+def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a number between 0 and 1") from None
+    if not 0 < value <= 1:
+        raise ConfigError(f"{name}={raw!r}: expected a number above 0 and at most 1")
     return value
 
 

@@ -22,6 +22,7 @@ import valkey
 from valkey.commands.search.field import Field, NumericField, TagField, VectorField
 from valkey.commands.search.indexDefinition import IndexDefinition, IndexType
 from valkey.commands.search.query import Query
+from valkey.commands.search.result import Result
 
 from clipsearch.connection import NO_VECTOR_SEARCH
 from clipsearch.errors import FolderMismatch, IndexMismatch, IndexMissing, NoVectorSearch
@@ -493,34 +494,47 @@ class PhotoStore:
         order "newest" or "oldest", those k by capture time (photos without one last)."""
         if order not in ORDERS:
             raise ValueError(f"order {order!r}: choose one of {', '.join(ORDERS)}")
+        if k <= 0:
+            return []
+        query, params = self._knn(vector, k, ef_runtime, where)
+        try:
+            result = self.client.ft(self.schema.name).search(query, query_params=params)
+        except valkey.ResponseError as error:
+            raise self._missing_or(error) from None
+        ranked = _ranked(result.docs)
+        wanted = list(dict.fromkeys([*fields, "taken"])) if order != "relevance" else list(fields)
+        stored = self.get([key for key, _ in ranked], wanted)
+        hits = [Hit(key, score, values or {}) for (key, score), values in zip(ranked, stored, strict=False)]
+        return in_order(hits, order)
+
+    def neighbours(
+        self, vectors: Sequence[np.ndarray], k: int, ef_runtime: int | None = None
+    ) -> list[list[tuple[str, float]]]:
+        """The k nearest photos (key, similarity; best first) of each vector: one pipelined round trip of
+        KNN queries, which valkey-search also runs in parallel."""
+        pipe = self.client.ft(self.schema.name).pipeline(transaction=False)
+        for vector in vectors:
+            query, params = self._knn(vector, k, ef_runtime, None)
+            pipe.search(query, query_params=params)
+        try:
+            replies = pipe.execute()
+        except valkey.ResponseError as error:
+            raise self._missing_or(error) from None
+        return [_ranked(Result(reply, True, duration=0).docs) for reply in replies]
+
+    def _knn(
+        self, vector: np.ndarray, k: int, ef_runtime: int | None, where: SearchFilter | None
+    ) -> tuple[Query, dict[str, bytes]]:
+        """A KNN query of the k nearest to `vector` among the photos `where` lets through, and its PARAMS."""
         query_vector = np.asarray(vector, dtype="<f4").reshape(-1)
         if query_vector.shape != (self.schema.model.dim,):
             raise ValueError(f"query vector has {query_vector.size} values, the index holds {self.schema.model.dim}")
-        if k <= 0:
-            return []
         knn = f"KNN {int(k)} @{VECTOR_FIELD} $query_vector"
         if self.schema.algorithm == "HNSW":
             knn += f" EF_RUNTIME {max(int(ef_runtime or self.schema.ef_runtime), int(k))}"
         prefilter = (where or SearchFilter()).query()
         query = Query(f"{prefilter}=>[{knn} AS {SCORE_ALIAS}]").return_fields(SCORE_ALIAS).paging(0, int(k)).dialect(2)
-        try:
-            result = self.client.ft(self.schema.name).search(
-                query, query_params={"query_vector": query_vector.tobytes()}
-            )
-        except valkey.ResponseError as error:
-            raise self._missing_or(error) from None
-        ranked = sorted(
-            ((doc.id, 1.0 - float(getattr(doc, SCORE_ALIAS))) for doc in result.docs),
-            key=lambda pair: pair[1],
-            reverse=True,
-        )
-        wanted = list(dict.fromkeys([*fields, "taken"])) if order != "relevance" else list(fields)
-        stored = self.get([key for key, _ in ranked], wanted)
-        hits = [Hit(key, score, values or {}) for (key, score), values in zip(ranked, stored, strict=False)]
-        if order != "relevance":  # stable: equal times keep their relevance order
-            newest = order == "newest"
-            hits.sort(key=lambda hit: (hit.fields.get("taken") is None, _signed(hit.fields.get("taken"), newest)))
-        return hits
+        return query, {"query_vector": query_vector.tobytes()}
 
     def _missing_or(self, error: Exception) -> Exception:
         """IndexMissing if the server's error says the index is gone, else the error itself."""
@@ -574,6 +588,24 @@ class PhotoStore:
                 batch = []
         if batch:
             yield from _pairs(batch, self.get(batch, fields))
+
+
+def in_order(hits: list[Hit], order: str) -> list[Hit]:
+    """Hits best first as they come ("relevance"), or by capture time, photos without one last. Stable:
+    equal times keep their relevance order."""
+    if order == "relevance":
+        return hits
+    if order not in ORDERS:
+        raise ValueError(f"order {order!r}: choose one of {', '.join(ORDERS)}")
+    newest = order == "newest"
+    return sorted(hits, key=lambda hit: (hit.fields.get("taken") is None, _signed(hit.fields.get("taken"), newest)))
+
+
+def _ranked(docs: Iterable[Any]) -> list[tuple[str, float]]:
+    """(key, cosine similarity) of a KNN reply's documents, best first: the servers differ in the order they
+    return, so it is sorted here."""
+    pairs = ((os.fsdecode(doc.id), 1.0 - float(getattr(doc, SCORE_ALIAS))) for doc in docs)
+    return sorted(pairs, key=lambda pair: pair[1], reverse=True)
 
 
 def _signed(taken: float | None, newest: bool) -> float:

@@ -144,7 +144,7 @@ def test_search_json_equals_brute_force_and_own_vectors_come_first(
     matrix = np.stack([rows[key]["vector"] for key in keys])
 
     for text in ("a photo of a cat", "snowy streets"):
-        found = json.loads(run_cli(sample_index, "search", text, "--k", "10", "--json").stdout)
+        found = json.loads(run_cli(sample_index, "search", text, "--k", "10", "--json", "--no-dedup").stdout)
         scores = matrix @ encoder.encode_text([text])[0]
         best = np.argsort(-scores)[:10]
         assert [hit["key"] for hit in found] == [keys[i] for i in best]
@@ -300,7 +300,15 @@ def test_search_filters_and_order_equal_brute_force_and_json_says_when_and_where
     store = PhotoStore.existing(connect(settings), settings.index_name)
     rows = dict(store.scan(("path", "vector", "taken", "camera")))
     query = rows[next(iter(rows))]["vector"]
-    args = ["search", "--image", str(dated_library / rows[next(iter(rows))]["path"]), "--json", "--k", "5"]
+    args = [
+        "search",
+        "--image",
+        str(dated_library / rows[next(iter(rows))]["path"]),
+        "--json",
+        "--k",
+        "5",
+        "--no-dedup",
+    ]
 
     def run(*filters: str) -> list[dict]:
         result = run_cli(cli_env, *args, *filters)

@@ -62,7 +62,7 @@ def test_cli_query_vector_is_the_weighted_sum_and_hits_equal_brute_force(
     like = next(key for key in keys if rows[key]["path"] == "chair.jpg")
     photo = sample_photos / "giraffe.jpg"
     query = "2:golden retriever + pool - 0.5:people"
-    found = run_cli(cli_env, "search", query, "--image", str(photo), "--like", like, "--k", "8", "--json")
+    found = run_cli(cli_env, "search", query, "--image", str(photo), "--like", like, "--k", "8", "--json", "--no-dedup")
     assert found.returncode == 0, found.stderr
     texts = encoder.encode_text(["golden retriever", "pool", "people"])  # each term encoded on its own
     image = encoder.encode_images([encoder_photo(photo)])[0]
@@ -73,6 +73,14 @@ def test_cli_query_vector_is_the_weighted_sum_and_hits_equal_brute_force(
     hits = json.loads(found.stdout)
     assert [hit["key"] for hit in hits] == [keys[i] for i in best]
     np.testing.assert_allclose([hit["score"] for hit in hits], scores[best], atol=1e-5)
+
+    without_people = run_cli(cli_env, "search", "- people", "--like", like, "--k", "3", "--json", "--no-dedup")
+    assert without_people.returncode == 0, "with a photo, the words may be only negative"
+    expected = rows[like]["vector"] - texts[2]
+    scores = matrix @ (expected / np.linalg.norm(expected))
+    assert [hit["key"] for hit in json.loads(without_people.stdout)] == [keys[i] for i in np.argsort(-scores)[:3]]
+    only_negative = run_cli(cli_env, "search", "- people")
+    assert only_negative.returncode == 2 and "only negative terms" in only_negative.stderr
 
     bad = run_cli(cli_env, "search", "2x:dog + cat")
     assert bad.returncode == 2 and "the weight '2x' is not a number" in bad.stderr and "Traceback" not in bad.stderr
