@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gc
+import hashlib
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -15,6 +17,7 @@ from streamlit.delta_generator import DeltaGenerator
 
 from clipsearch.connection import connect
 from clipsearch.display import escape_markdown
+from clipsearch.duplicates import DuplicateReport, find_duplicates
 from clipsearch.engine import ImageEncoding, TextEncoding, load_image_encoder, load_text_encoder
 from clipsearch.errors import (
     ClipsearchError,
@@ -40,7 +43,8 @@ from clipsearch.photos import (
     read_file,
     taken_iso,
 )
-from clipsearch.query import BadQuery, parse_query, vector_of_terms
+from clipsearch.query import BadQuery, combine, parse_query
+from clipsearch.results import Cut, Result, ResultOptions, Results, find
 from clipsearch.server import EmbeddedServer, ServerState, report_loading
 from clipsearch.settings import Settings
 from clipsearch.store import ORDERS, PHOTO_FIELDS, Hit, IndexSchema, PhotoStore, SearchFilter
@@ -55,6 +59,10 @@ TOP_LABELS = 5
 GALLERY_SIDE = 256  # pixels, for photos indexed with --no-thumbnails
 DIALOG_SIDE = 1600  # "Open" sends this much, not the camera's full file
 FILTER_KEYS = ("after", "before", "folder", "camera")
+MAX_SHOWN = 1000  # "Show more" stops here
+MAX_GROUPS_SHOWN = 100  # of the duplicates view
+CUT_MODES = ("absolute", "relative")  # as the URL says them: a minimum similarity, or a distance from the best
+DEFAULT_BELOW_BEST = 0.05
 
 
 def load_settings() -> Settings:
@@ -111,9 +119,10 @@ def get_image_encoder(model: Settings) -> ImageEncoding:
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
-def text_vector(model: Settings, text: str) -> np.ndarray:
-    """The query's vector; a query of several terms ("dog + beach - people") is their weighted sum."""
-    return vector_of_terms(parse_query(text), get_text_encoder(model))
+def text_terms(model: Settings, text: str, with_photos: bool) -> tuple[tuple[float, ...], np.ndarray]:
+    """The weights and vectors of a query's terms ("dog + beach - people"), encoded in one batch."""
+    terms = parse_query(text, with_photos=with_photos)
+    return tuple(term.weight for term in terms), get_text_encoder(model).encode_text([term.text for term in terms])
 
 
 @st.cache_data(max_entries=32, show_spinner="Encoding your photo…")
@@ -159,6 +168,14 @@ def clear_like() -> None:
     st.session_state.like = ""
 
 
+def show_more() -> None:
+    st.session_state.pages += 1
+
+
+def show_view(view: str) -> None:
+    st.session_state.view = view
+
+
 # --- the page -------------------------------------------------------------------------------
 
 
@@ -181,6 +198,8 @@ def sidebar(settings: Settings, store: PhotoStore | None, schema: IndexSchema) -
             st.button("Check for changes", type="tertiary", on_click=count_pending.clear)
         if "last_report" in st.session_state:
             st.caption(st.session_state.last_report)
+        if store is not None:
+            st.button("Find duplicates", on_click=show_view, args=("duplicates",), width="stretch", key="to-duplicates")
         st.header("What is in this photo?")
         st.text_area(
             "Labels to rank, one per line",
@@ -294,18 +313,19 @@ def open_photo(hit: Hit, rank: int, root: Path, store: PhotoStore, text_encoder:
 GALLERY_CSS = "<style>.st-key-gallery img {aspect-ratio: 4 / 3; object-fit: cover;}</style>"
 
 
-def gallery(hits: list[Hit], columns: int, root: Path, store: PhotoStore, text_encoder: TextEncoding) -> None:
+def gallery(results: list[Result], columns: int, root: Path, store: PhotoStore, text_encoder: TextEncoding) -> None:
     st.html(GALLERY_CSS)
     with st.container(key="gallery"):
-        for rank, hit in enumerate(hits, 1):
+        for rank, result in enumerate(results, 1):
             if (rank - 1) % columns == 0:  # a row of its own, so ranks read left to right
                 row = st.columns(columns)
-            gallery_tile(row[(rank - 1) % columns], rank, hit, root, store, text_encoder)
+            gallery_tile(row[(rank - 1) % columns], rank, result, root, store, text_encoder)
 
 
 def gallery_tile(
-    cell: DeltaGenerator, rank: int, hit: Hit, root: Path, store: PhotoStore, text_encoder: TextEncoding
+    cell: DeltaGenerator, rank: int, result: Result, root: Path, store: PhotoStore, text_encoder: TextEncoding
 ) -> None:
+    hit = result.hit
     with cell:
         image = picture(hit, root)
         # Captions are Markdown: a file name must not become a link or an image.
@@ -320,10 +340,49 @@ def gallery_tile(
         left.button("More like this", key=f"like-{hit.key}", on_click=more_like, args=(hit.key,), width="stretch")
         if right.button("Open", key=f"open-{hit.key}", width="stretch"):
             open_photo(hit, rank, root, store, text_encoder)
+        if result.similar:
+            with st.popover(f"+{len(result.similar)} similar", width="stretch", key=f"similar-{hit.key}"):
+                for other in result.similar:
+                    similar_photo(other, root)
+
+
+def similar_photo(hit: Hit, root: Path) -> None:
+    """A near-duplicate folded under a result: its picture, similarity to the query, name, size and date."""
+    fields = hit.fields
+    caption = (
+        f"≈ {hit.score:.3f} · {escape_markdown(display_path(fields.get('name') or hit.path))} · "
+        f"{fields.get('width')} x {fields.get('height')} px"
+        + (f" · {taken_label(hit)}" if fields.get("taken") is not None else "")
+    )
+    image = picture(hit, root)
+    if image is None:
+        st.caption(f"{caption} (no thumbnail)")
+    else:
+        st.image(image, caption=caption, width=GALLERY_SIDE)
 
 
 def query_vector(settings: Settings, store: PhotoStore, text_encoder: TextEncoding) -> tuple[np.ndarray | None, str]:
-    """The vector to search with and a line saying what it stands for."""
+    """The vector to search with and a line saying what it stands for: words, a photo, or a photo and words."""
+    if st.session_state.like or st.session_state.mode == "Photo":
+        photo, heading = photo_term(settings, store, text_encoder)
+        if photo is not None:
+            return with_words(settings, photo, heading)
+        if st.session_state.mode == "Photo":  # (a "More like this" photo that is gone falls back to the words)
+            return None, heading
+    text = st.session_state.q.strip()
+    if not text:
+        return None, "Type what you are looking for, or click an example."
+    try:
+        weights, vectors = text_terms(settings.model_only(), text, False)
+        vector = combine(list(vectors), weights)
+    except BadQuery as problem:
+        st.error(f"**That query cannot be read:** {escape_markdown(str(problem))}")
+        return None, ""
+    return vector, f"Photos matching **{escape_markdown(text)}**"
+
+
+def photo_term(settings: Settings, store: PhotoStore, text_encoder: TextEncoding) -> tuple[np.ndarray | None, str]:
+    """The photo a search starts from ("More like this", or an upload) and what to call it."""
     if st.session_state.like:
         vector = store.vector_of(st.session_state.like)
         if vector is not None:
@@ -331,34 +390,48 @@ def query_vector(settings: Settings, store: PhotoStore, text_encoder: TextEncodi
             return vector, f"Photos like **{escape_markdown(display_path((row or {}).get('name') or '?'))}**"
         st.warning("That photo is not in the index.")
         st.session_state.like = ""
-    if st.session_state.mode == "Photo":
-        upload = st.file_uploader("Find photos like this one", type=UPLOAD_TYPES, key="upload")
-        if upload is None:
-            return None, "Upload a photo (JPEG, PNG, WebP, HEIC or AVIF) to find similar ones."
-        name = escape_markdown(upload.name)
-        try:
-            if upload.size > settings.upload_max_bytes:
-                raise BadPhoto(f"{upload.size:,} bytes, over the limit of {settings.upload_max_bytes:,}")
-            vector = upload_vector(settings.model_only(), upload.getvalue(), settings.upload_max_pixels)
-        except BadPhoto as error:
-            reason = escape_markdown(str(error))
-            st.error(f"**{name} cannot be used:** {reason}. Try another JPEG, PNG, WebP, HEIC or AVIF file.")
+        if st.session_state.mode != "Photo":
             return None, ""
-        left, right = st.columns([1, 3])
-        left.image(upload.getvalue(), caption=upload.name, width="stretch")
-        with right:
-            st.markdown("**What is in this photo?**")
-            show_labels(text_encoder, vector)
-        return vector, f"Photos like **{name}**"
-    text = st.session_state.q.strip()
-    if not text:
-        return None, "Type what you are looking for, or click an example."
+    upload = st.file_uploader("Find photos like this one", type=UPLOAD_TYPES, key="upload")
+    if upload is None:
+        return None, "Upload a photo (JPEG, PNG, WebP, HEIC or AVIF) to find similar ones."
+    name = escape_markdown(upload.name)
     try:
-        vector = text_vector(settings.model_only(), text)
-    except BadQuery as problem:
-        st.error(f"**That query cannot be read:** {escape_markdown(str(problem))}")
+        if upload.size > settings.upload_max_bytes:
+            raise BadPhoto(f"{upload.size:,} bytes, over the limit of {settings.upload_max_bytes:,}")
+        vector = upload_vector(settings.model_only(), upload.getvalue(), settings.upload_max_pixels)
+    except BadPhoto as error:
+        reason = escape_markdown(str(error))
+        st.error(f"**{name} cannot be used:** {reason}. Try another JPEG, PNG, WebP, HEIC or AVIF file.")
         return None, ""
-    return vector, f"Photos matching **{escape_markdown(text)}**"
+    left, right = st.columns([1, 3])
+    left.image(upload.getvalue(), caption=upload.name, width="stretch")
+    with right:
+        st.markdown("**What is in this photo?**")
+        show_labels(text_encoder, vector)
+    return vector, f"Photos like **{name}**"
+
+
+def with_words(settings: Settings, photo: np.ndarray, heading: str) -> tuple[np.ndarray | None, str]:
+    """The photo plus the words typed beside it, as terms of one query: "at night", "- people"."""
+    st.text_input(
+        "…with these words (optional)",
+        key="also",
+        bind="query-params",
+        placeholder="e.g. at night, or - people, or 2:snow - 0.5:cars",
+        help="Terms added to the photo (query arithmetic: + and - with spaces around them, weights as 2:word).",
+    )
+    words = st.session_state.also.strip()
+    if not words:
+        return photo, heading
+    try:
+        weights, vectors = text_terms(settings.model_only(), words, True)
+        vector = combine([photo, *vectors], [1.0, *weights])
+    except BadQuery as problem:
+        st.error(f"**Those words cannot be read:** {escape_markdown(str(problem))}")
+        return None, ""
+    joined = words if words[:1] in "+-" else f"+ {words}"
+    return vector, f"{heading} **{escape_markdown(joined)}**"
 
 
 @st.cache_data(show_spinner=False)
@@ -390,7 +463,7 @@ def filter_controls(store: PhotoStore) -> None:
         order.selectbox("Order", ORDERS, key="order", bind="query-params")  # the URL says what the CLI says
 
 
-def controls() -> None:
+def controls(settings: Settings) -> None:
     st.segmented_control("Search by", ["Words", "Photo"], key="mode", required=True, on_change=clear_like)
     if st.session_state.mode == "Words":
         st.text_input(
@@ -401,10 +474,26 @@ def controls() -> None:
             on_change=clear_like,
         )
         st.pills("Examples", EXAMPLE_PROMPTS, key="example", on_change=use_example, label_visibility="collapsed")
-    results, columns, cut = st.columns(3)
+    results, columns, variety = st.columns(3)
     results.slider("Results", 1, MAX_RESULTS, DEFAULT_RESULTS, key="k", bind="query-params")
     columns.slider("Gallery columns", 1, MAX_COLUMNS, DEFAULT_COLUMNS, key="cols", bind="query-params")
-    cut.slider(
+    variety.slider(
+        "Variety",
+        0.0,
+        1.0,
+        0.0,
+        0.05,
+        key="variety",
+        bind="query-params",
+        help="0 ranks by similarity alone. Higher values prefer, for each next result, photos unlike those "
+        "before it (maximal marginal relevance), so that 'beach' is not twelve shots of the same beach.",
+    )
+    mode, minimum, below, dedup = st.columns([3, 4, 4, 3])  # no weight 1/n: see test_app
+    mode.segmented_control(
+        "Hide results", CUT_MODES, default="absolute", key="cut", bind="query-params", required=True,
+        help="absolute: under a minimum similarity; relative: more than some distance under the best result's.",
+    )  # fmt: skip
+    minimum.slider(
         "Minimum similarity",
         0.0,
         1.0,
@@ -412,14 +501,184 @@ def controls() -> None:
         0.01,
         key="min",
         bind="query-params",
+        disabled=st.session_state.cut != "absolute",
         help="Hide results below this cosine similarity (each result shows its own). 0 shows them all.",
+    )
+    below.slider(
+        "At most this far below the best",
+        0.0,
+        0.3,
+        DEFAULT_BELOW_BEST,
+        0.005,
+        key="below",
+        bind="query-params",
+        disabled=st.session_state.cut != "relative",
+        help="Hide results whose similarity is more than this under the best result's: scores differ from "
+        "query to query, so this cut follows each query. The chart above the gallery shows where they drop.",
+    )
+    dedup.toggle(
+        "Fold near-duplicates",
+        True,
+        key="dedup",
+        bind="query-params",
+        help=f"A result at least {settings.duplicate_similarity} similar to a better one (the same shot resized, "
+        "re-encoded, lightly edited) is folded under it, as '+N similar': the results are that many different photos.",
     )
 
 
+def result_options(settings: Settings) -> ResultOptions:
+    """What the controls ask of the results (Show more multiplies the slider's count)."""
+    state = st.session_state
+    cut = Cut(minimum=state.min or None) if state.cut == "absolute" else Cut(below_best=state.below)
+    return ResultOptions(
+        k=min(MAX_SHOWN, state.k * state.pages),
+        duplicates=settings.duplicate_similarity if state.dedup else None,
+        diversity=state.variety,
+        cut=cut,
+        order=state.get("order") or "relevance",
+    )
+
+
+def follow_pages(vector: np.ndarray, options: ResultOptions, where: SearchFilter) -> None:
+    """One page again for a new search; the pages "Show more" added for this one, in the URL."""
+    state = st.session_state
+    signature = hashlib.blake2b(repr((vector.tobytes(), replace(options, k=state.k), where)).encode()).hexdigest()
+    if state.get("signature") not in (None, signature):
+        state.pages = 1
+    state.signature = signature
+    if state.pages > 1:
+        st.query_params["pages"] = str(state.pages)
+    elif "pages" in st.query_params:
+        del st.query_params["pages"]
+
+
+def score_chart(results: Results) -> None:
+    """The similarity of every candidate by rank, and the cut: where the scores drop, and what is hidden."""
+    threshold = results.threshold
+    rows = [
+        {"rank": rank, "similarity": score, "": "hidden" if threshold is not None and score < threshold else "shown"}
+        for rank, score in enumerate(results.scores, 1)
+    ]
+    layers: list[dict[str, object]] = [
+        {
+            "mark": {"type": "line", "point": True, "strokeWidth": 1},
+            "encoding": {
+                "x": {"field": "rank", "type": "quantitative", "title": "rank of the candidate"},
+                "y": {"field": "similarity", "type": "quantitative", "scale": {"zero": False}},
+                "color": {"field": "", "type": "nominal", "scale": {"domain": ["shown", "hidden"]}},
+            },
+        }
+    ]
+    if threshold is not None:
+        layers.append(
+            {
+                "data": {"values": [{"cut": threshold}]},
+                "mark": {"type": "rule", "color": "red", "strokeDash": [4, 2]},
+                "encoding": {"y": {"field": "cut", "type": "quantitative"}},
+            }
+        )
+    spec = {"data": {"values": rows}, "layer": layers, "height": 120}
+    st.vega_lite_chart(spec=spec, width="stretch", key="scores")
+
+
+def search(settings: Settings, store: PhotoStore, text_encoder: TextEncoding) -> None:
+    controls(settings)
+    filter_controls(store)
+    vector, heading = query_vector(settings, store, text_encoder)
+    if st.session_state.like:
+        st.button("← Back to your search", on_click=clear_like)
+        st.query_params["like"] = st.session_state.like
+    elif "like" in st.query_params:
+        del st.query_params["like"]
+    if vector is None:
+        if heading:
+            st.info(heading)
+        return
+    where = search_filter()
+    follow_pages(vector, result_options(settings), where)
+    options = result_options(settings)
+    results = find(store, vector, options, where=where, fields=(*PHOTO_FIELDS, "thumbnail"))
+    folded = sum(len(result.similar) for result in results.shown)
+    st.markdown(
+        f"{heading} · {len(results.shown)} results"
+        + (f" · {folded} near-duplicates folded" if folded else "")
+        + (f" · {results.hidden} of the {len(results.scores)} nearest under the cut" if results.hidden else "")
+    )
+    if results.scores and not results.shown:
+        st.info(f"No result reaches similarity {results.threshold:.3f}; the best has {results.scores[0]:.3f}.")
+    if results.scores:
+        score_chart(results)
+    gallery(results.shown, st.session_state.cols, settings.photos_dir, store, text_encoder)
+    if results.more and options.k < MAX_SHOWN:
+        st.button(f"Show more (another {st.session_state.k})", on_click=show_more, key="more")
+
+
+def duplicates_view(settings: Settings, store: PhotoStore) -> None:
+    """Groups of near-identical photos in the whole index, largest first; worked out once per threshold and
+    index size in a session, with a progress bar over the index."""
+    st.button("← Back to search", on_click=show_view, args=("search",), key="to-search")
+    st.subheader("Near-duplicates in the index")
+    threshold = st.slider(
+        "Photos at least this similar are near-duplicates",
+        min(0.8, settings.duplicate_similarity),
+        1.0,
+        settings.duplicate_similarity,
+        0.001,
+        key="dup",
+        bind="query-params",
+        format="%.3f",
+    )
+    signature = (store.schema.name, store.count(), threshold)
+    known = st.session_state.get("duplicates")
+    if known is None or known[0] != signature:
+        bar = st.progress(0.0, text="Looking for near-duplicates…")
+
+        def progress(done: int, total: int) -> None:
+            bar.progress(done / max(total, 1), text=f"Checked {done:,} of {total:,} photos")
+
+        known = (signature, find_duplicates(store, threshold, (*PHOTO_FIELDS, "thumbnail"), on_progress=progress))
+        st.session_state.duplicates = known
+        bar.empty()
+    report: DuplicateReport = known[1]
+    st.markdown(
+        f"**{len(report.groups)} groups** of near-duplicates ({report.duplicates} photos beyond the first of each) "
+        f"among {report.photos:,} photos, checked in {report.seconds:.1f} s ({report.rate:,.0f} photos/s)."
+    )
+    if len(report.groups) > MAX_GROUPS_SHOWN:
+        st.caption(f"Showing the {MAX_GROUPS_SHOWN} largest groups; `python -m clipsearch duplicates` lists them all.")
+    for number, group in enumerate(report.groups[:MAX_GROUPS_SHOWN], 1):
+        with st.container(border=True, key=f"group-{number}"):
+            st.markdown(f"**Group {number}** · {len(group.members)} photos · the first has the most pixels")
+            cells = st.columns(min(len(group.members), MAX_COLUMNS))
+            for place, hit in enumerate(group.members):
+                with cells[place % len(cells)]:
+                    duplicate_tile(hit, settings.photos_dir)
+
+
+def duplicate_tile(hit: Hit, root: Path) -> None:
+    fields = hit.fields
+    caption = (
+        f"{hit.score:.4f} · {escape_markdown(display_path(hit.path))} · {fields.get('width')} x {fields.get('height')}"
+        f" px · {(fields.get('size') or 0) / 1024:,.0f} KiB"
+        + (f" · {taken_label(hit)}" if fields.get("taken") is not None else "")
+    )
+    image = picture(hit, root)
+    if image is None:
+        st.caption(f"{caption} (no thumbnail)")
+    else:
+        st.image(image, caption=caption, width="stretch")
+
+
 def init_state() -> None:
-    """Defaults for this browser session; `like` comes from the URL, the bound widgets read theirs."""
+    """Defaults for this browser session; `like`, `pages` and `view` come from the URL, the bound widgets read
+    theirs."""
     if "like" not in st.session_state:
         st.session_state.like = st.query_params.get("like", "")
+    if "pages" not in st.session_state:
+        pages = st.query_params.get("pages", "1")
+        st.session_state.pages = min(int(pages), MAX_SHOWN) if pages.isdigit() and int(pages) > 0 else 1
+    if "view" not in st.session_state:
+        st.session_state.view = "duplicates" if st.query_params.get("view") == "duplicates" else "search"
     st.session_state.setdefault("mode", "Words")
     st.session_state.setdefault("q", "")
 
@@ -447,31 +706,13 @@ def main() -> None:
         st.info(f"No photos indexed yet: {hint}`python scripts/load_photos.py [FOLDER]`.")
         return
     sidebar(settings, store, store.schema)
-    controls()
-    filter_controls(store)
-    vector, heading = query_vector(settings, store, text_encoder)
-    if st.session_state.like:
-        st.button("← Back to your search", on_click=clear_like)
-        st.query_params["like"] = st.session_state.like
-    elif "like" in st.query_params:
-        del st.query_params["like"]
-    if vector is None:
-        if heading:
-            st.info(heading)
-        return
-    hits = store.search(
-        vector,
-        k=st.session_state.k,
-        fields=(*PHOTO_FIELDS, "thumbnail"),
-        where=search_filter(),
-        order=st.session_state.get("order") or "relevance",
-    )
-    # 0 keeps every result: CLIP similarities can be negative.
-    shown = [hit for hit in hits if hit.score >= st.session_state.min] if st.session_state.min > 0 else hits
-    st.markdown(f"{heading} · {len(shown)} of {len(hits)} results")
-    if hits and not shown:
-        st.info(f"No result reaches similarity {st.session_state.min:.2f}; the best has {hits[0].score:.3f}.")
-    gallery(shown, st.session_state.cols, settings.photos_dir, store, text_encoder)
+    if st.session_state.view == "duplicates":
+        st.query_params["view"] = "duplicates"
+        duplicates_view(settings, store)
+    else:
+        if "view" in st.query_params:
+            del st.query_params["view"]
+        search(settings, store, text_encoder)
 
 
 PROBLEMS = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import json
 import re
 import shutil
 import uuid
@@ -15,11 +16,13 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from clipsearch.display import escape_markdown
+from clipsearch.duplicates import find_duplicates
 from clipsearch.encoder import TextEncoder
 from clipsearch.index import open_index
 from clipsearch.loader import LoadOptions, PhotoLoader
 from clipsearch.onnx_engine import OnnxTextEncoder
 from clipsearch.photos import day_start
+from clipsearch.results import ResultOptions, find
 from clipsearch.settings import Settings
 from clipsearch.store import PhotoStore, SearchFilter
 
@@ -28,10 +31,15 @@ CAPTION = re.compile(r"^#(\d+) · (-?\d\.\d{3}) · (.+?)(?: · (\d{4}-\d\d-\d\d)
 
 
 @pytest.fixture
-def app_env(monkeypatch, settings: Settings, random_checkpoint: Path, photo_folder: Path) -> Settings:
-    """The app's environment: this test's index, the random model, the test photo folder."""
+def app_env(
+    monkeypatch, settings: Settings, random_checkpoint: Path, photo_folder: Path, planted_similarity: float
+) -> Settings:
+    """The app's environment: this test's index, the random model, the test photo folder, and a near-duplicate
+    similarity measured for the random model (its 34 photos are at most 0.982 apart, so none folds; the
+    planted copies of tests/conftest.py do)."""
     for name in ("VALKEY_URL", "CLIPSEARCH_MODEL", "CLIPSEARCH_ALGORITHM"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CLIPSEARCH_DUPLICATE_SIMILARITY", str(planted_similarity))
     monkeypatch.setenv("CLIPSEARCH_DATA_DIR", str(settings.data_dir))
     monkeypatch.setenv("CLIPSEARCH_INDEX", settings.index_name)
     monkeypatch.setenv("CLIPSEARCH_PRETRAINED", str(random_checkpoint))
@@ -392,3 +400,141 @@ def test_filters_and_order_round_trip_through_the_url_and_equal_the_store(
     shared = run_app(q="a photo", camera="Canon EOS R6")  # the camera comes from the URL too
     assert shared.selectbox(key="camera").value == "Canon EOS R6" and results(shared)
     assert {name for _, _, name in results(shared)} <= canon
+
+
+# --- near-duplicates, variety, the cut, Show more, photos with words, the duplicates view -------------------
+
+SIMILAR = re.compile(r"^≈ (-?\d\.\d{3}) · (.+?) · \d+ x \d+ px")
+
+
+@pytest.fixture
+def planted(app_env: Settings, open_test_index, encoder, photo_folder: Path, planted_duplicates) -> PhotoStore:
+    store = open_test_index()
+    PhotoLoader(store, encoder, LoadOptions(), show_bar=False).index_folder(photo_folder)
+    return store
+
+
+def popovers(app: AppTest) -> dict[str, list[str]]:
+    """Each "+N similar" popover's label and the names of the photos in it."""
+    return {
+        popover.proto.popover.label: [
+            unescape(SIMILAR.match(caption)[2]) for image in popover.children.values() for caption in image.captions
+        ]
+        for popover in app.get("popover")
+    }
+
+
+def test_near_duplicates_fold_under_the_best_and_the_toggle_round_trips(
+    planted: PhotoStore, planted_duplicates: dict[str, list[str]]
+) -> None:
+    key = _key_of(planted, "monuments-navajo.jpg")
+    app = run_app(like=key, k="5")
+    assert_clean(app)
+    assert app.toggle(key="dedup").value is True
+    shown = results(app)
+    assert len(shown) == 5 and shown[0][2] in {"monuments-navajo.jpg", "monuments-navajo-png.png"}
+    folded = popovers(app)
+    copies = {"monuments-navajo.jpg", *(Path(path).name for path in planted_duplicates["monuments-navajo.jpg"])}
+    assert {shown[0][2], *folded["+4 similar"]} == copies
+    assert not copies & {name for _, _, name in shown[1:]}, "the other four results are other photos"
+    total = sum(len(names) for names in folded.values())
+    assert any(f"{total} near-duplicates folded" in md.value for md in app.markdown)
+
+    plain = run_app(like=key, k="5", dedup="false")
+    assert plain.toggle(key="dedup").value is False and not plain.get("popover")
+    assert {name for _, _, name in results(plain)} == copies, "unfolded, the copies fill the five places"
+    app.toggle(key="dedup").set_value(False).run()
+    assert results(app) == results(plain)
+
+
+def chart(app: AppTest) -> tuple[int, float | None]:
+    """The score chart's number of candidates and the similarity where its cut is drawn."""
+    import pyarrow
+
+    [element] = app.get("vega_lite_chart")
+    spec = json.loads(element.proto.spec)
+    rows = pyarrow.ipc.open_stream(element.proto.data.data).read_all().num_rows
+    rules = [layer["data"]["values"][0]["cut"] for layer in spec["layer"] if layer["mark"]["type"] == "rule"]
+    return rows, rules[0] if rules else None
+
+
+def test_variety_and_the_relative_cut_from_the_url_equal_the_library(indexed: PhotoStore, encoder) -> None:
+    vector = encoder.encode_text(["a harbour at dawn"])[0]
+    varied = run_app(q="a harbour at dawn", variety="0.6")
+    assert_clean(varied)
+    assert varied.slider(key="variety").value == 0.6
+    expected = find(indexed, vector, ResultOptions(k=12, duplicates=0.99, diversity=0.6))
+    assert [name for _, _, name in results(varied)] == [r.hit.fields["name"] for r in expected.shown]
+    assert [name for _, _, name in results(varied)] != [name for _, _, name in results(run_app(q="a harbour at dawn"))]
+
+    scores = [hit.score for hit in indexed.search(vector, k=34)]
+    below = round((scores[0] - scores[5]) + 0.001, 3)  # measured: keeps the best six (the next is further off)
+    assert scores[0] - scores[6] > below
+    cut = run_app(q="a harbour at dawn", cut="relative", below=str(below))
+    assert_clean(cut)
+    assert cut.button_group(key="cut").value == "relative" and cut.slider(key="below").value == below
+    assert len(results(cut)) == 6
+    candidates, drawn = chart(cut)
+    assert drawn == pytest.approx(scores[0] - below, abs=1e-6) and candidates == 32, "k + 20 candidates"
+    assert any("26 of the 32 nearest under the cut" in md.value for md in cut.markdown)
+    absolute = run_app(q="a harbour at dawn")
+    assert chart(absolute) == (32, None), "no cut, no line"
+
+
+def test_show_more_extends_past_the_slider_without_encoding_again(
+    indexed: PhotoStore, text_encodes: list[list[str]]
+) -> None:
+    query = f"a market stall {uuid.uuid4().hex[:6]}"
+    app = run_app(q=query, k="10")
+    assert len(results(app)) == 10
+    app.button(key="more").click().run()
+    assert [rank for rank, _, _ in results(app)] == list(range(1, 21))
+    assert app.query_params["pages"] in ("2", ["2"])
+    app.button(key="more").click().run()
+    assert len(results(app)) == 30
+    app.button(key="more").click().run()
+    assert len(results(app)) == 34 and not [b for b in app.button if b.key == "more"], "all 34 photos shown"
+    assert text_encodes == [[query]], "the query was encoded once"
+    shared = run_app(q=query, k="10", pages="2")
+    assert len(results(shared)) == 20
+    shared.text_input(key="q").input("a fishing boat").run()
+    assert len(results(shared)) == 10, "a new search starts from one page again"
+
+
+def test_words_added_to_a_photo_are_terms_of_one_query(indexed: PhotoStore, encoder) -> None:
+    key = _key_of(indexed, sorted(name for _, row in indexed.scan(("name",)) for name in [row["name"]])[3])
+    app = run_app(like=key, also="- 0.5:people + at night")
+    assert_clean(app)
+    assert app.text_input(key="also").value == "- 0.5:people + at night"
+    people, night = encoder.encode_text(["people", "at night"])
+    expected_vector = indexed.vector_of(key) - 0.5 * people + night
+    expected = indexed.search(expected_vector / np.linalg.norm(expected_vector), k=12)
+    shown = results(app)
+    assert [name for _, _, name in shown] == [hit.fields["name"] for hit in expected]
+    np.testing.assert_allclose([score for _, score, _ in shown], [round(hit.score, 3) for hit in expected], atol=1e-3)
+    assert any("- 0.5:people + at night" in unescape(md.value) for md in app.markdown)
+    bad = run_app(like=key, also="+ + night")
+    assert "Those words cannot be read" in bad.error[0].value and not results(bad)
+
+
+def test_the_duplicates_view_groups_the_planted_copies(
+    planted: PhotoStore, planted_duplicates: dict[str, list[str]]
+) -> None:
+    app = run_app(q="a photo")
+    app.button(key="to-duplicates").click().run()
+    assert_clean(app)
+    assert app.query_params["view"] in ("duplicates", ["duplicates"])
+    assert any(md.value.startswith("**3 groups** of near-duplicates (8 photos beyond") for md in app.markdown)
+    shown = [unescape(caption.split(" · ")[1]) for image in app.image for caption in image.captions]
+    planted_paths = [path for original, copies in planted_duplicates.items() for path in (original, *copies)]
+    assert sorted(shown) == sorted(planted_paths), "every member of every group, once"
+    shared = run_app(view="duplicates", dup="0.999")
+    assert shared.slider(key="dup").value == 0.999
+    expected = find_duplicates(planted, 0.999)
+    assert len(expected.groups) > 0 and expected.duplicates < 8, "measured: some copies are not this close"
+    assert any(
+        md.value.startswith(f"**{len(expected.groups)} groups** of near-duplicates ({expected.duplicates} ")
+        for md in shared.markdown
+    )
+    shared.button(key="to-search").click().run()
+    assert shared.text_input(key="q") is not None and "view" not in shared.query_params

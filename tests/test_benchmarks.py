@@ -22,6 +22,19 @@ def test_the_scale_benchmark_runs(run_cli, bench_env: dict[str, str]) -> None:
         assert line in done.stdout
 
 
+@pytest.mark.slow
+def test_the_duplicates_benchmark_runs(run_cli, bench_env: dict[str, str]) -> None:
+    done = run_cli(bench_env, "--quick", script="scripts/bench_duplicates.py", timeout=600)
+    assert done.returncode == 0, done.stderr
+    for line in (
+        "2,000 photos, FLAT",
+        "clipsearch duplicates (index KNN)",
+        "baseline (all vectors",
+        "groups found exactly",
+    ):
+        assert line in done.stdout
+
+
 def test_the_full_size_loader_benchmark_runs(
     run_cli, bench_env: dict[str, str], random_checkpoint: Path, sample_photos: Path
 ) -> None:

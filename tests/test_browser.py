@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from clipsearch.display import WORD_JOINER
 from clipsearch.engine import uses_onnx
 from clipsearch.loader import LoadOptions, PhotoLoader
 from clipsearch.photos import display_path
+from clipsearch.results import ResultOptions, find
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
 
@@ -172,8 +174,12 @@ def test_four_people_searching_at_once_each_get_their_own_results(
 
     store = open_test_index()
     queries = ["a cat", "snowy streets", "a red car", "food on a plate"]
+    folding = ResultOptions(k=12, duplicates=Settings().duplicate_similarity)  # the page's defaults
     expected = {
-        query: [display_path(hit.fields["name"]) for hit in store.search(encoder.encode_text([query])[0], k=12)]
+        query: [
+            display_path(result.hit.fields["name"])
+            for result in find(store, encoder.encode_text([query])[0], folding).shown
+        ]
         for query in queries
     }
     with sync_playwright() as playwright:
@@ -190,7 +196,7 @@ def test_four_people_searching_at_once_each_get_their_own_results(
             box.press("Enter")
         for page, query in zip(pages, queries, strict=True):
             expect(page.get_by_text(f"Photos matching {query}", exact=False)).to_be_visible(timeout=120_000)
-            captions = page.locator('[data-testid="stImageCaption"]')
+            captions = page.locator('.st-key-gallery [data-testid="stImageCaption"]')
             expect(captions).to_have_count(12, timeout=120_000)
             names = [text.split(" · ")[2] for text in captions.all_inner_texts()]  # rank · score · name · date
             assert names == expected[query], query
@@ -208,7 +214,8 @@ def test_filters_and_order_from_a_shared_link_equal_the_store(
 
     store = open_test_index()
     where = SearchFilter(folder="2021/japan", after=day_start("2021-03-01"))
-    expected = store.search(encoder.encode_text(["a photo"])[0], k=12, where=where, order="newest")
+    options = ResultOptions(k=12, duplicates=Settings().duplicate_similarity, order="newest")
+    expected = [result.hit for result in find(store, encoder.encode_text(["a photo"])[0], options, where=where).shown]
     link = {"q": "a photo", "folder": "2021/japan", "after": "2021-03-01", "order": "newest"}
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -222,4 +229,40 @@ def test_filters_and_order_from_a_shared_link_equal_the_store(
         assert dates == sorted(dates, reverse=True) and min(dates) >= "2021-03-01"
         OUTPUT.mkdir(exist_ok=True)
         page.screenshot(path=str(OUTPUT / "browser-filters.png"), full_page=True)
+        browser.close()
+
+
+def test_folding_the_cut_and_show_more_write_the_url_and_a_shared_link_restores_them(streamlit_server: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{streamlit_server}/?q=a+cat&k=6")
+        captions = page.locator('.st-key-gallery [data-testid="stImageCaption"]')
+        expect(captions).to_have_count(6, timeout=120_000)
+        similar = page.get_by_role("button", name=re.compile(r"^\+\d+ similar$"))  # the samples hold some at 0.95
+        expect(similar.first).to_be_visible()
+        similar.first.click()
+        expect(page.get_by_text("≈ ", exact=False).first).to_be_visible(timeout=30_000)
+        page.keyboard.press("Escape")
+
+        page.get_by_text("Fold near-duplicates").click()
+        page.wait_for_url("**dedup=false**", timeout=60_000)
+        expect(similar).to_have_count(0, timeout=60_000)
+        page.get_by_text("relative", exact=True).click()
+        page.wait_for_url("**cut=relative**", timeout=60_000)
+        page.get_by_role("button", name="Show more").click()
+        page.wait_for_url("**pages=2**", timeout=60_000)
+        before = captions.all_inner_texts()
+        assert 1 <= len(before) <= 12
+        shared = page.url
+
+        other = browser.new_page(viewport={"width": 1400, "height": 1000})
+        other.goto(shared)
+        again = other.locator('.st-key-gallery [data-testid="stImageCaption"]')
+        expect(again).to_have_count(len(before), timeout=120_000)
+        assert again.all_inner_texts() == before
+        OUTPUT.mkdir(exist_ok=True)
+        other.screenshot(path=str(OUTPUT / "browser-shared-controls.png"), full_page=True)
         browser.close()
