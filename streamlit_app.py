@@ -6,7 +6,6 @@ import gc
 import hashlib
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -63,6 +62,7 @@ MAX_SHOWN = 1000  # "Show more" stops here
 MAX_GROUPS_SHOWN = 100  # of the duplicates view
 CUT_MODES = ("absolute", "relative")  # as the URL says them: a minimum similarity, or a distance from the best
 DEFAULT_BELOW_BEST = 0.05
+SEARCH_CONTROLS = ("k", "dedup", "variety", "cut", "min", "below", "order")  # a change starts from one page again
 
 
 def load_settings() -> Settings:
@@ -539,10 +539,11 @@ def result_options(settings: Settings) -> ResultOptions:
     )
 
 
-def follow_pages(vector: np.ndarray, options: ResultOptions, where: SearchFilter) -> None:
+def follow_pages(vector: np.ndarray, where: SearchFilter) -> None:
     """One page again for a new search; the pages "Show more" added for this one, in the URL."""
     state = st.session_state
-    signature = hashlib.blake2b(repr((vector.tobytes(), replace(options, k=state.k), where)).encode()).hexdigest()
+    controls = repr((where, [state.get(key) for key in SEARCH_CONTROLS])).encode()
+    signature = hashlib.blake2b(vector.tobytes() + controls).hexdigest()
     if state.get("signature") not in (None, signature):
         state.pages = 1
     state.signature = signature
@@ -595,7 +596,7 @@ def search(settings: Settings, store: PhotoStore, text_encoder: TextEncoding) ->
             st.info(heading)
         return
     where = search_filter()
-    follow_pages(vector, result_options(settings), where)
+    follow_pages(vector, where)
     options = result_options(settings)
     results = find(store, vector, options, where=where, fields=(*PHOTO_FIELDS, "thumbnail"))
     folded = sum(len(result.similar) for result in results.shown)

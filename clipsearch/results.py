@@ -7,6 +7,7 @@ vectors are read back from the index (they are the photos' own, so no photo is e
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ from clipsearch.store import PHOTO_FIELDS, VECTOR_FIELD, Hit, PhotoStore, Search
 MAX_CANDIDATES = 2000  # the most candidates one search reads back (2 KiB of vector each)
 EXTRA_CANDIDATES = 20  # beyond k: enough to see the drop of the scores after the k-th
 VARIETY_POOL = 4  # variety chooses among this many candidates per result wanted
+SIMILAR_IN_FULL = 8  # folded photos per result read with every field asked for; the rest with path and name
 
 
 @dataclass(frozen=True)
@@ -81,20 +83,29 @@ def find(
     with_vectors = options.duplicates is not None or options.diversity > 0
     per_result = VARIETY_POOL if options.diversity else 2 if options.duplicates is not None else 1
     pool = min(MAX_CANDIDATES, max(options.k + EXTRA_CANDIDATES, options.k * per_result))
+    vectors: dict[str, np.ndarray | None] = {}  # read once, however often the index is asked again
     while True:
-        candidates = store.search(vector, k=pool, fields=(VECTOR_FIELD if with_vectors else "taken",), where=where)
-        threshold = options.cut.threshold(candidates[0].score) if candidates else None
-        passing = [hit for hit in candidates if threshold is None or hit.score >= threshold]
-        groups = fold(passing, options.duplicates)
-        exhausted = len(candidates) < pool or len(passing) < len(candidates) or pool >= MAX_CANDIDATES
+        ranked = store.nearest(vector, pool, where=where)
+        threshold = options.cut.threshold(ranked[0][1]) if ranked else None
+        passing = [(key, score) for key, score in ranked if threshold is None or score >= threshold]
+        cut_reached = len(passing) < len(ranked)  # no later candidate can pass either
+        if with_vectors:
+            missing = [key for key, _ in passing if key not in vectors]
+            for key, row in zip(missing, store.get(missing, (VECTOR_FIELD,)), strict=True):
+                vectors[key] = row[VECTOR_FIELD] if row else None  # None: deleted since the KNN query
+            passing = [(key, score) for key, score in passing if vectors[key] is not None]
+        hits = [Hit(key, score, {VECTOR_FIELD: vectors[key]} if with_vectors else {}) for key, score in passing]
+        groups = fold(hits, options.duplicates)
+        exhausted = len(ranked) < pool or cut_reached or pool >= MAX_CANDIDATES
         if len(groups) > options.k or exhausted:
             break
-        pool = min(MAX_CANDIDATES, pool * 2)
+        # As many more as folding needs, going by how much it folded so far (at least twice as many).
+        pool = min(MAX_CANDIDATES, max(2 * pool, math.ceil(1.5 * pool * (options.k + 1) / max(len(groups), 1))))
     chosen = mmr(groups, np.asarray(vector, dtype=np.float32), options.k, options.diversity) if with_vectors else groups
     shown = {result.hit.key: result for result in _with_fields(store, chosen[: options.k], fields)}
     return Results(
         shown=[shown[hit.key] for hit in in_order([result.hit for result in shown.values()], options.order)],
-        scores=[hit.score for hit in candidates],
+        scores=[score for _, score in ranked],
         threshold=threshold,
         more=len(groups) > options.k or not exhausted,
     )
@@ -148,9 +159,12 @@ def _dim(hits: Sequence[Hit]) -> int:
 
 
 def _with_fields(store: PhotoStore, results: Sequence[Result], fields: Sequence[str]) -> list[Result]:
-    """The results with `fields` read for each photo, folded ones included, in one pipelined round trip."""
-    keys = [hit.key for result in results for hit in (result.hit, *result.similar)]
-    rows = dict(zip(keys, store.get(keys, list(dict.fromkeys([*fields, "taken"]))), strict=True))
+    """The results with `fields` read for each photo and its first folded ones, and the path and name of the
+    rest (a burst of fifty shots folds fifty thumbnails that nobody asked to see), in one round trip each."""
+    full = [hit.key for result in results for hit in (result.hit, *result.similar[:SIMILAR_IN_FULL])]
+    brief = [hit.key for result in results for hit in result.similar[SIMILAR_IN_FULL:]]
+    rows = dict(zip(full, store.get(full, list(dict.fromkeys([*fields, "taken"]))), strict=True))
+    rows |= dict(zip(brief, store.get(brief, ["path", "name"]), strict=True))
 
     def filled(hit: Hit) -> Hit:
         return Hit(hit.key, hit.score, hit.fields | (rows[hit.key] or {}))

@@ -494,6 +494,17 @@ class PhotoStore:
         order "newest" or "oldest", those k by capture time (photos without one last)."""
         if order not in ORDERS:
             raise ValueError(f"order {order!r}: choose one of {', '.join(ORDERS)}")
+        ranked = self.nearest(vector, k, ef_runtime, where)
+        wanted = list(dict.fromkeys([*fields, "taken"])) if order != "relevance" else list(fields)
+        stored = self.get([key for key, _ in ranked], wanted)
+        hits = [Hit(key, score, values or {}) for (key, score), values in zip(ranked, stored, strict=False)]
+        return in_order(hits, order)
+
+    def nearest(
+        self, vector: np.ndarray, k: int, ef_runtime: int | None = None, where: SearchFilter | None = None
+    ) -> list[tuple[str, float]]:
+        """The keys and similarities of the k nearest photos that `where` lets through, best first: the KNN
+        query alone, for a caller that reads the fields it needs itself."""
         if k <= 0:
             return []
         query, params = self._knn(vector, k, ef_runtime, where)
@@ -501,11 +512,7 @@ class PhotoStore:
             result = self.client.ft(self.schema.name).search(query, query_params=params)
         except valkey.ResponseError as error:
             raise self._missing_or(error) from None
-        ranked = _ranked(result.docs)
-        wanted = list(dict.fromkeys([*fields, "taken"])) if order != "relevance" else list(fields)
-        stored = self.get([key for key, _ in ranked], wanted)
-        hits = [Hit(key, score, values or {}) for (key, score), values in zip(ranked, stored, strict=False)]
-        return in_order(hits, order)
+        return _ranked(result.docs)
 
     def neighbours(
         self, vectors: Sequence[np.ndarray], k: int, ef_runtime: int | None = None

@@ -6,7 +6,10 @@ Text: open_clip's own model.encode_text(tokenizer(...)) on the full model, clips
 TextEncoder and its ONNX Runtime encoder (what the page runs by default), taking turns over the same
 varied queries in the same process; the vectors must agree within 1e-5. Search: PhotoStore.search with the page's fields
 (thumbnails included: 12 synthetic 11 KiB thumbnails) on an embedded server holding --count
-clustered vectors, for FLAT and the default HNSW. Without --pretrained the model has random weights.
+vectors in two collections (see collections()), for FLAT and the default HNSW, against results.find as the
+page runs it (near-duplicates folded: KNN of 32 candidates or more, their vectors, then the fields of the 12
+shown) and with variety 0.5 (48 candidates or more), in turn on the same queries. Without --pretrained the
+model has random weights.
 """
 
 from __future__ import annotations
@@ -25,10 +28,13 @@ from benchkit import PRETRAINED_HELP, scratch_and_weights
 from clipsearch.connection import connect
 from clipsearch.engine import TextEncoding, load_text_encoder
 from clipsearch.identity import ModelIdentity
+from clipsearch.results import ResultOptions, find
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
 from clipsearch.store import PHOTO_FIELDS, IndexSchema, PhotoRecord, PhotoStore
 
+FOLDING = ResultOptions(k=12, duplicates=0.95)
+VARIED = ResultOptions(k=12, duplicates=0.95, diversity=0.5)
 QUERIES = [
     "a cat",
     "snowy streets at night",
@@ -88,11 +94,32 @@ def time_text(pretrained: str, repeats: int) -> None:
         print(f"  {name:<28} p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  ({ratios}){difference}")
 
 
+def search_ways(store: PhotoStore) -> dict[str, Callable[[np.ndarray], int]]:
+    """What a search of the page's 12 results costs, plain and as results.find runs it; each returns a count."""
+    fields = (*PHOTO_FIELDS, "thumbnail")
+    return {
+        "PhotoStore.search": lambda query: len(store.search(query, k=12, fields=fields)),
+        "find, folding (the page)": lambda query: len(find(store, query, FOLDING, fields=fields).shown),
+        "find, folding + variety 0.5": lambda query: len(find(store, query, VARIED, fields=fields).shown),
+    }
+
+
+def collections(rng: np.random.Generator, count: int) -> dict[str, np.ndarray]:
+    """Two synthetic collections in clusters of 50: "bursts", each photo with 49 others at cosine 0.999 (the
+    worst case for folding: the index is asked for about 600 candidates to fill 12 results), and "no
+    near-duplicates", the same clusters spread to cosine 0.55 (nothing folds)."""
+    sets = {}
+    for name, center_norm in (("bursts", None), ("no near-duplicates", 1.0)):
+        centers = rng.standard_normal((count // 50, 512)).astype(np.float32)
+        if center_norm is not None:
+            centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+        vectors = centers[rng.integers(0, len(centers), count)] + 0.04 * rng.standard_normal((count, 512))
+        sets[name] = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    return sets
+
+
 def time_search(count: int, repeats: int, scratch: Path) -> None:
     rng = np.random.default_rng(0)
-    centers = rng.standard_normal((count // 50, 512)).astype(np.float32)
-    vectors = centers[rng.integers(0, len(centers), count)] + 0.04 * rng.standard_normal((count, 512))
-    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
     thumbnail = rng.integers(0, 256, 11 * 1024, dtype=np.uint8).tobytes()
     server = EmbeddedServer(scratch / "data")
     base = Settings(data_dir=server.data_dir)
@@ -100,20 +127,28 @@ def time_search(count: int, repeats: int, scratch: Path) -> None:
     try:
         client = connect(base)
         print(f"KNN k=12 + HMGET of the page's fields, {count} photos with 11 KiB thumbnails, {repeats} queries")
-        for algorithm in ("FLAT", "HNSW"):
-            settings = dataclasses.replace(base, index_name=algorithm.lower(), algorithm=algorithm)
-            store = PhotoStore.open(client, IndexSchema.from_settings(settings, model), create=True)
-            store.upsert(
-                PhotoRecord(f"{i}.jpg", vector, thumbnail=thumbnail, source="file") for i, vector in enumerate(vectors)
-            )
-            seconds = []
-            for query in vectors[rng.integers(0, count, repeats)]:
-                started = time.perf_counter()
-                hits = store.search(query, k=12, fields=(*PHOTO_FIELDS, "thumbnail"))
-                seconds.append(time.perf_counter() - started)
-                assert len(hits) == 12
-            p50, p95 = percentiles(seconds)
-            print(f"  {algorithm:<5} p50 {p50:6.2f} ms  p95 {p95:6.2f} ms")
+        for number, (data, vectors) in enumerate(collections(rng, count).items()):
+            for algorithm in ("FLAT", "HNSW"):
+                index_name = f"{algorithm.lower()}-{number}"
+                settings = dataclasses.replace(base, index_name=index_name, algorithm=algorithm)
+                store = PhotoStore.open(client, IndexSchema.from_settings(settings, model), create=True)
+                store.upsert(
+                    PhotoRecord(f"{i}.jpg", v, thumbnail=thumbnail, source="file") for i, v in enumerate(vectors)
+                )
+                ways = search_ways(store)
+                seconds: dict[str, list[float]] = {way: [] for way in ways}
+                for query in vectors[rng.integers(0, count, repeats)]:
+                    for way, run in ways.items():  # in turn, on the same query
+                        started = time.perf_counter()
+                        shown = run(query)
+                        seconds[way].append(time.perf_counter() - started)
+                        assert shown == 12
+                base_p50 = percentiles(seconds["PhotoStore.search"])[0]
+                for way, times in seconds.items():
+                    p50, p95 = percentiles(times)
+                    print(f"  {data:<18} {algorithm:<5} {way:<28} p50 {p50:6.2f} ms  p95 {p95:6.2f} ms  "
+                          f"({p50 / base_p50:.2f}x)")  # fmt: skip
+                store.drop()
         client.close()
     finally:
         server.stop()

@@ -168,6 +168,9 @@ def test_upload_searches_by_image_and_names_what_is_in_it(indexed: PhotoStore, p
     top = results(app)[0]
     assert top[2] == photo.name and top[1] == pytest.approx(1.0, abs=1e-3)
     assert len(app.get("progress")) == 5, "the top 5 labels with their scores"
+    app.text_input(key="also").input("- 3:a photo of this").run()  # words beside the upload: one query
+    assert_clean(app)
+    assert results(app)[0][1] < 0.99 and any("- 3:a photo of this" in unescape(md.value) for md in app.markdown)
 
 
 def test_bad_upload_is_a_message_not_a_traceback(indexed: PhotoStore) -> None:
