@@ -43,7 +43,7 @@ from clipsearch.photos import (
     taken_iso,
 )
 from clipsearch.query import BadQuery, combine, parse_query
-from clipsearch.results import Cut, Result, ResultOptions, Results, find
+from clipsearch.results import SIMILAR_IN_FULL, Cut, Result, ResultOptions, Results, find
 from clipsearch.server import EmbeddedServer, ServerState, report_loading
 from clipsearch.settings import Settings
 from clipsearch.store import ORDERS, PHOTO_FIELDS, Hit, IndexSchema, PhotoStore, SearchFilter
@@ -342,8 +342,13 @@ def gallery_tile(
             open_photo(hit, rank, root, store, text_encoder)
         if result.similar:
             with st.popover(f"+{len(result.similar)} similar", width="stretch", key=f"similar-{hit.key}"):
-                for other in result.similar:
+                for other in result.similar[:SIMILAR_IN_FULL]:
                     similar_photo(other, root)
+                if rest := result.similar[SIMILAR_IN_FULL:]:
+                    names = ", ".join(
+                        escape_markdown(display_path(other.fields.get("name") or other.path)) for other in rest
+                    )
+                    st.caption(f"and {len(rest)} more: {names}")
 
 
 def similar_photo(hit: Hit, root: Path) -> None:

@@ -421,7 +421,10 @@ def popovers(app: AppTest) -> dict[str, list[str]]:
     """Each "+N similar" popover's label and the names of the photos in it."""
     return {
         popover.proto.popover.label: [
-            unescape(SIMILAR.match(caption)[2]) for image in popover.children.values() for caption in image.captions
+            unescape(SIMILAR.match(caption)[2])
+            for image in popover.children.values()
+            if image.type == "image"
+            for caption in image.captions
         ]
         for popover in app.get("popover")
     }
@@ -448,6 +451,26 @@ def test_near_duplicates_fold_under_the_best_and_the_toggle_round_trips(
     assert {name for _, _, name in results(plain)} == copies, "unfolded, the copies fill the five places"
     app.toggle(key="dedup").set_value(False).run()
     assert results(app) == results(plain)
+
+
+def test_a_burst_shows_the_first_folded_photos_and_names_the_rest(
+    indexed: PhotoStore, photo_folder: Path, encoder
+) -> None:
+    for i in range(12):  # the same photo, byte for byte different: thirteen in all
+        (photo_folder / f"burst-{i:02d}.jpg").write_bytes((photo_folder / "kingfisher.jpg").read_bytes() + bytes(i + 1))
+    PhotoLoader(indexed, encoder, LoadOptions(), show_bar=False).index_folder(photo_folder)
+    app = run_app(like=_key_of(indexed, "kingfisher.jpg"), k="3")
+    assert_clean(app)
+    [(label, pictured)] = popovers(app).items()
+    assert label == "+12 similar" and len(pictured) == 8
+    [rest] = [caption.value for caption in app.caption if caption.value.startswith("and 4 more: ")]
+    named = set(unescape(rest.removeprefix("and 4 more: ")).split(", "))
+    assert (
+        len(named) == 4
+        and not named & set(pictured)
+        and named | set(pictured) | {results(app)[0][2]}
+        == {"kingfisher.jpg", *(f"burst-{i:02d}.jpg" for i in range(12))}
+    )
 
 
 def chart(app: AppTest) -> tuple[int, float | None]:

@@ -11,8 +11,8 @@ import pytest
 
 from clipsearch.duplicates import find_duplicates
 from clipsearch.loader import LoadOptions, PhotoLoader
-from clipsearch.results import Cut, ResultOptions, find
-from clipsearch.store import PhotoStore
+from clipsearch.results import SIMILAR_IN_FULL, Cut, ResultOptions, find
+from clipsearch.store import PHOTO_FIELDS, PhotoStore
 
 
 @pytest.fixture
@@ -175,6 +175,12 @@ def test_a_group_larger_than_the_first_ask_is_found_whole(
     PhotoLoader(store, encoder, LoadOptions(), show_bar=False).index_folder(photo_folder)
     [group] = [group for group in find_duplicates(store, planted_similarity).groups if len(group.members) > 3]
     assert len(group.members) == 14
+
+    folded = find(store, store.vector_of(group.members[0].key), ResultOptions(k=3, duplicates=planted_similarity),
+                  fields=(*PHOTO_FIELDS, "thumbnail")).shown[0]  # fmt: skip
+    assert len(folded.similar) == 13
+    assert all(hit.fields["thumbnail"] for hit in folded.similar[:SIMILAR_IN_FULL]), "the first ones in full"
+    assert all("thumbnail" not in hit.fields and hit.path for hit in folded.similar[SIMILAR_IN_FULL:])
 
 
 def test_cli_duplicates_and_search_flags(
