@@ -60,6 +60,7 @@ DIALOG_SIDE = 1600  # "Open" sends this much, not the camera's full file
 FILTER_KEYS = ("after", "before", "folder", "camera")
 MAX_SHOWN = 1000  # "Show more" stops here
 MAX_GROUPS_SHOWN = 100  # of the duplicates view
+KEPT_REPORTS = 4  # duplicates reports kept for all sessions (each holds its groups' thumbnails)
 CUT_MODES = ("absolute", "relative")  # as the URL says them: a minimum similarity, or a distance from the best
 DEFAULT_BELOW_BEST = 0.05
 SEARCH_CONTROLS = ("k", "dedup", "variety", "cut", "min", "below", "order")  # a change starts from one page again
@@ -619,9 +620,20 @@ def search(settings: Settings, store: PhotoStore, text_encoder: TextEncoding) ->
         st.button(f"Show more (another {st.session_state.k})", on_click=show_more, key="more")
 
 
+@st.cache_resource
+def duplicate_reports() -> dict[tuple[str, str, int, float], DuplicateReport]:
+    """The duplicates found, shared by every session of this process: on a public app, one visitor's scan of a
+    large library (two minutes at 100,000 photos) serves the next visitors too, until the index changes size."""
+    return {}
+
+
+def forget_report(signature: tuple[str, str, int, float]) -> None:
+    duplicate_reports().pop(signature, None)
+
+
 def duplicates_view(settings: Settings, store: PhotoStore) -> None:
-    """Groups of near-identical photos in the whole index, largest first; worked out once per threshold and
-    index size in a session, with a progress bar over the index."""
+    """Groups of near-identical photos in the whole index, largest first; worked out once per server, index,
+    index size and threshold (for every session), with a progress bar over the index."""
     st.button("← Back to search", on_click=show_view, args=("search",), key="to-search")
     st.subheader("Near-duplicates in the index")
     threshold = st.slider(
@@ -634,22 +646,25 @@ def duplicates_view(settings: Settings, store: PhotoStore) -> None:
         bind="query-params",
         format="%.3f",
     )
-    signature = (store.schema.name, store.count(), threshold)
-    known = st.session_state.get("duplicates")
-    if known is None or known[0] != signature:
+    reports = duplicate_reports()
+    signature = (settings.server_label, store.schema.name, store.count(), threshold)
+    report = reports.get(signature)
+    if report is None:
         bar = st.progress(0.0, text="Looking for near-duplicates…")
 
         def progress(done: int, total: int) -> None:
             bar.progress(done / max(total, 1), text=f"Checked {done:,} of {total:,} photos")
 
-        known = (signature, find_duplicates(store, threshold, (*PHOTO_FIELDS, "thumbnail"), on_progress=progress))
-        st.session_state.duplicates = known
+        report = find_duplicates(store, threshold, (*PHOTO_FIELDS, "thumbnail"), on_progress=progress)
+        for stale in list(reports)[: max(0, len(reports) - KEPT_REPORTS + 1)]:  # the oldest first
+            reports.pop(stale, None)
+        reports[signature] = report
         bar.empty()
-    report: DuplicateReport = known[1]
     st.markdown(
         f"**{len(report.groups)} groups** of near-duplicates ({report.duplicates} photos beyond the first of each) "
         f"among {report.photos:,} photos, checked in {report.seconds:.1f} s ({report.rate:,.0f} photos/s)."
     )
+    st.button("Check again", key="dup-again", on_click=forget_report, args=(signature,), type="tertiary")
     if len(report.groups) > MAX_GROUPS_SHOWN:
         st.caption(f"Showing the {MAX_GROUPS_SHOWN} largest groups; `python -m clipsearch duplicates` lists them all.")
     for number, group in enumerate(report.groups[:MAX_GROUPS_SHOWN], 1):

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from clipsearch import duplicates
 from clipsearch.display import escape_markdown
 from clipsearch.duplicates import find_duplicates
 from clipsearch.encoder import TextEncoder
@@ -544,8 +545,15 @@ def test_words_added_to_a_photo_are_terms_of_one_query(indexed: PhotoStore, enco
 
 
 def test_the_duplicates_view_groups_the_planted_copies(
-    planted: PhotoStore, planted_duplicates: dict[str, list[str]]
+    planted: PhotoStore, planted_duplicates: dict[str, list[str]], monkeypatch
 ) -> None:
+    scans: list[float] = []
+
+    def counted(store: PhotoStore, similarity: float, *args, real=duplicates.find_duplicates, **kwargs):
+        scans.append(similarity)
+        return real(store, similarity, *args, **kwargs)
+
+    monkeypatch.setattr(duplicates, "find_duplicates", counted)
     app = run_app(q="a photo")
     app.button(key="to-duplicates").click().run()
     assert_clean(app)
@@ -562,5 +570,10 @@ def test_the_duplicates_view_groups_the_planted_copies(
         md.value.startswith(f"**{len(expected.groups)} groups** of near-duplicates ({expected.duplicates} ")
         for md in shared.markdown
     )
+    assert scans == [0.99, 0.999]
+    again = run_app(view="duplicates")  # another visitor: the same groups, not scanned again
+    assert any(md.value.startswith("**3 groups**") for md in again.markdown) and scans == [0.99, 0.999]
+    again.button(key="dup-again").click().run()
+    assert scans == [0.99, 0.999, 0.99] and any(md.value.startswith("**3 groups**") for md in again.markdown)
     shared.button(key="to-search").click().run()
     assert shared.text_input(key="q") is not None and "view" not in shared.query_params
