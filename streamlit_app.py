@@ -7,6 +7,7 @@ import hashlib
 import os
 import time
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -328,15 +329,9 @@ def gallery_tile(
 ) -> None:
     hit = result.hit
     with cell:
-        image = picture(hit, root)
         # Captions are Markdown: a file name must not become a link or an image.
         caption = f"#{rank} · {hit.score:.3f} · {escape_markdown(display_path(hit.fields.get('name') or hit.path))}"
-        if hit.fields.get("taken") is not None:
-            caption += f" · {taken_label(hit)}"
-        if image is None:
-            st.caption(f"{caption} (no thumbnail)")
-        else:
-            st.image(image, caption=caption, width="stretch")
+        captioned_picture(hit, root, caption, "stretch")
         left, right = st.columns(2)
         left.button("More like this", key=f"like-{hit.key}", on_click=more_like, args=(hit.key,), width="stretch")
         if right.button("Open", key=f"open-{hit.key}", width="stretch"):
@@ -358,13 +353,19 @@ def similar_photo(hit: Hit, root: Path) -> None:
     caption = (
         f"≈ {hit.score:.3f} · {escape_markdown(display_path(fields.get('name') or hit.path))} · "
         f"{fields.get('width')} x {fields.get('height')} px"
-        + (f" · {taken_label(hit)}" if fields.get("taken") is not None else "")
     )
+    captioned_picture(hit, root, caption, GALLERY_SIDE)
+
+
+def captioned_picture(hit: Hit, root: Path, caption: str, width: int | Literal["stretch"]) -> None:
+    """A photo's picture with its caption, and the day it was taken; the caption alone without a picture."""
+    if hit.fields.get("taken") is not None:
+        caption += f" · {taken_label(hit)}"
     image = picture(hit, root)
     if image is None:
         st.caption(f"{caption} (no thumbnail)")
     else:
-        st.image(image, caption=caption, width=GALLERY_SIDE)
+        st.image(image, caption=caption, width=width)
 
 
 def query_vector(settings: Settings, store: PhotoStore, text_encoder: TextEncoding) -> tuple[np.ndarray | None, str]:
@@ -681,13 +682,8 @@ def duplicate_tile(hit: Hit, root: Path) -> None:
     caption = (
         f"{hit.score:.4f} · {escape_markdown(display_path(hit.path))} · {fields.get('width')} x {fields.get('height')}"
         f" px · {(fields.get('size') or 0) / 1024:,.0f} KiB"
-        + (f" · {taken_label(hit)}" if fields.get("taken") is not None else "")
     )
-    image = picture(hit, root)
-    if image is None:
-        st.caption(f"{caption} (no thumbnail)")
-    else:
-        st.image(image, caption=caption, width="stretch")
+    captioned_picture(hit, root, caption, "stretch")
 
 
 def init_state() -> None:

@@ -269,13 +269,16 @@ def duplicates_command(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         groups = [[_json_row(hit) for hit in group.members] for group in report.groups]
         print(json.dumps(groups, indent=2, ensure_ascii=False))
-    for number, group in enumerate([] if args.json else report.groups, 1):
-        print(f"group {number}: {len(group.members)} photos")
-        for place, hit in enumerate(group.members):
-            fields = hit.fields
-            taken = "" if fields.get("taken") is None else "  " + taken_iso(fields["taken"], fields.get("offset") or "")
-            size = f"{fields.get('width')}x{fields.get('height')}  {(fields.get('size') or 0) / 1024:,.0f} KiB"
-            print(f"  {'keep' if place == 0 else '    '}  {hit.score:.4f}  {display_path(hit.path)}  {size}{taken}")
+    else:
+        for number, group in enumerate(report.groups, 1):
+            print(f"group {number}: {len(group.members)} photos")
+            for place, hit in enumerate(group.members):
+                fields = hit.fields
+                taken = (
+                    "" if fields.get("taken") is None else "  " + taken_iso(fields["taken"], fields.get("offset") or "")
+                )
+                size = f"{fields.get('width')}x{fields.get('height')}  {(fields.get('size') or 0) / 1024:,.0f} KiB"
+                print(f"  {'keep' if place == 0 else '    '}  {hit.score:.4f}  {display_path(hit.path)}  {size}{taken}")
     print(
         f"{len(report.groups)} groups of near-duplicates (similarity {threshold} or more; {report.duplicates} photos "
         f"beyond the first of each) among {report.photos} photos, in {report.seconds:.1f} s "

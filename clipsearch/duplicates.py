@@ -51,8 +51,7 @@ def find_duplicates(
 ) -> DuplicateReport:
     """Every group of photos linked by a similarity of at least `similarity`, largest first, with `fields`
     read for each member. `on_progress(done, total)` is called after each batch."""
-    if not 0.0 < similarity <= 1.0:
-        raise ValueError(f"the duplicate similarity must be above 0 and at most 1, not {similarity}")
+    check_similarity(similarity)
     started = time.perf_counter()
     total = store.count()
     links = _Links()
@@ -78,6 +77,12 @@ def find_duplicates(
     groups = [_group(store, keys, fields) for keys in links.groups()]
     groups.sort(key=lambda group: (-len(group.members), group.members[0].path))
     return DuplicateReport(groups, done, time.perf_counter() - started)
+
+
+def check_similarity(similarity: float) -> None:
+    """What makes photos near-duplicates must be a cosine similarity above 0 and at most 1."""
+    if not 0.0 < similarity <= 1.0:
+        raise ValueError(f"the duplicate similarity must be above 0 and at most 1, not {similarity}")
 
 
 def _duplicates_of(

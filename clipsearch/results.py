@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from clipsearch.duplicates import check_similarity
 from clipsearch.store import PHOTO_FIELDS, VECTOR_FIELD, Hit, PhotoStore, SearchFilter, in_order
 
 MAX_CANDIDATES = 2000  # the most candidates one search reads back (2 KiB of vector each)
@@ -48,8 +49,8 @@ class ResultOptions:
             raise ValueError(f"k must be above 0, not {self.k}")
         if not 0.0 <= self.diversity <= 1.0:
             raise ValueError(f"diversity must be between 0 and 1, not {self.diversity}")
-        if self.duplicates is not None and not 0.0 < self.duplicates <= 1.0:
-            raise ValueError(f"the duplicate similarity must be above 0 and at most 1, not {self.duplicates}")
+        if self.duplicates is not None:
+            check_similarity(self.duplicates)
 
 
 @dataclass(frozen=True)

@@ -492,8 +492,6 @@ class PhotoStore:
     ) -> list[Hit]:
         """The k nearest photos by cosine similarity among those `where` lets through, best first; or, with
         order "newest" or "oldest", those k by capture time (photos without one last)."""
-        if order not in ORDERS:
-            raise ValueError(f"order {order!r}: choose one of {', '.join(ORDERS)}")
         ranked = self.nearest(vector, k, ef_runtime, where)
         wanted = list(dict.fromkeys([*fields, "taken"])) if order != "relevance" else list(fields)
         stored = self.get([key for key, _ in ranked], wanted)
@@ -505,23 +503,16 @@ class PhotoStore:
     ) -> list[tuple[str, float]]:
         """The keys and similarities of the k nearest photos that `where` lets through, best first: the KNN
         query alone, for a caller that reads the fields it needs itself."""
-        if k <= 0:
-            return []
-        query, params = self._knn(vector, k, ef_runtime, where)
-        try:
-            result = self.client.ft(self.schema.name).search(query, query_params=params)
-        except valkey.ResponseError as error:
-            raise self._missing_or(error) from None
-        return _ranked(result.docs)
+        return self.neighbours([vector], k, ef_runtime, where)[0] if k > 0 else []
 
     def neighbours(
-        self, vectors: Sequence[np.ndarray], k: int, ef_runtime: int | None = None
+        self, vectors: Sequence[np.ndarray], k: int, ef_runtime: int | None = None, where: SearchFilter | None = None
     ) -> list[list[tuple[str, float]]]:
         """The k nearest photos (key, similarity; best first) of each vector: one pipelined round trip of
         KNN queries, which valkey-search also runs in parallel."""
         pipe = self.client.ft(self.schema.name).pipeline(transaction=False)
         for vector in vectors:
-            query, params = self._knn(vector, k, ef_runtime, None)
+            query, params = self._knn(vector, k, ef_runtime, where)
             pipe.search(query, query_params=params)
         try:
             replies = pipe.execute()
