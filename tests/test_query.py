@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import math
+import re
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from clipsearch.query import BadQuery, Term, combine, parse_query
+from clipsearch.query import MAX_QUERY_CHARS, MAX_TERMS, MAX_WEIGHT, BadQuery, Term, combine, parse_query
 
 
 @pytest.mark.parametrize(
@@ -93,3 +98,125 @@ def encoder_photo(path: Path):
     from clipsearch.photos import decode_photo
 
     return decode_photo(path.read_bytes(), at_least=DECODE_MARGIN * 224)
+
+
+# --- bounded cost: queries come from strangers -------------------------------------------------
+
+OLD_OPERATOR = re.compile(r"(?:^|\s+)([+-])\s+")
+OLD_WEIGHT = re.compile(r"^([^\s:]*\d[^\s:]*):(?=[^\s\d])")
+OLD_DANGLING = re.compile(r"^[+-](\s|$)|\s[+-]$")
+
+
+def regex_grammar(query: str, with_photos: bool = False) -> list[Term]:
+    """The grammar as the regular expressions of the first parser said it (with today's weight bound): exact,
+    but quadratic on long runs of spaces or digits. The reference on short queries."""
+    if not query.strip():
+        raise BadQuery("the query is empty")
+    pieces = OLD_OPERATOR.split(" " + query.strip())
+    signed = [("+", pieces[0])] if pieces[0].strip() else []
+    signed += list(zip(pieces[1::2], pieces[2::2], strict=True))
+    terms = []
+    for sign, raw in signed:
+        text = raw.strip()
+        if not text or OLD_DANGLING.search(text):
+            raise BadQuery("an operator without a term on both sides")
+        weight = 1.0
+        if match := OLD_WEIGHT.match(text):
+            try:
+                weight = float(match.group(1))
+            except ValueError:
+                raise BadQuery("the weight is not a number") from None
+            if abs(weight) > MAX_WEIGHT:  # the bound the new parser adds
+                raise BadQuery("the weight is out of bounds")
+            text = text[match.end() :].strip()
+        terms.append(Term(" ".join(text.split()), -weight if sign == "-" else weight))
+    if not with_photos and all(term.weight <= 0 for term in terms):
+        raise BadQuery("only negative terms")
+    return terms
+
+
+def outcome(parse, query: str, with_photos: bool) -> list[Term] | str:
+    try:
+        return parse(query, with_photos)
+    except BadQuery as error:
+        return "BadQuery: " + str(error).split(": ")[-1].split(" (")[0]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(alphabet="ab1.:+- \t", max_size=24), st.booleans())
+def test_the_parser_equals_the_regex_grammar_on_short_queries(query: str, with_photos: bool) -> None:
+    expected = outcome(regex_grammar, query, with_photos)
+    got = outcome(parse_query, query, with_photos)
+    if isinstance(expected, str):  # the same refusal; the messages say it in more words
+        assert isinstance(got, str), (query, got)
+        assert expected.removeprefix("BadQuery: ")[:20] in got or "weight" in got, (query, expected, got)
+    else:
+        assert got == expected, query
+
+
+CPU_BUDGET_S = 0.25  # per call; the quadratic parser took seconds on the hostile queries below
+
+
+def within_budget(call, *args):
+    """call(*args)'s value or BadQuery, and the CPU seconds it took."""
+    started = time.process_time()
+    try:
+        value = call(*args)
+    except BadQuery as error:
+        value = error
+    return value, time.process_time() - started
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "a" + " " * 60_000 + "b",  # spaces: the operator pattern backtracked over every run
+        "a" + " +" * 30_000 + " b",
+        "1" * 16_000 + "x",  # digits: the weight pattern did
+        "1" * 16_000 + ":dog",
+        " + ".join(f"dog{i}" for i in range(4000)),  # 4,000 terms, each one a text to encode
+        "x" * 90_000,
+    ],
+    ids=["spaces", "operators", "digits", "digit-weight", "4000-terms", "90k-letters"],
+)
+def test_hostile_queries_are_refused_at_once(query: str) -> None:
+    value, seconds = within_budget(parse_query, query)
+    assert isinstance(value, BadQuery)
+    assert seconds < CPU_BUDGET_S, seconds
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(
+    st.one_of(
+        st.text(max_size=3000),
+        st.builds(lambda unit, n: unit * n, st.sampled_from([" ", "1", " + ", "1:", "- ", "\t", "é", "9e9:"]),
+                  st.integers(0, 40_000)),
+    ),
+    st.booleans(),
+)  # fmt: skip
+def test_any_query_is_parsed_or_refused_within_budget(query: str, with_photos: bool) -> None:
+    value, seconds = within_budget(parse_query, query, with_photos)
+    assert seconds < CPU_BUDGET_S, (len(query), seconds)
+    if not isinstance(value, BadQuery):
+        assert 1 <= len(value) <= MAX_TERMS
+        assert all(math.isfinite(term.weight) and abs(term.weight) <= MAX_WEIGHT for term in value)
+
+
+@pytest.mark.parametrize("weight", ["1e39", "1e309", "-1e39", "101", "nan1"])
+def test_absurd_weights_are_refused(weight: str) -> None:
+    with pytest.raises(BadQuery, match="weight"):
+        parse_query(f"{weight}:dog + cat")
+
+
+def test_limits_are_inclusive() -> None:
+    assert len(parse_query(" + ".join(["dog"] * MAX_TERMS))) == MAX_TERMS
+    assert parse_query(f"{MAX_WEIGHT:g}:dog")[0].weight == MAX_WEIGHT
+    assert parse_query("d" * MAX_QUERY_CHARS)[0].text == "d" * MAX_QUERY_CHARS
+    with pytest.raises(BadQuery, match="at most"):
+        parse_query("d" * (MAX_QUERY_CHARS + 1))
+
+
+def test_a_sum_that_overflows_is_refused() -> None:
+    unit = np.ones(4, dtype=np.float32) / 2
+    with np.errstate(over="ignore"), pytest.raises(BadQuery, match="finite"):
+        combine([unit, unit], [3e38, 3e38])
