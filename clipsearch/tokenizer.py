@@ -8,9 +8,9 @@ thousands of strings). open_clip's module cannot be used as it is because it imp
 from __future__ import annotations
 
 import gzip
+import heapq
 import html
-import itertools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import regex
 VOCABULARY_FILE = "bpe_simple_vocab_16e6.txt.gz"
 MERGES = 49152 - 256 - 2
 CACHE_LIMIT = 100_000  # words; a public page sees any text, so the memo of merged words is bounded
+CACHED_WORD_CHARS = 64  # longer words are merged again each time rather than kept
 START_OF_TEXT = "<start_of_text>"
 END_OF_TEXT = "<end_of_text>"
 
@@ -67,21 +68,31 @@ class ClipTokenizer:
 
     def encode(self, text: str) -> list[int]:
         """The ids of one text, without the start and end tokens and not cut to the context."""
-        ids: list[int] = []
-        for word in self.pattern.findall(_clean(text)):
-            ids.extend(self.ids[part] for part in self._merged("".join(self.byte_chars[b] for b in word.encode())))
-        return ids
+        return [token for word in self._word_ids(text) for token in word]
 
     def __call__(self, texts: Sequence[str]) -> list[list[int]]:
-        """Each text as open_clip tokenizes it, start and end included, cut to the context length, unpadded."""
+        """Each text as open_clip tokenizes it, start and end included, cut to the context length, unpadded.
+
+        Words are merged only until the context is full: the rest of a long text could not change the ids.
+        """
         rows = []
         for text in texts:
-            ids = [self.start, *self.encode(text), self.end]
+            ids = [self.start]
+            for word in self._word_ids(text):
+                ids.extend(word)
+                if len(ids) > self.context_length:  # the cut below is decided: later words are never seen
+                    break
+            ids.append(self.end)
             if len(ids) > self.context_length:
                 ids = ids[: self.context_length]
                 ids[-1] = self.end
             rows.append(ids)
         return rows
+
+    def _word_ids(self, text: str) -> Iterator[list[int]]:
+        for match in self.pattern.finditer(_clean(text)):
+            word = "".join(self.byte_chars[b] for b in match.group().encode())
+            yield [self.ids[part] for part in self._merged(word)]
 
     def padded(self, texts: Sequence[str], length: int | None = None) -> np.ndarray:
         """The token matrix open_clip makes (zeros after the end token), `length` columns wide (default: the
@@ -96,22 +107,42 @@ class ClipTokenizer:
         known = self.specials.get(token) or self.cache.get(token)
         if known is not None:
             return known
-        word = [*token[:-1], token[-1] + "</w>"]
-        while len(word) > 1:
-            pair = min(itertools.pairwise(word), key=lambda p: self.ranks.get(p, MERGES))
-            if pair not in self.ranks:
-                break
-            merged: list[str] = []
-            i = 0
-            while i < len(word):
-                if i < len(word) - 1 and (word[i], word[i + 1]) == pair:
-                    merged.append(word[i] + word[i + 1])
-                    i += 2
-                else:
-                    merged.append(word[i])
-                    i += 1
-            word = merged
-        if len(self.cache) >= CACHE_LIMIT:
-            self.cache.clear()
-        self.cache[token] = word
+        word = merge_pairs([*token[:-1], token[-1] + "</w>"], self.ranks)
+        if len(token) <= CACHED_WORD_CHARS:
+            if len(self.cache) >= CACHE_LIMIT:
+                self.cache.clear()
+            self.cache[token] = word
         return word
+
+
+def merge_pairs(symbols: list[str], ranks: dict[tuple[str, ...], int]) -> list[str]:
+    """Byte-pair merging of one word: the adjacent pair of lowest rank merged first, every occurrence of it
+    from left to right, until no adjacent pair has a rank.
+
+    The pairs wait in a heap by (rank, position), over a linked list of the symbols, so a word of n symbols
+    costs n log n, not the n squared of searching every pair after each merge (a word of any length can
+    arrive in a query). Ranks only grow along a merge chain (a pair holding a merged symbol was learned after
+    that symbol), so popping by rank merges in the order of the search.
+    """
+    count = len(symbols)
+    following = [*range(1, count), -1]
+    preceding = list(range(-1, count - 1))
+    alive = [True] * count
+    waiting = [(rank, i) for i in range(count - 1) if (rank := ranks.get((symbols[i], symbols[i + 1]))) is not None]
+    heapq.heapify(waiting)
+    while waiting:
+        rank, left = heapq.heappop(waiting)
+        right = following[left]
+        if not alive[left] or right < 0 or ranks.get((symbols[left], symbols[right])) != rank:
+            continue  # that pair was merged away or changed since it was queued
+        symbols[left] += symbols[right]
+        alive[right] = False
+        following[left] = following[right]
+        if following[right] >= 0:
+            preceding[following[right]] = left
+        before, after = preceding[left], following[left]
+        if before >= 0 and (rank := ranks.get((symbols[before], symbols[left]))) is not None:
+            heapq.heappush(waiting, (rank, before))
+        if after >= 0 and (rank := ranks.get((symbols[left], symbols[after]))) is not None:
+            heapq.heappush(waiting, (rank, left))
+    return [symbol for symbol, kept in zip(symbols, alive, strict=True) if kept]

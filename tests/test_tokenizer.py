@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from open_clip.tokenizer import default_bpe
 
 from clipsearch.labels import DEFAULT_LABELS
-from clipsearch.tokenizer import ClipTokenizer
+from clipsearch.tokenizer import CACHED_WORD_CHARS, ClipTokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,3 +80,43 @@ def test_rows_are_unpadded_and_end_with_end_of_text(tokenizers) -> None:
     rows = ours(["a dog", "", "word " * 100])
     assert [len(row) for row in rows] == [4, 2, 77]
     assert all(row[0] == ours.start and row[-1] == ours.end for row in rows)
+
+
+def long_words(count: int, seed: int = 11) -> list[str]:
+    """Single words of hundreds to thousands of letters (one regex match each: BPE sees them whole), some
+    with a short text before or after."""
+    rng = random.Random(seed)
+    words = []
+    for _ in range(count):
+        alphabet = rng.choice([ALPHABETS[0], "ab", "aeiou", ALPHABETS[5], "xyz"])
+        word = "".join(rng.choice(alphabet) for _ in range(rng.choice([80, 300, 1500])))
+        words.append(rng.choice(["{}", "a photo of {}", "{} at night"]).format(word))
+    return words
+
+
+def test_same_tokens_as_open_clip_on_long_words(tokenizers) -> None:
+    ours, theirs = tokenizers
+    texts = long_words(40)
+    differing = [text[:40] for text, row in zip(texts, theirs(texts).numpy(), strict=True)
+                 if not np.array_equal(ours.padded([text])[0], row)]  # fmt: skip
+    assert not differing, differing
+    assert ours.encode(texts[0]) == theirs.encode(texts[0])  # the whole text, not cut to the context
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "".join(random.Random(5).choice("abcdefghijklmnopqrstuvwxyz") for _ in range(20_000)),  # one word
+        "dog " * 50_000,  # words far beyond the context
+        "😀" * 20_000,
+    ],
+    ids=["20k-letter-word", "50k-words", "20k-emoji"],
+)
+def test_a_long_text_costs_a_bounded_cpu_time(tokenizers, text: str) -> None:
+    ours, _ = tokenizers
+    ours.cache.clear()
+    started = time.process_time()
+    [row] = ours([text])
+    assert time.process_time() - started < 0.5  # the quadratic merge took seconds on the first text
+    assert len(row) == ours.context_length and row[-1] == ours.end
+    assert max(map(len, ours.cache), default=0) <= CACHED_WORD_CHARS, "a long word is not kept in the memo"
