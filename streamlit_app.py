@@ -33,10 +33,11 @@ from clipsearch.errors import (
 from clipsearch.identity import ModelIdentity
 from clipsearch.index import open_index, open_store
 from clipsearch.labels import DEFAULT_LABELS, MAX_LABEL_CHARS, MAX_LABELS, LabelList, label_vectors, rank_labels
-from clipsearch.loader import DECODE_MARGIN, LoadOptions, PhotoLoader, pending_photos
+from clipsearch.loader import LoadOptions, PhotoLoader, pending_photos
 from clipsearch.photos import (
     BadPhoto,
     decode_photo,
+    decode_query_photo,
     display_path,
     file_under,
     make_thumbnail,
@@ -128,9 +129,9 @@ def text_terms(model: Settings, text: str, with_photos: bool) -> tuple[tuple[flo
 
 
 @st.cache_data(max_entries=32, show_spinner="Encoding your photo…")
-def upload_vector(model: Settings, data: bytes, max_pixels: int) -> np.ndarray:
+def upload_vector(model: Settings, data: bytes, max_pixels: int, max_memory: int) -> np.ndarray:
     encoder = get_image_encoder(model)
-    image = decode_photo(data, max_pixels, at_least=DECODE_MARGIN * encoder.input_side)
+    image = decode_query_photo(data, encoder.input_side, max_pixels, max_memory)
     vector: np.ndarray = encoder.encode_images([image])[0]
     return vector
 
@@ -406,7 +407,9 @@ def photo_term(settings: Settings, store: PhotoStore, text_encoder: TextEncoding
     try:
         if upload.size > settings.upload_max_bytes:
             raise BadPhoto(f"{upload.size:,} bytes, over the limit of {settings.upload_max_bytes:,}")
-        vector = upload_vector(settings.model_only(), upload.getvalue(), settings.upload_max_pixels)
+        vector = upload_vector(
+            settings.model_only(), upload.getvalue(), settings.upload_max_pixels, settings.upload_max_memory_mb << 20
+        )
     except BadPhoto as error:
         reason = escape_markdown(str(error))
         st.error(f"**{name} cannot be used:** {reason}. Try another JPEG, PNG, WebP, HEIC or AVIF file.")

@@ -20,8 +20,8 @@ from clipsearch.duplicates import find_duplicates
 from clipsearch.engine import ImageEncoding, TextEncoding, load_image_encoder, load_text_encoder, model_identity
 from clipsearch.errors import ClipsearchError, IndexMissing
 from clipsearch.index import open_index, open_store
-from clipsearch.loader import DECODE_MARGIN, LoadOptions
-from clipsearch.photos import BadPhoto, decode_photo, display_path, read_file, taken_iso
+from clipsearch.loader import LoadOptions
+from clipsearch.photos import BadPhoto, decode_query_photo, display_path, read_file, taken_iso
 from clipsearch.query import parse_query, vector_of_terms
 from clipsearch.results import Cut, Result, ResultOptions, find
 from clipsearch.server import EmbeddedServer
@@ -305,7 +305,7 @@ def _query(settings: Settings, text: str | None, images: list[Path], likes: list
             image_encoder = load_image_encoder(settings)
         for image in images:
             try:
-                photo = decode_photo(read_file(image), at_least=DECODE_MARGIN * image_encoder.input_side)
+                photo = decode_query_photo(read_file(image), image_encoder.input_side)
             except BadPhoto as error:
                 raise ValueError(f"{image}: {error}") from None
             extra.append(image_encoder.encode_images([photo])[0])

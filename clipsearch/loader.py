@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from clipsearch.errors import IndexMismatch
 from clipsearch.photos import (
+    DECODE_MARGIN,
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
     BadPhoto,
@@ -59,7 +60,6 @@ ProgressCallback = Callable[[int, int], None]
 # A JPEG is decoded at a DCT scale that keeps at least this many times the model's input side: its own
 # resize then still shrinks the photo, and the model input differs from full decoding's by a mean 0.0035
 # (normalised pixels; vectors at cosine 1.00000) on 12-megapixel photos, while decoding is 3.5x faster.
-DECODE_MARGIN = 2
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,8 @@ class Settings:
     allow_shared_data_dir: bool = False  # let other local users read the embedded server's data
     upload_max_bytes: int = 20 * 1024 * 1024
     upload_max_pixels: int = 50_000_000
+    # What decoding one uploaded photo may take, estimated from its header before any pixel is decoded.
+    upload_max_memory_mb: int = 128
     # Photos at least this similar count as near-duplicates: folded under the better result, grouped by
     # `duplicates`. 0.95 for real CLIP weights (a resized or re-encoded copy scores 0.98 and above).
     duplicate_similarity: float = 0.95
@@ -81,6 +83,7 @@ class Settings:
             allow_shared_data_dir=_flag(env, "CLIPSEARCH_ALLOW_SHARED_DATA_DIR"),
             upload_max_bytes=_positive_int(env, "CLIPSEARCH_UPLOAD_MAX_BYTES", defaults.upload_max_bytes),
             upload_max_pixels=_positive_int(env, "CLIPSEARCH_UPLOAD_MAX_PIXELS", defaults.upload_max_pixels),
+            upload_max_memory_mb=_positive_int(env, "CLIPSEARCH_UPLOAD_MAX_MEMORY_MB", defaults.upload_max_memory_mb),
             duplicate_similarity=_fraction(env, "CLIPSEARCH_DUPLICATE_SIMILARITY", defaults.duplicate_similarity),
             engine=engine,
             onnx_cache=Path(env.get("CLIPSEARCH_ONNX_CACHE", defaults.onnx_cache)),

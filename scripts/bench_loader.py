@@ -33,8 +33,16 @@ from PIL import Image
 
 from clipsearch.engine import ImageEncoding, load_image_encoder
 from clipsearch.index import open_index
-from clipsearch.loader import DECODE_MARGIN, LoadOptions, PhotoLoader
-from clipsearch.photos import PhotoFile, content_hash, decode_photo, make_thumbnail, read_file, walk_photos
+from clipsearch.loader import LoadOptions, PhotoLoader
+from clipsearch.photos import (
+    DECODE_MARGIN,
+    PhotoFile,
+    content_hash,
+    decode_photo,
+    make_thumbnail,
+    read_file,
+    walk_photos,
+)
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
 from clipsearch.store import PhotoRecord, PhotoStore

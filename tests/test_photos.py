@@ -135,11 +135,108 @@ def test_a_large_jpeg_decodes_at_the_smallest_scale_that_is_large_enough(camera_
     assert image.size == full == (400, 300)  # already small: decoded whole
 
 
-def test_png_and_others_decode_whole_whatever_at_least_asks() -> None:
+def test_png_and_others_shrink_by_a_whole_factor_as_soon_as_decoded() -> None:
     buffer = io.BytesIO()
     Image.new("RGB", (2000, 1000), "red").save(buffer, "PNG")
     image, full = decode_photo_scaled(buffer.getvalue(), at_least=224)
-    assert image.size == full == (2000, 1000)
+    assert full == (2000, 1000) and image.size == (500, 250)  # a fifth would leave 200 < 224
+    assert decode_photo(buffer.getvalue()).size == (2000, 1000)  # without at_least: every pixel
+
+
+def test_shrinking_before_compositing_gives_the_same_pixels() -> None:
+    """A transparent photo shrunk (premultiplied box means) then put on white equals the photo put on white,
+    then shrunk: the order saves the full-size copies, not the pixels."""
+    rng = np.random.default_rng(4)
+    rgba = Image.fromarray(rng.integers(0, 256, (900, 1200, 4), dtype=np.uint8), "RGBA")
+    shrunk = np.asarray(decode_photo(png_bytes(rgba), at_least=224), dtype=np.int16)
+    on_white = np.asarray(decode_photo(png_bytes(rgba)).reduce(4), dtype=np.int16)
+    assert shrunk.shape == on_white.shape == (225, 300, 3)
+    assert np.abs(shrunk - on_white).max() <= 2
+
+
+@pytest.mark.parametrize("mode", ["P", "1", "I;16", "LA", "RGBA", "L"])
+def test_every_mode_shrinks_to_rgb(mode: str) -> None:
+    image = decode_photo(png_bytes(Image.new(mode, (1000, 700))), at_least=224)
+    assert image.mode == "RGB" and image.size == (334, 234)  # a third, rounded up
+
+
+def test_an_orientation_turns_the_shrunk_photo(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored on its side: turn it a quarter clockwise
+    picture = Image.new("RGB", (1200, 900), "blue")
+    picture.paste("white", (0, 0, 100, 100))  # the stored top left corner
+    buffer = io.BytesIO()
+    picture.save(buffer, "PNG", exif=exif)
+    image, full = decode_photo_scaled(buffer.getvalue(), at_least=224)
+    assert image.size == (225, 300) and full == (900, 1200)
+    assert image.getpixel((224, 0)) == (255, 255, 255), "the stored top left is now the top right"
+
+
+def hostile_files(folder: Path) -> dict[str, Path]:
+    """The issue's small uploads that decode to a gigabyte: a 7071x7071 RGBA PNG, the same canvas in 16-bit
+    grey, a progressive JPEG of it, and a 4000x3000 RGBA PNG that is in bounds."""
+    side = 7071
+    files = {name: folder / name for name in ("rgba.png", "grey16.png", "progressive.jpg", "rgba-12mpx.png")}
+    Image.new("RGBA", (side, side), (10, 200, 30, 128)).save(files["rgba.png"])
+    Image.new("I;16", (side, side), 300).save(files["grey16.png"])
+    Image.new("RGB", (side, side), (10, 200, 30)).save(files["progressive.jpg"], "JPEG", progressive=True, quality=50)
+    Image.new("RGBA", (4000, 3000), (10, 200, 30, 128)).save(files["rgba-12mpx.png"])
+    return files
+
+
+# Decodes the files named in argv as the page decodes uploads (its default limits, one thread per file, all
+# at once), in a process of its own; prints the peak's rise over the RSS before, the CPU seconds, and each
+# outcome. The peak is VmHWM, this address space's own: ru_maxrss keeps the forking parent's size across exec.
+DECODE_UPLOADS = """
+import sys, threading, time
+from clipsearch.photos import BadPhoto, decode_query_photo
+from clipsearch.settings import Settings
+limits = Settings()
+files = [open(path, "rb").read() for path in sys.argv[1:]]
+outcomes = []
+def decode(data):
+    try:
+        image = decode_query_photo(data, 224, limits.upload_max_pixels, limits.upload_max_memory_mb << 20)
+        outcomes.append(str(image.size))
+    except BadPhoto as error:
+        outcomes.append("refused: " + str(error))
+rss = int(open("/proc/self/statm").read().split()[1]) * 4096
+started = time.process_time()
+threads = [threading.Thread(target=decode, args=(data,)) for data in files]
+[thread.start() for thread in threads]
+[thread.join() for thread in threads]
+peak = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+rise = peak - rss
+print(rise >> 20, round(time.process_time() - started, 2), "|".join(outcomes))
+"""
+
+
+def decode_uploads(*paths: Path) -> tuple[int, float, list[str]]:
+    run = subprocess.run([sys.executable, "-c", DECODE_UPLOADS, *map(str, paths)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    rise_mb, cpu_s, outcomes = run.stdout.strip().split(" ", 2)
+    return int(rise_mb), float(cpu_s), outcomes.split("|")
+
+
+def test_a_small_upload_never_decodes_to_a_gigabyte(tmp_path: Path) -> None:
+    """On main the first three raised the peak by 1,146, 622 and 148 MB (2.8 s of CPU for the first)."""
+    files = hostile_files(tmp_path)
+    for name in ("rgba.png", "grey16.png", "progressive.jpg", "rgba-12mpx.png"):
+        rise_mb, cpu_s, [outcome] = decode_uploads(files[name])
+        assert rise_mb < 200 and cpu_s < 1.0, (name, rise_mb, cpu_s, outcome)
+        if name in ("rgba.png", "progressive.jpg"):
+            assert outcome.startswith("refused: decoding this 7071x7071") and "MiB" in outcome, outcome
+        else:
+            assert outcome.startswith("("), outcome  # decoded: a size
+
+
+def test_uploads_that_arrive_together_decode_one_at_a_time(tmp_path: Path) -> None:
+    """Four 16-bit uploads at once take the memory of one: each would take about 100 MB."""
+    files = hostile_files(tmp_path)
+    one, _, _ = decode_uploads(files["grey16.png"])
+    four, _, outcomes = decode_uploads(*[files["grey16.png"]] * 4)
+    assert outcomes == ["(472, 472)"] * 4  # 7071 / 15, rounded up: the last block is part of a block
+    assert one > 50 and four < 1.5 * one, (one, four)
 
 
 def jpeg_with_exif(exif: Image.Exif | bytes | None) -> bytes:

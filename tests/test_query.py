@@ -94,8 +94,7 @@ def test_cli_query_vector_is_the_weighted_sum_and_hits_equal_brute_force(
 
 
 def encoder_photo(path: Path):
-    from clipsearch.loader import DECODE_MARGIN
-    from clipsearch.photos import decode_photo
+    from clipsearch.photos import DECODE_MARGIN, decode_photo
 
     return decode_photo(path.read_bytes(), at_least=DECODE_MARGIN * 224)
 
