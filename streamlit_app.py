@@ -19,17 +19,7 @@ from clipsearch.connection import connect
 from clipsearch.display import escape_markdown
 from clipsearch.duplicates import DuplicateReport, find_duplicates
 from clipsearch.engine import ImageEncoding, TextEncoding, load_image_encoder, load_text_encoder
-from clipsearch.errors import (
-    ClipsearchError,
-    ConfigError,
-    IndexMismatch,
-    IndexMissing,
-    NoVectorSearch,
-    ServerError,
-    ServerUnreachable,
-    WeightsUnavailable,
-    WrongCredentials,
-)
+from clipsearch.errors import ClipsearchError, IndexMissing
 from clipsearch.identity import ModelIdentity
 from clipsearch.index import open_index, open_store
 from clipsearch.labels import DEFAULT_LABELS, MAX_LABEL_CHARS, MAX_LABELS, LabelList, label_vectors, rank_labels
@@ -735,21 +725,10 @@ def main() -> None:
         search(settings, store, text_encoder)
 
 
-PROBLEMS = {
-    ServerUnreachable: "Cannot reach the Valkey server",
-    WrongCredentials: "Valkey refused the credentials",
-    NoVectorSearch: "This server has no vector search",
-    ServerError: "The embedded Valkey server could not start",
-    IndexMismatch: "The index does not fit this model",
-    WeightsUnavailable: "The CLIP model weights are not available",
-    ConfigError: "A setting is wrong",
-}
-
 try:
     main()
 except ClipsearchError as problem:
-    title = next((text for kind, text in PROBLEMS.items() if isinstance(problem, kind)), "Something went wrong")
-    st.error(f"**{title}.** {escape_markdown(str(problem))}")
+    st.error(f"**{problem.title}.** {escape_markdown(str(problem))}")
 except valkey.ConnectionError as problem:
     get_client.clear()  # the next run connects afresh (and restarts the embedded server if it stopped)
     st.session_state.pop("server_seen", None)  # and shows the server's loading again, if it is loading

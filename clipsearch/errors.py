@@ -1,45 +1,62 @@
-"""Errors a user can act on: each message says what happened and what to do."""
+"""Errors a user can act on: each message says what happened and what to do, each class the title a page
+shows above it."""
 
 
 class ClipsearchError(Exception):
     """Base for every error clipsearch reports to a person rather than as a traceback."""
 
+    title = "Something went wrong"
+
 
 class ConfigError(ClipsearchError):
-    pass
+    title = "A setting is wrong"
 
 
 class ServerError(ClipsearchError):
     """The embedded server could not start or stop."""
 
+    title = "The embedded Valkey server could not start"
+
 
 class ServerUnreachable(ClipsearchError):
-    pass
+    title = "Cannot reach the Valkey server"
 
 
 class WrongCredentials(ClipsearchError):
-    pass
+    title = "Valkey refused the credentials"
 
 
 class TlsRefused(ClipsearchError):
     """The server's TLS certificate did not verify: wrong host name, unknown CA, expired."""
 
+    title = "The Valkey server's TLS certificate was refused"
+
 
 class NoVectorSearch(ClipsearchError):
-    pass
+    title = "This server has no vector search"
 
 
 class IndexMissing(ClipsearchError):
-    pass
+    title = "No photos indexed"
 
 
 class IndexMismatch(ClipsearchError):
     """The index was written by another model or another key-schema version."""
 
+    title = "The index does not fit this model"
+
+
+class SearchRefused(ClipsearchError):
+    """The server answered a search with an error that is not a missing index."""
+
+    title = "The Valkey server refused the search"
+
 
 class WeightsUnavailable(ClipsearchError):
-    pass
+    title = "The CLIP model weights are not available"
 
 
 class FolderMismatch(ClipsearchError):
     """Pruning against one folder would delete the photos an index holds from another."""
+
+    title = "The index holds another folder's photos"

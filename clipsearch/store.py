@@ -25,7 +25,14 @@ from valkey.commands.search.query import Query
 from valkey.commands.search.result import Result
 
 from clipsearch.connection import NO_VECTOR_SEARCH
-from clipsearch.errors import FolderMismatch, IndexMismatch, IndexMissing, NoVectorSearch
+from clipsearch.errors import (
+    ClipsearchError,
+    FolderMismatch,
+    IndexMismatch,
+    IndexMissing,
+    NoVectorSearch,
+    SearchRefused,
+)
 from clipsearch.identity import ModelIdentity
 from clipsearch.photos import DAY, PhotoFacts, day_start, folders_of
 from clipsearch.settings import Settings
@@ -259,10 +266,9 @@ class SearchFilter:
             low = "-inf" if self.after is None else repr(float(self.after))
             high = "+inf" if self.before is None else f"({float(self.before)!r}"
             clauses.append(f"@{TAKEN_FIELD}:[{low} {high}]")
-        if self.folder and self.folder.strip("/"):
-            clauses.append(f"@{FOLDERS_FIELD}:{{{escape_tag(tag_value(self.folder.strip('/')))}}}")
-        if self.camera and self.camera.strip():
-            clauses.append(f"@{CAMERA_FIELD}:{{{escape_tag(tag_value(self.camera))}}}")
+        for field_name, value in ((FOLDERS_FIELD, self.folder), (CAMERA_FIELD, self.camera)):
+            if tag := tag_value((value or "").strip().strip("/")):  # " ", "/ /", a tab: no filter
+                clauses.append(f"@{field_name}:{{{escape_tag(tag)}}}")
         return f"({' '.join(clauses)})" if clauses else "*"
 
 
@@ -479,7 +485,7 @@ class PhotoStore:
         try:
             return int(self.client.ft(self.schema.name).info()["num_docs"])
         except valkey.ResponseError as error:
-            raise self._missing_or(error) from None
+            raise refusal(self.schema.name, error) from None
 
     def search(
         self,
@@ -517,7 +523,7 @@ class PhotoStore:
         try:
             replies = pipe.execute()
         except valkey.ResponseError as error:
-            raise self._missing_or(error) from None
+            raise refusal(self.schema.name, error) from None
         return [_ranked(Result(reply, True, duration=0).docs) for reply in replies]
 
     def _knn(
@@ -533,13 +539,6 @@ class PhotoStore:
         prefilter = (where or SearchFilter()).query()
         query = Query(f"{prefilter}=>[{knn} AS {SCORE_ALIAS}]").return_fields(SCORE_ALIAS).paging(0, int(k)).dialect(2)
         return query, {"query_vector": query_vector.tobytes()}
-
-    def _missing_or(self, error: Exception) -> Exception:
-        """IndexMissing if the server's error says the index is gone, else the error itself."""
-        text = str(error).lower()
-        if any(sign in text for sign in ("no such index", "unknown index", "not found")):
-            return IndexMissing(f"index {self.schema.name!r} is gone from the server ({error})")
-        return error
 
     def get(self, keys: Sequence[str], fields: Sequence[str] = PHOTO_FIELDS) -> list[dict[str, Any] | None]:
         """Stored fields of each key, with one pipelined HMGET each; None where the key is gone or is no hash
@@ -586,6 +585,15 @@ class PhotoStore:
                 batch = []
         if batch:
             yield from _pairs(batch, self.get(batch, fields))
+
+
+def refusal(index_name: str, error: Exception) -> ClipsearchError:
+    """A server's error to a query as the project's own: IndexMissing if it says the index is gone, else
+    SearchRefused with its words."""
+    text = str(error).lower()
+    if any(sign in text for sign in ("no such index", "unknown index", "not found")):
+        return IndexMissing(f"index {index_name!r} is gone from the server ({error})")
+    return SearchRefused(f"index {index_name!r}: {error}")
 
 
 def in_order(hits: list[Hit], order: str) -> list[Hit]:

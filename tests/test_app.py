@@ -183,6 +183,26 @@ def test_bad_upload_is_a_message_not_a_traceback(indexed: PhotoStore) -> None:
     assert results(app) == []
 
 
+def test_a_small_upload_of_a_huge_canvas_is_refused_with_the_reason(indexed: PhotoStore) -> None:
+    """A 200 KB PNG of 7071x7071 RGBA pixels once took 1.1 GB to decode; now its header is enough to refuse it."""
+    buffer = io.BytesIO()
+    Image.new("RGBA", (7071, 7071), (10, 200, 30, 128)).save(buffer, "PNG")
+    app = run_app()
+    app.segmented_control(key="mode").set_value("Photo").run()
+    app.file_uploader(key="upload").set_value(("canvas.png", buffer.getvalue(), "image/png")).run()
+    message = the_one_error(app)
+    assert "canvas.png cannot be used:** decoding this 7071x7071 PNG would take about 381 MiB" in message, message
+    assert results(app) == []
+
+
+@pytest.mark.parametrize("blank", [" ", "/ /", "\t"])
+def test_a_blank_folder_in_a_link_is_no_filter(indexed: PhotoStore, blank: str) -> None:
+    """`?q=dog&folder=%20` once showed valkey's ResponseError."""
+    app = run_app(q="a dog", folder=blank)
+    assert_clean(app)
+    assert not app.error and len(results(app)) == 12
+
+
 def test_index_button_indexes_the_photo_folder(app_env: Settings, photo_folder: Path, encoder) -> None:
     app = run_app()
     assert_clean(app)

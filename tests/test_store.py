@@ -8,14 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import valkey
 
+from clipsearch import errors
 from clipsearch.connection import connect
-from clipsearch.errors import FolderMismatch, IndexMismatch, IndexMissing
+from clipsearch.errors import ClipsearchError, FolderMismatch, IndexMismatch, IndexMissing, SearchRefused
 from clipsearch.identity import ModelIdentity
 from clipsearch.photos import DAY, PhotoFacts, day_start
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
-from clipsearch.store import SCHEMA_VERSION, IndexSchema, PhotoRecord, PhotoStore, SearchFilter
+from clipsearch.store import SCHEMA_VERSION, IndexSchema, PhotoRecord, PhotoStore, SearchFilter, refusal
 
 MODEL = ModelIdentity("ViT-B-32", "random-test", 512)
 
@@ -396,3 +398,30 @@ def test_auto_switches_between_flat_and_hnsw_by_size_keeping_every_document(
     assert store.fit_algorithm() == ("HNSW", "FLAT")
     expected, _ = brute_force(vectors[30:], vectors[40], 3)
     assert [index_of(hit.path) for hit in store.search(vectors[40], k=3)] == [30 + i for i in expected]
+
+
+@pytest.mark.parametrize("blank", [" ", "/ /", "\t", "//", " / "])
+def test_blank_filter_values_are_no_filter(blank: str) -> None:
+    """`?folder=%20` once built `@folders:{}`, which the server refuses."""
+    assert SearchFilter(folder=blank).query() == "*"
+    assert SearchFilter(camera=blank).query() == "*"
+    assert SearchFilter.of_days(None, None, folder=blank, camera=blank).query() == "*"
+    assert SearchFilter(folder=blank, camera="Canon").query() == "(@camera_tag:{canon})"
+
+
+def test_a_refused_search_is_the_projects_own_error(client, settings: Settings) -> None:
+    """Whatever the server says to a query, the page gets a ClipsearchError with a title, not valkey's error."""
+    store = PhotoStore.open(client, IndexSchema.from_settings(settings, MODEL), create=True)
+    store.upsert(records_with_facts(unit_vectors(np.random.default_rng(3), 5, 512)))
+    client.execute_command("FT.DROPINDEX", settings.index_name)
+    with pytest.raises(IndexMissing):
+        store.search(unit_vectors(np.random.default_rng(4), 1, 512)[0])
+    refused = refusal(settings.index_name, valkey.ResponseError("Syntax error at offset 12 near folders"))
+    assert isinstance(refused, SearchRefused) and "Syntax error" in str(refused)
+
+
+def test_every_error_names_its_own_title() -> None:
+    """The page shows the title above the message: TlsRefused and FolderMismatch once said "Something went wrong"."""
+    kinds = [kind for kind in vars(errors).values() if isinstance(kind, type) and issubclass(kind, ClipsearchError)]
+    titles = [kind.title for kind in kinds if kind is not ClipsearchError]
+    assert len(titles) >= 11 and len(set(titles)) == len(titles) and ClipsearchError.title not in titles
