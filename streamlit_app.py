@@ -17,7 +17,8 @@ from streamlit.delta_generator import DeltaGenerator
 
 from clipsearch.connection import connect
 from clipsearch.display import escape_markdown
-from clipsearch.duplicates import DuplicateReport, find_duplicates
+from clipsearch.duplicates import SharedScans, similar_pairs
+from clipsearch.duplicates import report as duplicate_report
 from clipsearch.engine import ImageEncoding, TextEncoding, load_image_encoder, load_text_encoder
 from clipsearch.errors import ClipsearchError, IndexMissing
 from clipsearch.identity import ModelIdentity
@@ -52,7 +53,10 @@ DIALOG_SIDE = 1600  # "Open" sends this much, not the camera's full file
 FILTER_KEYS = ("after", "before", "folder", "camera")
 MAX_SHOWN = 1000  # "Show more" stops here
 MAX_GROUPS_SHOWN = 100  # of the duplicates view
-KEPT_REPORTS = 4  # duplicates reports kept for all sessions (each holds its groups' thumbnails)
+MAX_MEMBERS_SHOWN = 16  # of each group there
+DUPLICATES_FLOOR = 0.9  # the duplicates view's lowest threshold: where its one scan per index version reads to
+MAX_NEIGHBOURS_SCANNED = 64  # per photo, in that scan: a dense library costs at most this many reads a photo
+KEPT_SCANS = 4  # scans kept for all sessions (a few indexes, or versions of one)
 CUT_MODES = ("absolute", "relative")  # as the URL says them: a minimum similarity, or a distance from the best
 DEFAULT_BELOW_BEST = 0.05
 SEARCH_CONTROLS = ("k", "dedup", "variety", "cut", "min", "below", "order")  # a change starts from one page again
@@ -133,13 +137,13 @@ def cached_label_vectors(_encoder: TextEncoding, model: str, labels: tuple[str, 
 
 
 @st.cache_data(show_spinner=False)
-def count_pending(_store: PhotoStore | None, index_name: str, photos_dir: Path, indexed: int) -> int:
+def count_pending(_store: PhotoStore | None, index_name: str, photos_dir: Path, version: str) -> int:
     """Photos in the folder that the index lacks or holds stale.
 
     It walks the folder and reads every document's bookkeeping (seconds at 100k photos), so it runs
-    once per index size, never again on the search path: "Check for changes" runs it again.
+    once per index version, never again on the search path: "Check for changes" runs it again.
     """
-    return pending_photos(_store if indexed else None, photos_dir)
+    return pending_photos(_store, photos_dir)
 
 
 # --- state changes, run as widget callbacks before the page is drawn again ---------------------
@@ -181,7 +185,8 @@ def sidebar(settings: Settings, store: PhotoStore | None, schema: IndexSchema) -
         st.caption(f"**Index** `{schema.name}` ({schema.algorithm}, cosine)")
         st.caption(f"**Server** {settings.server_label}")
         if offers_indexing(settings, store):
-            pending = count_pending(store, schema.name, settings.photos_dir, count)
+            version = store.version() if store else ""
+            pending = count_pending(store if count else None, schema.name, settings.photos_dir, version)
             if pending:
                 st.warning(f"{pending} photos in `{settings.photos_dir}` are new, changed or gone.")
                 if st.button(f"Index {settings.photos_dir}/", type="primary", width="stretch"):
@@ -435,8 +440,8 @@ def with_words(settings: Settings, photo: np.ndarray, heading: str) -> tuple[np.
 
 
 @st.cache_data(show_spinner=False)
-def cameras(_store: PhotoStore, index_name: str, indexed: int) -> list[str]:
-    """The index's cameras, read once per index size (it reads every document)."""
+def cameras(_store: PhotoStore, index_name: str, version: str) -> list[str]:
+    """The index's cameras, read once per index version (it reads every document)."""
     return _store.cameras()
 
 
@@ -458,7 +463,7 @@ def filter_controls(store: PhotoStore) -> None:
         after.date_input("Taken on or after", value=None, key="after", bind="query-params", format="YYYY-MM-DD")
         before.date_input("Taken on or before", value=None, key="before", bind="query-params", format="YYYY-MM-DD")
         folder.text_input("In folder", key="folder", bind="query-params", placeholder="e.g. 2021/japan")
-        choices = cameras(store, store.schema.name, store.count())
+        choices = cameras(store, store.schema.name, store.version())
         camera.selectbox("Camera", choices, index=None, key="camera", bind="query-params", placeholder="any")
         order.selectbox("Order", ORDERS, key="order", bind="query-params")  # the URL says what the CLI says
 
@@ -615,24 +620,22 @@ def search(settings: Settings, store: PhotoStore, text_encoder: TextEncoding) ->
 
 
 @st.cache_resource
-def duplicate_reports() -> dict[tuple[str, str, int, float], DuplicateReport]:
-    """The duplicates found, shared by every session of this process: on a public app, one visitor's scan of a
-    large library (two minutes at 100,000 photos) serves the next visitors too, until the index changes size."""
-    return {}
-
-
-def forget_report(signature: tuple[str, str, int, float]) -> None:
-    duplicate_reports().pop(signature, None)
+def duplicate_scans() -> SharedScans:
+    """The similar pairs found, shared by every session of this process: on a public app, one visitor's scan of
+    a large library serves every threshold and every later visitor, until the index changes."""
+    return SharedScans(KEPT_SCANS)
 
 
 def duplicates_view(settings: Settings, store: PhotoStore) -> None:
-    """Groups of near-identical photos in the whole index, largest first; worked out once per server, index,
-    index size and threshold (for every session), with a progress bar over the index."""
+    """Groups of near-identical photos in the whole index, largest first. The index is scanned once per version
+    at the slider's lowest threshold (for every session, one scan at a time); each threshold groups those
+    pairs in memory."""
     st.button("← Back to search", on_click=show_view, args=("search",), key="to-search")
     st.subheader("Near-duplicates in the index")
+    floor = min(DUPLICATES_FLOOR, settings.duplicate_similarity)
     threshold = st.slider(
         "Photos at least this similar are near-duplicates",
-        min(0.8, settings.duplicate_similarity),
+        floor,
         1.0,
         settings.duplicate_similarity,
         0.001,
@@ -640,34 +643,43 @@ def duplicates_view(settings: Settings, store: PhotoStore) -> None:
         bind="query-params",
         format="%.3f",
     )
-    reports = duplicate_reports()
-    signature = (settings.server_label, store.schema.name, store.count(), threshold)
-    report = reports.get(signature)
-    if report is None:
-        bar = st.progress(0.0, text="Looking for near-duplicates…")
+    scans = duplicate_scans()
+    signature = (settings.server_label, store.schema.name, store.version(), floor)
+    pairs = scans.get(signature)
+    if pairs is None:
+        bar = st.progress(0.0, text="Looking for near-duplicates (or waiting for a scan under way)…")
 
         def progress(done: int, total: int) -> None:
             bar.progress(done / max(total, 1), text=f"Checked {done:,} of {total:,} photos")
 
-        report = find_duplicates(store, threshold, (*PHOTO_FIELDS, "thumbnail"), on_progress=progress)
-        for stale in list(reports)[: max(0, len(reports) - KEPT_REPORTS + 1)]:  # the oldest first
-            reports.pop(stale, None)
-        reports[signature] = report
+        pairs = scans.scan(signature, lambda: similar_pairs(store, floor, MAX_NEIGHBOURS_SCANNED, progress))
         bar.empty()
+    report = duplicate_report(
+        store, pairs, threshold, (*PHOTO_FIELDS, "thumbnail"), MAX_GROUPS_SHOWN, MAX_MEMBERS_SHOWN
+    )
     st.markdown(
-        f"**{len(report.groups)} groups** of near-duplicates ({report.duplicates} photos beyond the first of each) "
+        f"**{len(report.sizes)} groups** of near-duplicates ({report.duplicates} photos beyond the first of each) "
         f"among {report.photos:,} photos, checked in {report.seconds:.1f} s ({report.rate:,.0f} photos/s)."
     )
-    st.button("Check again", key="dup-again", on_click=forget_report, args=(signature,), type="tertiary")
-    if len(report.groups) > MAX_GROUPS_SHOWN:
-        st.caption(f"Showing the {MAX_GROUPS_SHOWN} largest groups; `python -m clipsearch duplicates` lists them all.")
-    for number, group in enumerate(report.groups[:MAX_GROUPS_SHOWN], 1):
+    notes = []
+    if len(report.sizes) > MAX_GROUPS_SHOWN:
+        notes.append(f"Showing the {MAX_GROUPS_SHOWN} largest groups.")
+    if pairs.capped:
+        notes.append(
+            f"{pairs.capped:,} photos have over {MAX_NEIGHBOURS_SCANNED} others at {floor} or more: each is linked to "
+            "its nearest of them (the others still join through those)."
+        )
+    if notes:
+        st.caption(" ".join(notes) + " `python -m clipsearch duplicates` lists every group and member.")
+    for number, group in enumerate(report.groups, 1):
         with st.container(border=True, key=f"group-{number}"):
-            st.markdown(f"**Group {number}** · {len(group.members)} photos · the first has the most pixels")
+            st.markdown(f"**Group {number}** · {group.size} photos · the first has the most pixels")
             cells = st.columns(min(len(group.members), MAX_COLUMNS))
             for place, hit in enumerate(group.members):
                 with cells[place % len(cells)]:
                     duplicate_tile(hit, settings.photos_dir)
+            if group.size > len(group.members):
+                st.caption(f"and {group.size - len(group.members)} more")
 
 
 def duplicate_tile(hit: Hit, root: Path) -> None:

@@ -2,12 +2,18 @@
 edited. Each photo's neighbours come from the index's own KNN (pipelined, a batch of photos per round trip),
 so nothing compares all pairs here; photos linked by a similarity at or above the threshold, directly or
 through one another, form a group.
+
+The scan keeps every similar pair it finds at or above a floor (SimilarPairs), so that groups at any
+threshold above the floor come from memory: a page scans once per index version, whatever threshold each
+visitor picks.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,19 +22,22 @@ from clipsearch.store import PHOTO_FIELDS, VECTOR_FIELD, Hit, PhotoStore
 
 NEIGHBOURS = 8  # asked for each photo; one whose every neighbour is a duplicate is asked again with more
 BATCH = 64  # photos per pipelined round trip
+ORDER_FIELDS = ("width", "height", "size", "path")  # what puts a group's members in order
 
 
 @dataclass(frozen=True)
 class DuplicateGroup:
     """Near-identical photos, the one to keep first (the most pixels, then the largest file); each member's
-    score is its similarity to that first photo."""
+    score is its similarity to that first photo. `size` counts every member, also those not read."""
 
     members: list[Hit]
+    size: int
 
 
 @dataclass(frozen=True)
 class DuplicateReport:
-    groups: list[DuplicateGroup]  # largest first
+    groups: list[DuplicateGroup]  # largest first; the first `groups_read` of them, if it was given
+    sizes: list[int]  # of every group, largest first
     photos: int  # photos checked
     seconds: float
 
@@ -40,27 +49,78 @@ class DuplicateReport:
     @property
     def duplicates(self) -> int:
         """Photos that could go: every member of a group but its first."""
-        return sum(len(group.members) - 1 for group in self.groups)
+        return sum(size - 1 for size in self.sizes)
 
 
-def find_duplicates(
+@dataclass(frozen=True)
+class SimilarPairs:
+    """Pairs of photos (indexes into `keys`) at least `floor` similar, as far as each photo's neighbours were
+    read: all of them, or its `max_neighbours` nearest (then `capped` counts the photos that had more)."""
+
+    keys: list[str]
+    first: np.ndarray
+    second: np.ndarray
+    similarity: np.ndarray
+    floor: float
+    photos: int
+    seconds: float
+    capped: int = 0
+
+    def groups(self, similarity: float) -> list[list[int]]:
+        """The photos linked by pairs at least `similarity` similar, directly or through others: each group's
+        indexes, largest group first."""
+        if similarity < self.floor:
+            raise ValueError(f"these pairs were found at {self.floor} or more, not at {similarity}")
+        kept = self.similarity >= similarity
+        labels = connected_labels(len(self.keys), self.first[kept], self.second[kept])
+        members: dict[int, list[int]] = {}
+        for index in np.unique(np.concatenate([self.first[kept], self.second[kept]])).tolist():
+            members.setdefault(int(labels[index]), []).append(index)
+        return sorted(members.values(), key=len, reverse=True)
+
+
+def connected_labels(count: int, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """For each of `count` nodes, the smallest node it is linked to through the edges (first[i], second[i]):
+    hooking each edge's larger label to its smaller, then pointer jumping, in numpy until nothing moves."""
+    labels = np.arange(count)
+    while True:
+        low = np.minimum(labels[first], labels[second])
+        hooked = labels.copy()
+        np.minimum.at(hooked, labels[first], low)
+        np.minimum.at(hooked, labels[second], low)
+        while not np.array_equal(jumped := hooked[hooked], hooked):
+            hooked = jumped
+        if np.array_equal(hooked, labels):
+            return labels
+        labels = hooked
+
+
+def similar_pairs(
     store: PhotoStore,
-    similarity: float,
-    fields: Sequence[str] = PHOTO_FIELDS,
+    floor: float,
+    max_neighbours: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
-) -> DuplicateReport:
-    """Every group of photos linked by a similarity of at least `similarity`, largest first, with `fields`
-    read for each member. `on_progress(done, total)` is called after each batch."""
-    check_similarity(similarity)
+) -> SimilarPairs:
+    """Every pair of the index's photos at least `floor` similar, through each photo's KNN in the index,
+    asking again with more neighbours while all of them pass, up to `max_neighbours` (None: the whole index).
+    `on_progress(done, total)` is called after each batch."""
+    check_similarity(floor)
     started = time.perf_counter()
     total = store.count()
-    links = _Links()
-    done = 0
+    most = total if max_neighbours is None else min(total, max_neighbours + 1)
+    index: dict[str, int] = {}
+    pairs: list[tuple[int, int, float]] = []
+    done = capped = 0
     batch: list[tuple[str, np.ndarray]] = []
 
     def check(batch: list[tuple[str, np.ndarray]]) -> int:
-        for (key, vector), found in zip(batch, store.neighbours([v for _, v in batch], NEIGHBOURS + 1), strict=True):
-            links.add(key, _duplicates_of(store, key, vector, found, similarity, total))
+        nonlocal capped
+        vectors = [vector for _, vector in batch]
+        for (key, vector), found in zip(batch, store.neighbours(vectors, min(NEIGHBOURS + 1, most)), strict=True):
+            found, more = _at_least(store, vector, found, floor, most, total)
+            capped += more
+            this = index.setdefault(key, len(index))
+            pairs.extend((this, index.setdefault(other, len(index)), score) for other, score in found if other != key)
         if on_progress is not None:
             on_progress(min(done + len(batch), total), total)
         return len(batch)
@@ -74,9 +134,46 @@ def find_duplicates(
             batch = []
     if batch:
         done += check(batch)
-    groups = [_group(store, keys, fields) for keys in links.groups()]
-    groups.sort(key=lambda group: (-len(group.members), group.members[0].path))
-    return DuplicateReport(groups, done, time.perf_counter() - started)
+    first, second, similarity = (np.array(column) for column in zip(*pairs, strict=True)) if pairs else ([], [], [])
+    return SimilarPairs(
+        keys=list(index),
+        first=np.asarray(first, dtype=np.int64),
+        second=np.asarray(second, dtype=np.int64),
+        similarity=np.asarray(similarity, dtype=np.float32),
+        floor=floor,
+        photos=done,
+        seconds=time.perf_counter() - started,
+        capped=capped,
+    )
+
+
+def find_duplicates(
+    store: PhotoStore,
+    similarity: float,
+    fields: Sequence[str] = PHOTO_FIELDS,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> DuplicateReport:
+    """Every group of photos linked by a similarity of at least `similarity`, largest first, with `fields`
+    read for each member. `on_progress(done, total)` is called after each batch."""
+    return report(store, similar_pairs(store, similarity, on_progress=on_progress), similarity, fields)
+
+
+def report(
+    store: PhotoStore,
+    pairs: SimilarPairs,
+    similarity: float,
+    fields: Sequence[str] = PHOTO_FIELDS,
+    groups_read: int | None = None,
+    members_read: int | None = None,
+) -> DuplicateReport:
+    """The groups at `similarity` among the pairs, largest first (then by the first member's path): each with
+    its members in order, the first `members_read` of them (None: all) read with `fields`, for the first
+    `groups_read` groups (None: all). Every member's order fields are read, the rest only where shown."""
+    groups = [[pairs.keys[i] for i in group] for group in pairs.groups(similarity)]
+    ordered = _in_order(store, groups[:groups_read] if groups_read is not None else groups)
+    ordered.sort(key=lambda keys: (-len(keys), keys[0][1]))
+    built = [_group(store, keys, fields, members_read) for keys in ordered]
+    return DuplicateReport(built, [len(group) for group in groups], pairs.photos, pairs.seconds)
 
 
 def check_similarity(similarity: float) -> None:
@@ -85,47 +182,62 @@ def check_similarity(similarity: float) -> None:
         raise ValueError(f"the duplicate similarity must be above 0 and at most 1, not {similarity}")
 
 
-def _duplicates_of(
-    store: PhotoStore, key: str, vector: np.ndarray, found: list[tuple[str, float]], similarity: float, total: int
-) -> list[str]:
-    """The keys at least `similarity` to the photo, asking again with more neighbours while all are."""
-    asked = NEIGHBOURS + 1
-    while len(found) == asked and found[-1][1] >= similarity and asked < total:
-        asked = min(total, asked * 4)
+def _at_least(
+    store: PhotoStore, vector: np.ndarray, found: list[tuple[str, float]], floor: float, most: int, total: int
+) -> tuple[list[tuple[str, float]], bool]:
+    """The neighbours at least `floor` similar to the photo, asking again with 4x more while all pass, up to
+    `most`; and whether it stopped at `most` with more of them left."""
+    asked = len(found)
+    while len(found) == asked and found[-1][1] >= floor and asked < most:
+        asked = min(most, asked * 4)
         [found] = store.neighbours([vector], asked)
-    return [other for other, score in found if score >= similarity and other != key]
+    capped = len(found) == asked and asked < total and found[-1][1] >= floor
+    return [(other, score) for other, score in found if score >= floor], capped
 
 
-def _group(store: PhotoStore, keys: list[str], fields: Sequence[str]) -> DuplicateGroup:
-    wanted = list(dict.fromkeys([*fields, VECTOR_FIELD, "width", "height", "size", "path"]))
-    rows = [(key, row) for key, row in zip(keys, store.get(keys, wanted), strict=True) if row is not None]
-    rows.sort(
-        key=lambda pair: (-(pair[1]["width"] or 0) * (pair[1]["height"] or 0), -(pair[1]["size"] or 0), pair[1]["path"])
-    )
+def _in_order(store: PhotoStore, groups: list[list[str]]) -> list[list[tuple[str, str]]]:
+    """Each group's (key, path) with the photo to keep first: the most pixels, then the largest file, then
+    the path. Photos gone since the scan are left out."""
+    keys = [key for group in groups for key in group]
+    rows = dict(zip(keys, store.get(keys, ORDER_FIELDS), strict=True))
+    ordered = []
+    for group in groups:
+        present = [(key, row) for key in group if (row := rows[key]) is not None]
+        present.sort(key=lambda pair: (-(pair[1]["width"] or 0) * (pair[1]["height"] or 0), -(pair[1]["size"] or 0),
+                                       pair[1]["path"]))  # fmt: skip
+        if len(present) > 1:
+            ordered.append([(key, row["path"]) for key, row in present])
+    return ordered
+
+
+def _group(store: PhotoStore, keys: list[tuple[str, str]], fields: Sequence[str], read: int | None) -> DuplicateGroup:
+    shown = [key for key, _ in (keys if read is None else keys[:read])]
+    wanted = list(dict.fromkeys([*fields, VECTOR_FIELD, *ORDER_FIELDS]))
+    rows = [(key, row) for key, row in zip(shown, store.get(shown, wanted), strict=True) if row is not None]
     first = rows[0][1][VECTOR_FIELD]
     members = [Hit(key, float(np.dot(row[VECTOR_FIELD], first)), row) for key, row in rows]
-    return DuplicateGroup([members[0], *sorted(members[1:], key=lambda hit: -hit.score)])
+    return DuplicateGroup([members[0], *sorted(members[1:], key=lambda hit: -hit.score)], len(keys))
 
 
-class _Links:
-    """Which photos are linked, directly or through others (union-find)."""
+class SharedScans:
+    """Similar pairs shared by every caller of a process (a page's visitors): one scan per key at a time,
+    the callers that ask for a key being scanned wait for that scan, and the last `kept` are kept."""
 
-    def __init__(self) -> None:
-        self.parent: dict[str, str] = {}
+    def __init__(self, kept: int) -> None:
+        self.kept = kept
+        self.done: OrderedDict[Hashable, SimilarPairs] = OrderedDict()
+        self.lock = threading.Lock()  # one scan at a time: a visitor cannot start several
 
-    def root(self, key: str) -> str:
-        self.parent.setdefault(key, key)
-        while self.parent[key] != key:
-            self.parent[key] = self.parent[self.parent[key]]
-            key = self.parent[key]
-        return key
+    def get(self, key: Hashable) -> SimilarPairs | None:
+        return self.done.get(key)
 
-    def add(self, key: str, others: list[str]) -> None:
-        for other in others:
-            self.parent[self.root(other)] = self.root(key)
-
-    def groups(self) -> list[list[str]]:
-        members: dict[str, list[str]] = {}
-        for key in list(self.parent):
-            members.setdefault(self.root(key), []).append(key)
-        return [keys for keys in members.values() if len(keys) > 1]
+    def scan(self, key: Hashable, scan: Callable[[], SimilarPairs]) -> SimilarPairs:
+        """The pairs kept for `key`, or scan() (once, whoever else asks meanwhile)."""
+        with self.lock:
+            if (found := self.done.get(key)) is not None:
+                return found
+            pairs = scan()
+            self.done[key] = pairs
+            while len(self.done) > self.kept:
+                self.done.popitem(last=False)
+            return pairs

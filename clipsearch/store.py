@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import valkey
@@ -56,6 +58,8 @@ AUTO_FLAT_UP_TO = 50_000
 FACT_FIELDS = ("taken", "taken_from", "offset", "camera", CAMERA_FIELD, "latitude", "longitude", FOLDERS_FIELD)
 SCORE_ALIAS = "score"
 PHOTOS_ROOT_META = "photos_root"  # meta field: the folder the index was last loaded from
+CREATED_META = "created"  # meta field: a token of this index's creation (a dropped and remade index has another)
+CHANGES_META = "changes"  # meta field: counts the writes, touches, deletes and remakes of the index
 
 _FIELD_DECODERS: dict[str, Callable[[bytes], Any]] = {
     "path": os.fsdecode,
@@ -72,6 +76,7 @@ _FIELD_DECODERS: dict[str, Callable[[bytes], Any]] = {
     "longitude": float,
     VECTOR_FIELD: lambda raw: np.frombuffer(raw, dtype="<f4"),
 }
+T = TypeVar("T")
 PHOTO_FIELDS = (
     "path", "name", "width", "height", "size", "mtime", "content_hash", "source", "taken", "taken_from", "offset",
     "camera",
@@ -94,6 +99,13 @@ class IndexSchema:
     ef_construction: int
     ef_runtime: int
     version: int = SCHEMA_VERSION
+    generation: int = 0  # of the search index: each remake builds the next one beside the current
+
+    @property
+    def search_index(self) -> str:
+        """The name of the server's search index over the photos: the index's own name, then `name.N` for the
+        Nth remake (a name no CLIPSEARCH_INDEX can take, since it allows no dots)."""
+        return self.name if self.generation == 0 else f"{self.name}.{self.generation}"
 
     @classmethod
     def from_settings(cls, settings: Settings, model: ModelIdentity) -> IndexSchema:
@@ -135,6 +147,7 @@ class IndexSchema:
                 ef_construction=int(meta.get("ef_construction", defaults.hnsw_ef_construction)),
                 ef_runtime=int(meta.get("ef_runtime", defaults.hnsw_ef_runtime)),
                 version=int(meta.get("schema_version", 0)),
+                generation=int(meta.get("generation", 0)),
             )
         except ValueError as error:
             raise IndexMismatch(f"the metadata of index {name!r} ({_meta_key(name)}) is damaged: {error}") from None
@@ -169,6 +182,7 @@ class IndexSchema:
             "m": str(self.m),
             "ef_construction": str(self.ef_construction),
             "ef_runtime": str(self.ef_runtime),
+            "generation": str(self.generation),
         }
 
     def key_for(self, path: str) -> str:
@@ -289,8 +303,18 @@ class Hit:
         return str(self.fields.get("path", ""))
 
 
+def _search_indexes(client: valkey.Valkey) -> set[str]:
+    return {os.fsdecode(existing) for existing in client.execute_command("FT._LIST")}
+
+
 def _index_exists(client: valkey.Valkey, name: str) -> bool:
-    return name in {os.fsdecode(existing) for existing in client.execute_command("FT._LIST")}
+    return name in _search_indexes(client)
+
+
+def _drop_search_index(client: valkey.Valkey, name: str) -> None:
+    """FT.DROPINDEX with the name alone: the documents stay (valkey-search takes no other form)."""
+    if _index_exists(client, name):
+        client.execute_command("FT.DROPINDEX", name)
 
 
 class PhotoStore:
@@ -322,12 +346,13 @@ class PhotoStore:
                 m=stored.m,
                 ef_construction=stored.ef_construction,
                 version=stored.version,
+                generation=stored.generation,
             ),
         )
-        if not _index_exists(client, schema.name):
+        if not _index_exists(client, store.schema.search_index):
             if not create:
                 raise IndexMissing(f"index {schema.name!r} is gone from the server; run the loader to rebuild it")
-            store._create_index()
+            store._create_index(store.schema)
         return store
 
     @classmethod
@@ -338,10 +363,10 @@ class PhotoStore:
             raise IndexMissing(f"index {name!r} does not exist on this server")
         return cls(client, stored)
 
-    def _create_index(self) -> None:
-        definition = IndexDefinition(prefix=[self.schema.prefix], index_type=IndexType.HASH)
+    def _create_index(self, schema: IndexSchema) -> None:
+        definition = IndexDefinition(prefix=[schema.prefix], index_type=IndexType.HASH)
         try:
-            self.client.ft(self.schema.name).create_index(self.schema.fields(), definition=definition)
+            self.client.ft(schema.search_index).create_index(schema.fields(), definition=definition)
         except valkey.ResponseError as error:
             if "Index already exists" not in str(error):  # another process won the race
                 raise NoVectorSearch(f"FT.CREATE failed ({error}): {NO_VECTOR_SEARCH}") from None
@@ -357,8 +382,8 @@ class PhotoStore:
         """Bring an index of the previous key schema to this one, in place: every photo keeps its vector and
         gains its facts (`facts_of(path, source)`) and folders; the search index is made again with the new
         fields. Returns how many photos were upgraded."""
-        if _index_exists(self.client, self.schema.name):  # no search index while the documents change
-            self.client.ft(self.schema.name).dropindex(delete_documents=False)
+        # No search index while every document changes: readers refuse a version 1 index anyway.
+        _drop_search_index(self.client, self.schema.search_index)
         upgraded = 0
         pipe = self.client.pipeline(transaction=False)
         for key, row in self.scan(("path", "source")):
@@ -372,21 +397,27 @@ class PhotoStore:
         return upgraded
 
     def _remake_index(self, schema: IndexSchema) -> None:
-        """Make the search index again as `schema` says, over the stored documents (none is rewritten), record
-        the schema, and wait until the server has indexed every document."""
-        if _index_exists(self.client, self.schema.name):
-            self.client.ft(self.schema.name).dropindex(delete_documents=False)
-        self.schema = schema
-        self.client.hset(schema.meta_key, mapping=schema.meta())
-        self._create_index()
-        self.wait_indexed()
+        """Make the search index again as `schema` says, over the stored documents (none is rewritten), while
+        the current one goes on answering: the next generation is built beside it over the same prefix, and
+        once it has indexed every document the metadata names it and the old one is dropped. A reader that
+        finds its index gone reads the metadata again (see neighbours)."""
+        new = replace(schema, generation=self.schema.generation + 1)
+        _drop_search_index(self.client, new.search_index)  # left by a remake that died before switching
+        self._create_index(new)
+        self.wait_indexed(new)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(new.meta_key, mapping=new.meta())
+        self._changed(pipe)
+        pipe.execute()
+        old, self.schema = self.schema, new
+        _drop_search_index(self.client, old.search_index)
 
-    def wait_indexed(self, timeout: float = 3600) -> None:
+    def wait_indexed(self, schema: IndexSchema | None = None, timeout: float = 3600) -> None:
         """Until the server has indexed the documents that were there before FT.CREATE (it does so in the
         background: RediSearch reports `indexing`, valkey-search `backfill_in_progress`)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            info = self.client.ft(self.schema.name).info()
+            info = self.client.ft((schema or self.schema).search_index).info()
             busy = [info.get(flag, 0) for flag in ("indexing", "backfill_in_progress")]
             if all(str(os.fsdecode(value) if isinstance(value, bytes) else value) in ("0", "0.0") for value in busy):
                 return
@@ -420,6 +451,16 @@ class PhotoStore:
         root = self.client.hget(self.schema.meta_key, PHOTOS_ROOT_META)
         return Path(os.fsdecode(root)) if root else None
 
+    def version(self) -> str:
+        """What changes whenever a photo is written, touched or deleted, or the search index is made again, and
+        differs between two incarnations of an index of one name: the key of anything cached from its contents."""
+        created, changes = self.client.hmget(self.schema.meta_key, [CREATED_META, CHANGES_META])
+        return f"{os.fsdecode(created or b'')}:{int(changes or 0)}"
+
+    def _changed(self, pipe: Any) -> None:
+        """Count a change of the index's contents, in the pipeline that makes it."""
+        pipe.hincrby(self.schema.meta_key, CHANGES_META, 1)
+
     def record_photos_root(self, root: Path) -> None:
         self.client.hset(self.schema.meta_key, PHOTOS_ROOT_META, os.fsencode(Path(root).resolve()))
 
@@ -436,12 +477,12 @@ class PhotoStore:
             )
 
     def drop(self) -> None:
-        """Remove the index, its documents and its metadata.
-
-        valkey-search has no FT.DROPINDEX ... DD, so the documents are deleted by key prefix.
-        """
-        if _index_exists(self.client, self.schema.name):
-            self.client.ft(self.schema.name).dropindex(delete_documents=False)
+        """Remove the index, its documents and its metadata: every generation of its search index (one left by
+        a remake that died too), then the documents by key prefix (valkey-search has no FT.DROPINDEX ... DD)."""
+        own = re.compile(rf"{re.escape(self.schema.name)}(\.\d+)?")
+        for name in _search_indexes(self.client):
+            if own.fullmatch(name):
+                _drop_search_index(self.client, name)
         self.delete(self.client.scan_iter(match=f"{self.schema.prefix}*", count=1000))
         self.client.delete(self.schema.meta_key)
 
@@ -458,14 +499,19 @@ class PhotoStore:
                 pipe.hdel(key, "thumbnail")
             keys.append(key)
             if len(pipe) >= 2 * batch_size:
+                self._changed(pipe)
                 pipe.execute()
         if len(pipe):
+            self._changed(pipe)
             pipe.execute()
         return keys
 
     def touch(self, key: str, **values: int | float | str) -> None:
         """Update bookkeeping fields (mtime, size) of a photo whose content did not change."""
-        self.client.hset(key, mapping={k: repr(v) if isinstance(v, float) else v for k, v in values.items()})
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(key, mapping={k: repr(v) if isinstance(v, float) else v for k, v in values.items()})
+        self._changed(pipe)
+        pipe.execute()
 
     def delete(self, keys: Iterable[str | bytes], batch_size: int = 1000) -> int:
         """Delete keys in batches of one command each; returns how many existed."""
@@ -473,19 +519,40 @@ class PhotoStore:
         for key in keys:
             batch.append(key)
             if len(batch) >= batch_size:
-                deleted += int(self.client.delete(*batch))
+                deleted += self._delete(batch)
                 batch = []
         if batch:
-            deleted += int(self.client.delete(*batch))
+            deleted += self._delete(batch)
         return deleted
+
+    def _delete(self, keys: list[str | bytes]) -> int:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.delete(*keys)
+        self._changed(pipe)
+        return int(pipe.execute()[0])
 
     # --- query path ---------------------------------------------------------------------
 
     def count(self) -> int:
+        return self._on_the_current_index(self._count)
+
+    def _count(self) -> int:
         try:
-            return int(self.client.ft(self.schema.name).info()["num_docs"])
+            return int(self.client.ft(self.schema.search_index).info()["num_docs"])
         except valkey.ResponseError as error:
             raise refusal(self.schema.name, error) from None
+
+    def _on_the_current_index(self, ask: Callable[[], T]) -> T:
+        """ask(), and if the search index it asked is gone because another process remade it (_remake_index),
+        ask() again of the index the metadata names now."""
+        try:
+            return ask()
+        except IndexMissing:
+            current = IndexSchema.from_existing(self.client, self.schema.name)
+            if current is None or current.generation == self.schema.generation:
+                raise
+            self.schema = replace(self.schema, algorithm=current.algorithm, generation=current.generation)
+            return ask()
 
     def search(
         self,
@@ -515,8 +582,14 @@ class PhotoStore:
         self, vectors: Sequence[np.ndarray], k: int, ef_runtime: int | None = None, where: SearchFilter | None = None
     ) -> list[list[tuple[str, float]]]:
         """The k nearest photos (key, similarity; best first) of each vector: one pipelined round trip of
-        KNN queries, which valkey-search also runs in parallel."""
-        pipe = self.client.ft(self.schema.name).pipeline(transaction=False)
+        KNN queries, which valkey-search also runs in parallel. If the search index was remade since this
+        store read the metadata, it reads it again and asks the new one."""
+        return self._on_the_current_index(lambda: self._neighbours(vectors, k, ef_runtime, where))
+
+    def _neighbours(
+        self, vectors: Sequence[np.ndarray], k: int, ef_runtime: int | None, where: SearchFilter | None
+    ) -> list[list[tuple[str, float]]]:
+        pipe = self.client.ft(self.schema.search_index).pipeline(transaction=False)
         for vector in vectors:
             query, params = self._knn(vector, k, ef_runtime, where)
             pipe.search(query, query_params=params)
@@ -640,7 +713,7 @@ def _claim(client: valkey.Valkey, schema: IndexSchema) -> IndexSchema:
             pipe.watch(schema.meta_key)
             if not pipe.exists(schema.meta_key):
                 pipe.multi()
-                pipe.hset(schema.meta_key, mapping=schema.meta())
+                pipe.hset(schema.meta_key, mapping=schema.meta() | {CREATED_META: uuid.uuid4().hex})
                 pipe.execute()
                 return schema
         except valkey.WatchError:

@@ -425,3 +425,55 @@ def test_every_error_names_its_own_title() -> None:
     kinds = [kind for kind in vars(errors).values() if isinstance(kind, type) and issubclass(kind, ClipsearchError)]
     titles = [kind.title for kind in kinds if kind is not ClipsearchError]
     assert len(titles) >= 11 and len(set(titles)) == len(titles) and ClipsearchError.title not in titles
+
+
+def test_searches_during_the_algorithm_switch_keep_answering_from_the_old_index(
+    client, settings: Settings, monkeypatch
+) -> None:
+    """The switch once dropped the index and made it again in place: on 15,000 photos, 9 to 11 of about 125
+    concurrent searches missed their exact match, with a partial count. Now the next index is built beside the
+    current one; every search meanwhile, by a reader that opened the index before the switch, finds its photo
+    first among all of them."""
+    import clipsearch.store
+
+    monkeypatch.setattr(clipsearch.store, "AUTO_FLAT_UP_TO", 1000)
+    count = 6000
+    vectors = unit_vectors(np.random.default_rng(8), count, 512)
+    writer = PhotoStore.open(client, IndexSchema.from_settings(settings, MODEL), create=True)
+    writer.upsert(records(vectors))
+    reader = PhotoStore.open(connect(settings), IndexSchema.from_settings(settings, MODEL))
+    assert writer.schema.algorithm == reader.schema.algorithm == "FLAT"
+    misses: list[str] = []
+    searched = 0
+    switching = threading.Event()
+
+    def search_until_switched() -> None:
+        nonlocal searched
+        rng = np.random.default_rng(9)
+        while switching.is_set():
+            target = int(rng.integers(count))
+            try:
+                hits = reader.search(vectors[target], k=10, fields=("path",))
+                total = reader.count()
+            except Exception as error:
+                misses.append(f"{type(error).__name__}: {error}")
+                continue
+            searched += 1
+            if len(hits) != 10 or index_of(hits[0].path) != target or total != count:
+                misses.append(f"{target}: {len(hits)} hits, first {hits[0].path if hits else None}, count {total}")
+
+    switching.set()
+    searcher = threading.Thread(target=search_until_switched)
+    searcher.start()
+    try:
+        assert writer.fit_algorithm() == ("FLAT", "HNSW")
+    finally:
+        switching.clear()
+        searcher.join()
+    assert searched > 20 and not misses, (searched, misses[:5])
+    assert reader.search(vectors[7], k=1)[0].path == "photo-00007.jpg" and reader.schema.algorithm == "HNSW"
+    assert sorted(clipsearch.store._search_indexes(client) & {settings.index_name, f"{settings.index_name}.1"}) == [
+        f"{settings.index_name}.1"
+    ], "the old search index is dropped"
+    writer.drop()
+    assert not {name for name in clipsearch.store._search_indexes(client) if name.startswith(settings.index_name)}
