@@ -24,6 +24,7 @@ from clipsearch.errors import ClipsearchError, IndexMissing
 from clipsearch.identity import ModelIdentity
 from clipsearch.index import open_index, open_store
 from clipsearch.labels import DEFAULT_LABELS, MAX_LABEL_CHARS, MAX_LABELS, LabelList, label_vectors, rank_labels
+from clipsearch.links import CUT_MODES, MAX_BELOW_BEST, MAX_COLUMNS, MAX_NAME_CHARS, MAX_RESULTS, MAX_SHOWN, held_link
 from clipsearch.loader import LoadOptions, PhotoLoader, pending_photos
 from clipsearch.photos import (
     BadPhoto,
@@ -35,7 +36,7 @@ from clipsearch.photos import (
     read_file,
     taken_iso,
 )
-from clipsearch.query import BadQuery, combine, parse_query
+from clipsearch.query import MAX_QUERY_CHARS, BadQuery, combine, parse_query
 from clipsearch.results import SIMILAR_IN_FULL, Cut, Result, ResultOptions, Results, find
 from clipsearch.server import EmbeddedServer, ServerState, report_loading
 from clipsearch.settings import Settings
@@ -43,21 +44,17 @@ from clipsearch.store import ORDERS, PHOTO_FIELDS, Hit, IndexSchema, PhotoStore,
 
 EXAMPLE_PROMPTS = ("cat", "dog on chair", "man jumping", "snowy streets", "woolen hat", "santa claus")
 DEFAULT_RESULTS = 12
-MAX_RESULTS = 100
 DEFAULT_COLUMNS = 4
-MAX_COLUMNS = 8
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "heic", "heif", "avif"]
 TOP_LABELS = 5
 GALLERY_SIDE = 256  # pixels, for photos indexed with --no-thumbnails
 DIALOG_SIDE = 1600  # "Open" sends this much, not the camera's full file
 FILTER_KEYS = ("after", "before", "folder", "camera")
-MAX_SHOWN = 1000  # "Show more" stops here
 MAX_GROUPS_SHOWN = 100  # of the duplicates view
 MAX_MEMBERS_SHOWN = 16  # of each group there
 DUPLICATES_FLOOR = 0.9  # the duplicates view's lowest threshold: where its one scan per index version reads to
 MAX_NEIGHBOURS_SCANNED = 64  # per photo, in that scan: a dense library costs at most this many reads a photo
 KEPT_SCANS = 4  # scans kept for all sessions (a few indexes, or versions of one)
-CUT_MODES = ("absolute", "relative")  # as the URL says them: a minimum similarity, or a distance from the best
 DEFAULT_BELOW_BEST = 0.05
 SEARCH_CONTROLS = ("k", "dedup", "variety", "cut", "min", "below", "order")  # a change starts from one page again
 
@@ -423,6 +420,7 @@ def with_words(settings: Settings, photo: np.ndarray, heading: str) -> tuple[np.
         "…with these words (optional)",
         key="also",
         bind="query-params",
+        max_chars=MAX_QUERY_CHARS,
         placeholder="e.g. at night, or - people, or 2:snow - 0.5:cars",
         help="Terms added to the photo (query arithmetic: + and - with spaces around them, weights as 2:word).",
     )
@@ -462,7 +460,9 @@ def filter_controls(store: PhotoStore) -> None:
         after, before, folder, camera, order = st.columns([3, 3, 4, 4, 3])  # no weight 1/n: see test_app
         after.date_input("Taken on or after", value=None, key="after", bind="query-params", format="YYYY-MM-DD")
         before.date_input("Taken on or before", value=None, key="before", bind="query-params", format="YYYY-MM-DD")
-        folder.text_input("In folder", key="folder", bind="query-params", placeholder="e.g. 2021/japan")
+        folder.text_input(
+            "In folder", key="folder", bind="query-params", placeholder="e.g. 2021/japan", max_chars=MAX_NAME_CHARS
+        )
         choices = cameras(store, store.schema.name, store.version())
         camera.selectbox("Camera", choices, index=None, key="camera", bind="query-params", placeholder="any")
         order.selectbox("Order", ORDERS, key="order", bind="query-params")  # the URL says what the CLI says
@@ -475,6 +475,7 @@ def controls(settings: Settings) -> None:
             "Describe the photo you are looking for, then press Enter",
             key="q",
             bind="query-params",
+            max_chars=MAX_QUERY_CHARS,
             placeholder="e.g. a dog on a chair",
             on_change=clear_like,
         )
@@ -512,7 +513,7 @@ def controls(settings: Settings) -> None:
     below.slider(
         "At most this far below the best",
         0.0,
-        0.3,
+        MAX_BELOW_BEST,
         DEFAULT_BELOW_BEST,
         0.005,
         key="below",
@@ -691,14 +692,22 @@ def duplicate_tile(hit: Hit, root: Path) -> None:
     captioned_picture(hit, root, caption, "stretch")
 
 
+def hold_the_link() -> None:
+    """The URL's parameters held to their bounds (clipsearch.links) before anything reads them: a link is
+    written by a stranger."""
+    link = st.query_params.to_dict()
+    held = held_link(link)
+    if held != link:
+        st.query_params.from_dict(held)
+
+
 def init_state() -> None:
-    """Defaults for this browser session; `like`, `pages` and `view` come from the URL, the bound widgets read
-    theirs."""
+    """Defaults for this browser session; `like`, `pages` and `view` come from the URL (held to their bounds),
+    the bound widgets read theirs."""
     if "like" not in st.session_state:
         st.session_state.like = st.query_params.get("like", "")
     if "pages" not in st.session_state:
-        pages = st.query_params.get("pages", "1")
-        st.session_state.pages = min(int(pages), MAX_SHOWN) if pages.isdigit() and int(pages) > 0 else 1
+        st.session_state.pages = int(st.query_params.get("pages", "1"))
     if "view" not in st.session_state:
         st.session_state.view = "duplicates" if st.query_params.get("view") == "duplicates" else "search"
     st.session_state.setdefault("mode", "Words")
@@ -707,6 +716,7 @@ def init_state() -> None:
 
 def main() -> None:
     st.set_page_config(page_title="clipsearch", page_icon="🔎", layout="wide")
+    hold_the_link()
     init_state()
     settings = load_settings()
     st.title("clipsearch")
