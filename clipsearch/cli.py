@@ -201,10 +201,12 @@ def index_command(settings: Settings, args: argparse.Namespace) -> int:
     identity = model_identity(settings)
     encoder: ImageEncoding | Callable[[], ImageEncoding]
     if identity is None:
-        store, encoder = open_index(settings, load_image_encoder, create=True, rebuild=args.rebuild)
+        store, encoder = open_index(
+            settings, partial(load_image_encoder, batches=True), create=True, rebuild=args.rebuild
+        )
     else:
         store = open_store(settings, identity, create=True, rebuild=args.rebuild)
-        encoder = partial(load_image_encoder, settings)
+        encoder = partial(load_image_encoder, settings, batches=True)
     options = LoadOptions(
         batch_size=args.batch_size,
         thumbnail_size=None if args.no_thumbnails else args.thumbnail_size,

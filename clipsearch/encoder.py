@@ -38,7 +38,7 @@ class Encoder:
         self.model_name = model_name
         self.pretrained = pretrained
         self.device = device
-        self.identity = ModelIdentity(model_name, pretrained_label(pretrained), _embed_dim(model_name))
+        self.identity = ModelIdentity(model_name, pretrained_label(pretrained), embed_dim(model_name))
         self.tokenizer = open_clip.get_tokenizer(model_name)
 
     @classmethod
@@ -154,8 +154,8 @@ def text_features_as_long_as(tower: Any, tokens: torch.Tensor) -> torch.Tensor:
 
 
 class ModelMethod(torch.nn.Module):
-    """One method of an open_clip model (encode_text, encode_image) as a module of its own: a text tower that
-    open_clip builds only inside the whole model, or a tower to export to ONNX."""
+    """One method of an open_clip model (encode_text) as a module of its own: a text tower that open_clip builds
+    only inside the whole model."""
 
     def __init__(self, model: Any, method: str) -> None:
         super().__init__()
@@ -240,25 +240,53 @@ def _text_tower(model_cfg: dict[str, Any], state: Mapping[str, torch.Tensor]) ->
             model_cfg["embed_dim"], text_cfg, quick_gelu=model_cfg.get("quick_gelu", False)
         )
     prefix = "text." if any(key.startswith("text.") for key in state) else ""
-    wanted = set(tower.state_dict())
-    found = {key.removeprefix(prefix): key for key in state if key.removeprefix(prefix) in wanted}
-    if set(found) != wanted:
-        logging.getLogger(__name__).info("text tower keys differ from the checkpoint's; loading the full model")
+    if not _assign(tower, state, prefix):
         return None
-    tower.load_state_dict({name: state[key] for name, key in found.items()}, strict=True, assign=True)
     if getattr(tower, "attn_mask", None) is not None:  # a buffer made in __init__, so still on meta
         tower.attn_mask = tower.build_causal_mask()
-    if any(tensor.is_meta for tensor in [*tower.parameters(), *tower.buffers()]):
-        return None
-    built: torch.nn.Module = tower
-    return built
+    return None if _on_meta(tower) else tower
+
+
+def image_tower(model_name: str, pretrained: str) -> torch.nn.Module:
+    """open_clip's image tower (model.visual, with its preprocess_cfg) and nothing else: built on the meta
+    device, its weights the memory-mapped checkpoint's own tensors, so that only those are ever read (an
+    ONNX export of it then needs a fraction of the whole model's memory). The whole model is loaded for a
+    checkpoint whose keys do not fit."""
+    check_names(model_name, pretrained)
+    state = _mapped_state_dict(checkpoint_file(model_name, pretrained))
+    with torch.device("meta"):  # open_clip's own factory, for the same tower and preprocess configuration
+        model = open_clip.create_model(model_name, pretrained, load_weights=False, device="meta")
+    tower: torch.nn.Module = model.visual
+    if not _assign(tower, state, "visual.") or _on_meta(tower):
+        tower = ClipEncoder(model_name, pretrained, torch.device("cpu")).model.visual
+    return tower.eval()
+
+
+def _assign(tower: torch.nn.Module, state: Mapping[str, torch.Tensor], prefix: str) -> bool:
+    """Make the checkpoint's tensors under `prefix` the tower's own (no copy); False if the keys differ."""
+    wanted = set(tower.state_dict())
+    found = {
+        key.removeprefix(prefix): key for key in state if key.startswith(prefix) and key.removeprefix(prefix) in wanted
+    }
+    if set(found) != wanted:
+        logging.getLogger(__name__).info(
+            "%s keys differ from the checkpoint's; loading the full model", prefix or "tower"
+        )
+        return False
+    tower.load_state_dict({name: state[key] for name, key in found.items()}, strict=True, assign=True)
+    return True
+
+
+def _on_meta(tower: torch.nn.Module) -> bool:
+    """Whether any tensor of the tower was left without data."""
+    return any(tensor.is_meta for tensor in [*tower.parameters(), *tower.buffers()])
 
 
 def _largest_side(size: int | Sequence[int]) -> int:
     return size if isinstance(size, int) else max(size)
 
 
-def _embed_dim(model_name: str) -> int:
+def embed_dim(model_name: str) -> int:
     return int(open_clip.get_model_config(model_name)["embed_dim"])
 
 

@@ -86,18 +86,21 @@ def load_text_encoder(settings: Settings) -> TextEncoding:
     return encoder
 
 
-def load_image_encoder(settings: Settings) -> ImageEncoding:
-    """The image tower for settings' model, on the chosen engine (exported to ONNX first if need be)."""
-    encoder: ImageEncoding = _load(settings, "image")
+def load_image_encoder(settings: Settings, batches: bool = False) -> ImageEncoding:
+    """The image tower for settings' model, on the chosen engine (exported to ONNX first if need be); with
+    `batches`, tuned for the loader's batches of photos rather than for queries one at a time."""
+    encoder: ImageEncoding = _load(settings, "image", batches)
     return encoder
 
 
-def _load(settings: Settings, tower: str) -> Any:
+def _load(settings: Settings, tower: str, batches: bool = False) -> Any:
     if uses_onnx(settings):
         from clipsearch import onnx_engine
 
         try:
-            return (onnx_engine.OnnxTextEncoder if tower == "text" else onnx_engine.OnnxImageEncoder).load(settings)
+            if tower == "text":
+                return onnx_engine.OnnxTextEncoder.load(settings)
+            return onnx_engine.OnnxImageEncoder.load(settings, batches)
         except onnx_engine.OnnxUnusable as reason:
             _fall_back(settings, reason)
     from clipsearch import encoder

@@ -56,6 +56,13 @@ class WeightsUnavailable(ClipsearchError):
     title = "The CLIP model weights are not available"
 
 
+class ExportFailed(ClipsearchError):
+    """Preparing a model for ONNX Runtime did not finish (killed for lack of memory, or timed out): running
+    it with torch instead would take more of the same memory, so it is reported, not worked around."""
+
+    title = "The model could not be prepared for ONNX Runtime"
+
+
 class FolderMismatch(ClipsearchError):
     """Pruning against one folder would delete the photos an index holds from another."""
 

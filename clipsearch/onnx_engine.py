@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ import onnxruntime
 from PIL import Image
 
 from clipsearch import errors
-from clipsearch.errors import ClipsearchError
+from clipsearch.errors import ClipsearchError, ExportFailed
 from clipsearch.identity import ModelIdentity, pretrained_label
 from clipsearch.settings import Settings
 from clipsearch.tokenizer import VOCABULARY_FILE, ClipTokenizer
@@ -35,6 +36,8 @@ MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"
 TOLERANCE = 1e-5  # largest difference from open_clip's normalised vectors an export may have
 EXPORT_TIMEOUT_S = 1800
+EXPORT_MEMORY_MB = 700  # what an export's subprocess takes at its peak, rounded up (docs/public-app.md)
+EXPORT_LOCK = ".export.lock"  # in the cache folder: one export at a time, whatever the tower or the process
 
 logger = logging.getLogger(__name__)
 
@@ -123,20 +126,44 @@ def _run_export(settings: Settings, tower: str, folder: Path) -> None:
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
-        raise OnnxUnusable(f"the export took over {EXPORT_TIMEOUT_S} s") from None
+        raise ExportFailed(
+            f"exporting the {tower} tower of {settings.model_name} took over {EXPORT_TIMEOUT_S} s"
+        ) from None
     if done.returncode == 0:
         return
+    if done.returncode < 0:  # a signal: the kernel's OOM killer sends SIGKILL
+        raise ExportFailed(
+            f"exporting the {tower} tower of {settings.model_name} was killed by signal {-done.returncode} "
+            f"({signal.Signals(-done.returncode).name}), most likely for lack of memory: it needs about "
+            f"{EXPORT_MEMORY_MB} MB once, beside what this process holds. Export it on a larger machine and ship "
+            "the CLIPSEARCH_ONNX_CACHE folder with the app (docs/public-app.md)."
+        )
     last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
-    kind, _, message = last.partition(": ")
-    error_class = getattr(errors, kind, None)
+    try:
+        reported = json.loads(last)
+        error_class = getattr(errors, reported["error"])
+        message = str(reported["message"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise OnnxUnusable(f"the export failed (exit {done.returncode}): {last}") from None
     if isinstance(error_class, type) and issubclass(error_class, ClipsearchError):
         raise error_class(message)
-    raise OnnxUnusable(f"the export failed (exit {done.returncode}): {last}")
+    raise OnnxUnusable(f"the export failed (exit {done.returncode}): {message}")
 
 
-def session(path: Path) -> onnxruntime.InferenceSession:
+def session(path: Path, batches: bool = False) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime session of an exported tower, for queries or, with `batches`, for the loader's batches.
+
+    A session for queries reads the weights where they lie: without prepacking (MLAS's copy of each weight
+    matrix in its own layout) and without the memory arena, the external weights file is mapped, not copied,
+    so a page's towers take page cache that the kernel can share and reclaim instead of memory of their own,
+    for some of the speed of a single query (docs/public-app.md has the figures). The loader's batches keep
+    the prepacked weights, where they pay.
+    """
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only: the graph optimiser's notes are not for users
+    if not batches:
+        options.enable_cpu_mem_arena = False
+        options.add_session_config_entry("session.disable_prepacking", "1")
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -175,24 +202,22 @@ class OnnxImageEncoder:
     """The image tower through ONNX Runtime. Photos are prepared as open_clip's transform prepares them: in
     numpy, where the export found that to give open_clip's exact pixels, else by open_clip itself."""
 
-    def __init__(self, export: Export) -> None:
+    def __init__(self, export: Export, batches: bool = False) -> None:
         manifest = export.manifest
         self.identity = ModelIdentity(manifest["model"], manifest["pretrained"], manifest["dim"])
         self.preprocess = manifest["preprocess"]
         size = self.preprocess["size"]
         self.input_side = size if isinstance(size, int) else max(size)
-        self.session = session(export.folder / MODEL_FILE)
+        self.session = session(export.folder / MODEL_FILE, batches)
         self._open_clip_transform: Any = None
         if not manifest["preprocess_in_numpy"]:
-            import open_clip  # imports torch: only for transforms numpy does not reproduce
+            from open_clip.transform import PreprocessCfg, image_transform_v2  # torch: what numpy does not reproduce
 
-            self._open_clip_transform = open_clip.image_transform_v2(
-                open_clip.PreprocessCfg(**self.preprocess), is_train=False
-            )
+            self._open_clip_transform = image_transform_v2(PreprocessCfg(**self.preprocess), is_train=False)
 
     @classmethod
-    def load(cls, settings: Settings) -> Self:
-        return cls(exported(settings, "image"))
+    def load(cls, settings: Settings, batches: bool = False) -> Self:
+        return cls(exported(settings, "image"), batches)
 
     def preprocess_image(self, image: Image.Image) -> np.ndarray:
         if self._open_clip_transform is not None:

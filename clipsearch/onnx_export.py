@@ -9,6 +9,7 @@ TOLERANCE is recorded as unusable, with the reason, so later starts use torch wi
 from __future__ import annotations
 
 import fcntl
+import gc
 import hashlib
 import json
 import os
@@ -22,12 +23,14 @@ from typing import Any
 import numpy as np
 import open_clip
 import torch
+from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
-from clipsearch.encoder import ClipEncoder, ModelMethod, TextEncoder, text_features_as_long_as
+from clipsearch.encoder import TextEncoder, embed_dim, image_tower, text_features_as_long_as
 from clipsearch.errors import ClipsearchError
 from clipsearch.identity import ModelIdentity, pretrained_label
 from clipsearch.onnx_engine import (
+    EXPORT_LOCK,
     EXPORT_VERSION,
     MANIFEST,
     MODEL_FILE,
@@ -73,10 +76,11 @@ def export_text(model_name: str, pretrained: str, work: Path) -> dict[str, Any]:
     theirs = encoder.tokenizer(list(CHECK_TEXTS))
     if not np.array_equal(ours.padded(CHECK_TEXTS), theirs.numpy()):
         return manifest | {"usable": False, "reason": "clipsearch's tokenizer differs from open_clip's for this model"}
-    example = theirs[:2, :16]
-    _export(_TextUpToLength(encoder.tower), example, "tokens", (0, 1), work)
     with torch.inference_mode():
         expected = normalised(encoder.tower(theirs).numpy())  # open_clip's own forward, all 77 tokens
+    _export(_TextUpToLength(encoder.tower), theirs[:2, :16], "tokens", (0, 1), work)
+    del encoder
+    gc.collect()  # torch's tower goes before ONNX Runtime loads the export
     runtime = session(work / MODEL_FILE)
     got = [normalised(runtime.run(None, {"tokens": ours.padded([text], len(row))})[0])[0]
            for text, row in zip(CHECK_TEXTS, ours(CHECK_TEXTS), strict=True)]  # fmt: skip
@@ -96,17 +100,23 @@ def _why_text_not_exportable(encoder: TextEncoder) -> str | None:
 
 
 def export_image(model_name: str, pretrained: str, work: Path) -> dict[str, Any]:
-    encoder = ClipEncoder.load(model_name, pretrained, torch.device("cpu"))
-    manifest = _identity_fields(encoder.identity, "image")
-    preprocess = dict(encoder.model.visual.preprocess_cfg)
+    """The image tower alone (encoder.image_tower: the checkpoint memory-mapped, the text weights never read),
+    and torch's model gone before ONNX Runtime loads the export: the peak is the larger of the two, not both."""
+    tower: Any = image_tower(model_name, pretrained)
+    manifest = _identity_fields(ModelIdentity(model_name, pretrained_label(pretrained), embed_dim(model_name)), "image")
+    preprocess = dict(tower.preprocess_cfg)
+    transform = image_transform_v2(PreprocessCfg(**preprocess), is_train=False)
     images = _check_images()
-    pixels = [encoder.preprocess_image(image) for image in images]
+    pixels = [transform(image).numpy() for image in images]
     in_numpy = numpy_reproduces(preprocess) and all(
         np.array_equal(clip_pixels(image, preprocess), expected) for image, expected in zip(images, pixels, strict=True)
     )
     manifest |= {"preprocess": preprocess, "preprocess_in_numpy": in_numpy}
-    _export(ModelMethod(encoder.model, "encode_image"), torch.from_numpy(np.stack(pixels[:2])), "pixels", (0,), work)
-    expected = encoder.encode_pixels(pixels)
+    with torch.inference_mode():
+        expected = normalised(tower(torch.from_numpy(np.stack(pixels))).numpy())  # open_clip's encode_image
+    _export(tower, torch.from_numpy(np.stack(pixels[:2])), "pixels", (0,), work)
+    del tower
+    gc.collect()
     runtime = session(work / MODEL_FILE)
     got = np.stack([normalised(runtime.run(None, {"pixels": p[None]})[0])[0] for p in pixels])
     got_batch = normalised(runtime.run(None, {"pixels": np.stack(pixels)})[0])
@@ -169,11 +179,12 @@ def _compared(expected: np.ndarray, one_by_one: np.ndarray, batched: np.ndarray)
 def export(model_name: str, pretrained: str, tower: str, folder: Path) -> None:
     """Export `tower` into `folder`, replacing what is there; nothing is in `folder` until it is complete.
 
-    One export of a folder at a time (a lock beside it): a process that waited finds the other's export and
-    keeps it, and the work folders of exports that were killed are removed.
+    One export at a time in the cache folder, whatever the tower (a lock there): each takes hundreds of
+    megabytes, and two at once could take what a small container has. A process that waited finds the
+    other's export of the same folder and keeps it; the work folders of exports that were killed are removed.
     """
     private_folder(folder.parent)
-    with open(folder.parent / f".{folder.name}.lock", "w") as lock:
+    with open(folder.parent / EXPORT_LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         for leftover in folder.parent.glob(f".{folder.name}.*"):
             if leftover.is_dir():
@@ -225,8 +236,8 @@ def main(argv: list[str]) -> int:
         return 64
     try:
         export(model_name, pretrained, tower, Path(folder))
-    except ClipsearchError as error:
-        print(f"{type(error).__name__}: {error}", file=sys.stderr)
+    except ClipsearchError as error:  # the last line of stderr, for the parent to raise again
+        print(json.dumps({"error": type(error).__name__, "message": str(error)}), file=sys.stderr)
         return 2
     return 0
 

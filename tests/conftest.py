@@ -63,6 +63,62 @@ def free_port() -> int:
         return port
 
 
+class MemoryCgroup:
+    """A child of this process's cgroup v1 memory group with a limit: processes started through `prefix` run
+    inside it, and the kernel reports their peak and whether it killed any for lack of memory."""
+
+    def __init__(self, path: Path, limit: int) -> None:
+        self.path = path
+        path.mkdir()
+        (path / "memory.limit_in_bytes").write_text(str(limit))
+
+    @staticmethod
+    def root() -> Path | None:
+        """This process's memory group, if it can hold children: cgroup v1, writable (root)."""
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if "memory" in controllers.split(","):
+                folder = Path("/sys/fs/cgroup/memory") / path.lstrip("/")
+                return folder if os.access(folder, os.W_OK) and (folder / "memory.limit_in_bytes").exists() else None
+        return None
+
+    @property
+    def prefix(self) -> list[str]:
+        """A command prefix that moves the command into this group before it starts."""
+        return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(self.path)]
+
+    @property
+    def peak(self) -> int:
+        return int((self.path / "memory.max_usage_in_bytes").read_text())
+
+    @property
+    def oom_kills(self) -> int:
+        fields = dict(line.split() for line in (self.path / "memory.oom_control").read_text().splitlines())
+        return int(fields.get("oom_kill", 0))
+
+    def remove(self) -> None:
+        self.path.rmdir()
+
+
+@pytest.fixture
+def memory_cgroup() -> Iterator[Callable[[int], MemoryCgroup]]:
+    """Makes memory groups of a given limit (skipped where cgroup v1 is not writable, except on CI)."""
+    root = MemoryCgroup.root()
+    if root is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI runs as root on cgroup v1: the memory limit tests must run there")
+        pytest.skip("needs a writable cgroup v1 memory controller (root on these machines)")
+    made: list[MemoryCgroup] = []
+
+    def make(limit: int) -> MemoryCgroup:
+        made.append(MemoryCgroup(root / f"clipsearch-test-{uuid.uuid4().hex[:8]}", limit))
+        return made[-1]
+
+    yield make
+    for group in made:
+        group.remove()
+
+
 @pytest.fixture(scope="session")
 def as_other_user() -> list[str]:
     """A command prefix that runs a process as user nobody: tests run as root, who reads every file."""

@@ -9,7 +9,8 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -64,20 +65,17 @@ def library(request: pytest.FixtureRequest, sample_photos: Path) -> Path:
     )
 
 
-@pytest.fixture
-def streamlit_app(
-    cli_env: dict[str, str], encoder, open_test_index, library: Path, free_port: int, tmp_path: Path
+@contextmanager
+def streamlit_run(
+    env: dict[str, str], port: int, log_path: Path, prefix: Sequence[str] = ()
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`streamlit run` of the app over the library's index: its URL and its process."""
-    PhotoLoader(open_test_index(), encoder, LoadOptions(), show_bar=False).index_folder(library)
-    cli_env = {**cli_env, "CLIPSEARCH_PHOTOS": str(library)}
-    port = free_port
+    """`streamlit run` of the app on a port (after `prefix`, a command that runs it): its URL and process."""
     url = f"http://127.0.0.1:{port}"
-    with open(tmp_path / "streamlit.log", "w") as log:
+    with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
+            [*prefix, sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
              "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none"],
-            cwd=ROOT, env=cli_env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:
             wait_healthy(url, process)
@@ -85,6 +83,16 @@ def streamlit_app(
         finally:
             process.terminate()
             process.wait(timeout=30)
+
+
+@pytest.fixture
+def streamlit_app(
+    cli_env: dict[str, str], encoder, open_test_index, library: Path, free_port: int, tmp_path: Path
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`streamlit run` of the app over the library's index: its URL and its process."""
+    PhotoLoader(open_test_index(), encoder, LoadOptions(), show_bar=False).index_folder(library)
+    with streamlit_run({**cli_env, "CLIPSEARCH_PHOTOS": str(library)}, free_port, tmp_path / "streamlit.log") as app:
+        yield app
 
 
 @pytest.fixture
@@ -266,3 +274,40 @@ def test_folding_the_cut_and_show_more_write_the_url_and_a_shared_link_restores_
         OUTPUT.mkdir(exist_ok=True)
         other.screenshot(path=str(OUTPUT / "browser-shared-controls.png"), full_page=True)
         browser.close()
+
+
+SMALL_CONTAINER = 1 << 30  # bytes: Streamlit Community Cloud's smaller apps
+
+
+def test_a_first_start_in_1_gib_serves_words_then_a_photo(
+    cli_env: dict[str, str], encoder, open_test_index, photo_folder: Path, free_port: int, tmp_path: Path,
+    memory_cgroup,
+) -> None:  # fmt: skip
+    """The index on a server of its own, the page alone in 1 GiB with an empty ONNX cache: both towers are
+    exported on first use, inside the limit. On main the image tower's export was killed, the page fell back
+    to torch in its own process and the kernel killed the whole server."""
+    from playwright.sync_api import expect, sync_playwright
+
+    PhotoLoader(open_test_index(), encoder, LoadOptions(), show_bar=False).index_folder(photo_folder)
+    env = {**cli_env, "CLIPSEARCH_PHOTOS": str(photo_folder), "CLIPSEARCH_ONNX_CACHE": str(tmp_path / "onnx-cache")}
+    group = memory_cgroup(SMALL_CONTAINER)
+    with streamlit_run(env, free_port, tmp_path / "streamlit.log", group.prefix) as (url, process):
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{url}/?q=a+cat")
+            gallery = page.locator('.st-key-gallery [data-testid="stImageCaption"]')
+            expect(gallery).to_have_count(12, timeout=300_000)  # the text tower exported first
+            page.get_by_text("Photo", exact=True).click()
+            photo = sorted(photo_folder.glob("*.jpg"))[5]
+            page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(photo))
+            expect(page.get_by_text(f"Photos like {photo.name}", exact=False)).to_be_visible(timeout=300_000)
+            expect(gallery.first).to_contain_text(f"#1 · 1.000 · {photo.name}", timeout=60_000)
+            OUTPUT.mkdir(exist_ok=True)
+            page.screenshot(path=str(OUTPUT / "browser-first-start-1gib.png"), full_page=True)
+            browser.close()
+        assert process.poll() is None, "the page is still up"
+    log = (tmp_path / "streamlit.log").read_text()
+    assert group.oom_kills == 0, (group.peak >> 20, log[-2000:])
+    assert "running it with torch" not in log
+    print(f"first start in 1 GiB: peak {group.peak >> 20} MB of the page and its exports")

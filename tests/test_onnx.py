@@ -168,3 +168,34 @@ def test_weights_that_cannot_be_had_are_reported_as_such(onnx_settings: Settings
 def test_exports_are_private_to_their_user(onnx_settings: Settings) -> None:
     load_text_encoder(onnx_settings)
     assert oct(export_folder(onnx_settings, "text").parent.stat().st_mode & 0o777) == "0o700"
+
+
+# Loads the image tower with an empty cache and says what came of it: run in a small memory group, where the
+# export's subprocess cannot fit.
+LOAD_IN_A_SMALL_GROUP = """
+import sys
+from pathlib import Path
+from clipsearch.engine import load_image_encoder
+from clipsearch.errors import ExportFailed
+from clipsearch.settings import Settings
+try:
+    load_image_encoder(Settings(engine="onnx", pretrained=sys.argv[1], onnx_cache=Path(sys.argv[2])))
+    print("loaded")
+except ExportFailed as error:
+    print("ExportFailed:", error)
+print("torch" in sys.modules)
+"""
+
+
+def test_an_export_killed_for_memory_is_reported_and_torch_never_loads(
+    random_checkpoint: Path, tmp_path: Path, memory_cgroup
+) -> None:
+    """On main the page then loaded torch in its own process, where the kernel killed the whole server."""
+    group = memory_cgroup(300 << 20)
+    command = [*group.prefix, sys.executable, "-c", LOAD_IN_A_SMALL_GROUP, str(random_checkpoint), str(tmp_path)]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    outcome, torch_loaded = run.stdout.strip().splitlines()
+    assert outcome.startswith("ExportFailed: exporting the image tower of ViT-B-32 was killed by signal 9 (SIGKILL)")
+    assert "ship the CLIPSEARCH_ONNX_CACHE folder" in outcome
+    assert torch_loaded == "False" and group.oom_kills >= 1
