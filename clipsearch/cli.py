@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print a JSON list of groups of {key, path, score, ...}"
     )
 
+    commands.add_parser(
+        "export",
+        help="prepare the model for ONNX Runtime (both towers) in CLIPSEARCH_ONNX_CACHE, to ship with an app",
+    )
     commands.add_parser("info", help="what the index holds and which server serves it")
     drop = commands.add_parser("drop", help="delete the index, its documents and its metadata")
     drop.add_argument("--yes", action="store_true", help="do not ask")
@@ -161,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             return search_command(settings, args)
         if args.command == "duplicates":
             return duplicates_command(settings, args)
+        if args.command == "export":
+            return export_command(settings)
         if args.command == "info":
             return info_command(settings)
         if args.command == "drop":
@@ -256,6 +262,16 @@ def search_command(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{rank:>3}  {result.hit.score:.4f}  {display_path(result.hit.path)}{folded}")
     if results.hidden:
         print(f"({results.hidden} of the {len(results.scores)} nearest under similarity {results.threshold:.4f})")
+    return 0
+
+
+def export_command(settings: Settings) -> int:
+    """Both towers exported (or found) in the cache: a page that finds them there never imports torch."""
+    from clipsearch.onnx_engine import exported
+
+    for tower in ("text", "image"):
+        print(f"{tower} tower: {exported(settings, tower).folder}")
+    print(f"ship {settings.onnx_cache} with the app and set CLIPSEARCH_ONNX_CACHE to where it lands")
     return 0
 
 

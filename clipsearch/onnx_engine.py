@@ -135,8 +135,8 @@ def _run_export(settings: Settings, tower: str, folder: Path) -> None:
         raise ExportFailed(
             f"exporting the {tower} tower of {settings.model_name} was killed by signal {-done.returncode} "
             f"({signal.Signals(-done.returncode).name}), most likely for lack of memory: it needs about "
-            f"{EXPORT_MEMORY_MB} MB once, beside what this process holds. Export it on a larger machine and ship "
-            "the CLIPSEARCH_ONNX_CACHE folder with the app (docs/public-app.md)."
+            f"{EXPORT_MEMORY_MB} MB once, beside what this process holds. Run `python -m clipsearch export` on a "
+            "larger machine and ship its CLIPSEARCH_ONNX_CACHE folder with the app (docs/public-app.md)."
         )
     last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
     try:
@@ -150,7 +150,7 @@ def _run_export(settings: Settings, tower: str, folder: Path) -> None:
     raise OnnxUnusable(f"the export failed (exit {done.returncode}): {message}")
 
 
-def session(path: Path, batches: bool = False) -> onnxruntime.InferenceSession:
+def session(path: Path, batches: bool = False, threads: int = 0) -> onnxruntime.InferenceSession:
     """An ONNX Runtime session of an exported tower, for queries or, with `batches`, for the loader's batches.
 
     A session for queries reads the weights where they lie: without prepacking (MLAS's copy of each weight
@@ -158,9 +158,15 @@ def session(path: Path, batches: bool = False) -> onnxruntime.InferenceSession:
     so a page's towers take page cache that the kernel can share and reclaim instead of memory of their own,
     for some of the speed of a single query (docs/public-app.md has the figures). The loader's batches keep
     the prepacked weights, where they pay.
+
+    `threads`: each run's operators use that many threads (0: ONNX Runtime's choice, one per core), and one
+    run's graph runs in order: a page's concurrent queries are many runs at once, each on its caller's thread.
     """
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only: the graph optimiser's notes are not for users
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
     if not batches:
         options.enable_cpu_mem_arena = False
         options.add_session_config_entry("session.disable_prepacking", "1")
@@ -177,16 +183,16 @@ def normalised(features: np.ndarray) -> np.ndarray:
 class OnnxTextEncoder:
     """The text tower through ONNX Runtime, with a torch-free tokenizer, queries cut after end-of-text."""
 
-    def __init__(self, export: Export) -> None:
+    def __init__(self, export: Export, threads: int = 0) -> None:
         manifest = export.manifest
         self.identity = ModelIdentity(manifest["model"], manifest["pretrained"], manifest["dim"])
         self.logit_scale = float(manifest["logit_scale"])
         self.tokenizer = ClipTokenizer(export.folder / VOCABULARY_FILE, manifest["context_length"])
-        self.session = session(export.folder / MODEL_FILE)
+        self.session = session(export.folder / MODEL_FILE, threads=threads)
 
     @classmethod
     def load(cls, settings: Settings) -> Self:
-        return cls(exported(settings, "text"))
+        return cls(exported(settings, "text"), settings.onnx_threads)
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
@@ -202,13 +208,13 @@ class OnnxImageEncoder:
     """The image tower through ONNX Runtime. Photos are prepared as open_clip's transform prepares them: in
     numpy, where the export found that to give open_clip's exact pixels, else by open_clip itself."""
 
-    def __init__(self, export: Export, batches: bool = False) -> None:
+    def __init__(self, export: Export, batches: bool = False, threads: int = 0) -> None:
         manifest = export.manifest
         self.identity = ModelIdentity(manifest["model"], manifest["pretrained"], manifest["dim"])
         self.preprocess = manifest["preprocess"]
         size = self.preprocess["size"]
         self.input_side = size if isinstance(size, int) else max(size)
-        self.session = session(export.folder / MODEL_FILE, batches)
+        self.session = session(export.folder / MODEL_FILE, batches, 0 if batches else threads)
         self._open_clip_transform: Any = None
         if not manifest["preprocess_in_numpy"]:
             from open_clip.transform import PreprocessCfg, image_transform_v2  # torch: what numpy does not reproduce
@@ -217,7 +223,7 @@ class OnnxImageEncoder:
 
     @classmethod
     def load(cls, settings: Settings, batches: bool = False) -> Self:
-        return cls(exported(settings, "image"), batches)
+        return cls(exported(settings, "image"), batches, settings.onnx_threads)
 
     def preprocess_image(self, image: Image.Image) -> np.ndarray:
         if self._open_clip_transform is not None:

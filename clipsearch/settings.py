@@ -46,6 +46,8 @@ class Settings:
     # `duplicates`. 0.95 for real CLIP weights (a resized or re-encoded copy scores 0.98 and above).
     duplicate_similarity: float = 0.95
     engine: str = "auto"  # auto, onnx or torch: see clipsearch.engine
+    # Threads each ONNX Runtime query runs on; 0: one per core. Many visitors' queries run side by side.
+    onnx_threads: int = 0
     onnx_cache: Path = field(default_factory=lambda: default_cache_dir() / "onnx")
 
     @classmethod
@@ -87,13 +89,18 @@ class Settings:
             duplicate_similarity=_fraction(env, "CLIPSEARCH_DUPLICATE_SIMILARITY", defaults.duplicate_similarity),
             engine=engine,
             onnx_cache=Path(env.get("CLIPSEARCH_ONNX_CACHE", defaults.onnx_cache)),
+            onnx_threads=_whole(env, "CLIPSEARCH_ONNX_THREADS", defaults.onnx_threads),
         )
 
     def model_only(self) -> Settings:
         """Only what chooses and loads the model, the rest at defaults: the key under which a process keeps
         one loaded encoder, whatever index or server it serves."""
         return Settings(
-            model_name=self.model_name, pretrained=self.pretrained, engine=self.engine, onnx_cache=self.onnx_cache
+            model_name=self.model_name,
+            pretrained=self.pretrained,
+            engine=self.engine,
+            onnx_cache=self.onnx_cache,
+            onnx_threads=self.onnx_threads,
         )
 
     @property
@@ -120,6 +127,15 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     if value <= 0:
         raise ConfigError(f"{name}={raw!r}: expected a number above 0")
     return value
+
+
+def _whole(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    if not raw.strip().isdecimal():
+        raise ConfigError(f"{name}={raw!r}: expected a whole number, 0 or more")
+    return int(raw)
 
 
 def _fraction(env: Mapping[str, str], name: str, default: float) -> float:

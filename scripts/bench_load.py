@@ -1,6 +1,6 @@
 """Concurrent load on the search layer and the embedded server: many clients mixing text and photo queries.
 
-Usage: python scripts/bench_load.py [FOLDER] [--clients 16] [--seconds 30] [--pretrained TAG_OR_FILE]
+Usage: python scripts/bench_load.py [FOLDER] [--clients 16] [--seconds 30] [--onnx-threads N] [--pretrained TAG_OR_FILE]
 
 Indexes FOLDER (default: the sample photos) into a private embedded server, then runs the page's two
 query paths from N threads sharing one client and one text encoder, as the page's processes do:
@@ -79,19 +79,23 @@ def main() -> None:
     parser.add_argument("folder", type=Path, nargs="?", default=Path("photos"))
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--onnx-threads", type=int, default=Settings().onnx_threads, help="CLIPSEARCH_ONNX_THREADS")
     parser.add_argument("--pretrained", help=PRETRAINED_HELP)
     args = parser.parse_args()
 
     with scratch_and_weights(args.pretrained) as (scratch, pretrained):
         server = EmbeddedServer(scratch / "data")
-        settings = Settings(data_dir=server.data_dir, index_name="bench-load", pretrained=pretrained)
+        settings = Settings(
+            data_dir=server.data_dir, index_name="bench-load", pretrained=pretrained, onnx_threads=args.onnx_threads
+        )
         try:
             store, image_encoder = open_index(settings, load_image_encoder, create=True)
             PhotoLoader(store, image_encoder, LoadOptions(), show_bar=False).index_folder(args.folder)
             del image_encoder
             store, encoder = open_index(settings, load_text_encoder, client=store.client)
             keys = [key for key, _ in store.scan(("path",))]
-            print(f"{len(keys)} photos indexed; {type(encoder).__name__} ({settings.engine} engine)")
+            print(f"{len(keys)} photos indexed; {type(encoder).__name__} ({settings.engine} engine, "
+                  f"{settings.onnx_threads or 'one per core'} ONNX Runtime threads a query)")  # fmt: skip
             runs = {
                 "1 client": run_mix(store, encoder, keys, 1, args.seconds),
                 f"{args.clients} clients": run_mix(store, encoder, keys, args.clients, args.seconds),

@@ -18,16 +18,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
 import urllib.parse
 from dataclasses import replace
 from pathlib import Path
 
-from benchkit import PRETRAINED_HELP, scratch_and_weights
+from benchkit import CHROMIUM, CHROMIUM_ARGS, PRETRAINED_HELP, memory_kb, scratch_and_weights, streamlit_page
 from playwright.sync_api import Page, sync_playwright
 
 from clipsearch.engine import ImageEncoding, load_image_encoder
@@ -37,8 +34,6 @@ from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 QUERIES = [
     "a cat", "snowy streets", "a red car", "old tools", "a bridge at night", "food on a plate", "a tower",
     "a woolen hat", "santa claus", "a man jumping", "a dog on a chair", "a harbour", "an old church",
@@ -59,39 +54,9 @@ DONE = """([query]) => {
 }"""
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def memory_kb(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
-
-
 def measure(script: str, env: dict[str, str], queries: list[str], page: Page, log: Path) -> dict[str, float]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     started = time.perf_counter()
-    with open(log, "w") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", script, "--server.port", str(port), "--server.address",
-             "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none"],
-            cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        while True:  # the first request as soon as the server listens
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if process.poll() is not None:
-                    raise RuntimeError(f"{script} exited; see {log}") from None
-                time.sleep(0.05)
+    with streamlit_page(script, env, ROOT, log) as (url, process):  # the first request as soon as it listens
         page.goto(f"{url}/?{urllib.parse.urlencode({'q': queries[0]})}")
         page.wait_for_function(DONE, arg=[queries[0]], timeout=300_000, polling="raf")
         cold = time.perf_counter() - started
@@ -113,9 +78,6 @@ def measure(script: str, env: dict[str, str], queries: list[str], page: Page, lo
             "file_first_mb": rss_first["RssFile"] / 1024,
             "peak_mb": memory_kb(process.pid, "VmHWM") / 1024,
         }
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def main() -> None:

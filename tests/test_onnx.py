@@ -197,5 +197,22 @@ def test_an_export_killed_for_memory_is_reported_and_torch_never_loads(
     assert run.returncode == 0, run.stderr[-2000:]
     outcome, torch_loaded = run.stdout.strip().splitlines()
     assert outcome.startswith("ExportFailed: exporting the image tower of ViT-B-32 was killed by signal 9 (SIGKILL)")
-    assert "ship the CLIPSEARCH_ONNX_CACHE folder" in outcome
+    assert "`python -m clipsearch export`" in outcome and "ship its CLIPSEARCH_ONNX_CACHE folder" in outcome
     assert torch_loaded == "False" and group.oom_kills >= 1
+
+
+def test_the_export_command_prepares_both_towers_for_a_page_without_torch(
+    cli_env: dict[str, str], run_cli, tmp_path: Path
+) -> None:
+    env = {**cli_env, "CLIPSEARCH_ONNX_CACHE": str(tmp_path / "shipped")}
+    done = run_cli(env, "export")
+    assert done.returncode == 0, done.stderr
+    folders = [Path(line.split(": ", 1)[1]) for line in done.stdout.splitlines() if " tower: " in line]
+    assert len(folders) == 2 and all((folder / MANIFEST).is_file() for folder in folders)
+    script = (
+        "import sys; from clipsearch.engine import load_image_encoder, load_text_encoder; "
+        "from clipsearch.settings import Settings; settings = Settings.from_env(); "
+        "load_text_encoder(settings); load_image_encoder(settings); print('torch' in sys.modules)"
+    )
+    shipped = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert shipped.stdout.strip() == "False", shipped.stderr[-2000:]

@@ -1,0 +1,210 @@
+"""Hostile links and uploads against a real `streamlit run`: what each costs the page, and another visitor.
+
+Usage: python scripts/bench_abuse.py [--checkout DIR] [--seconds-per-request 60] [--pretrained TAG_OR_FILE]
+
+Indexes the sample photos into a private embedded server (the model's towers exported beforehand: this times
+requests, not a first start), starts the page of --checkout (default: this one; another checkout, such as
+main's, gives the figures to compare with, from the same command), and drives Debian's Chromium. First a
+visitor searches alone: the quiet latency, from pressing Enter to 12 loaded results. Then, for each hostile
+request: it is sent alone, and the page process's CPU seconds are counted until it has been idle for a
+second (at most --seconds-per-request), with its RSS sampled every 50 ms (the peak's rise over the RSS
+before, and the RSS kept after); then it is sent again while the visitor searches, for the visitor's median
+latency against the quiet one. Targets: at most 1 s of CPU and 200 MB per request, the visitor within 2x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import string
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchkit import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    PRETRAINED_HELP,
+    cpu_seconds,
+    memory_kb,
+    scratch_and_weights,
+    streamlit_page,
+)
+from PIL import Image
+from playwright.sync_api import Page, sync_playwright
+
+from clipsearch.engine import load_image_encoder, load_text_encoder
+from clipsearch.index import open_index
+from clipsearch.loader import LoadOptions, PhotoLoader
+from clipsearch.server import EmbeddedServer
+from clipsearch.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+VISITOR_WORDS = ["a cat", "snowy streets", "a red car", "old tools", "a bridge", "food", "a tower", "a harbour"]
+DONE = """([query]) => {
+  const heading = [...document.querySelectorAll('[data-testid="stMarkdownContainer"]')]
+    .some(element => element.innerText.includes('Photos matching ' + query));
+  const images = [...document.querySelectorAll('.st-key-gallery [data-testid="stImage"] img')];
+  return heading && !document.querySelector('[data-stale="true"]') && images.length >= 1
+    && images.every(image => image.complete && image.naturalWidth > 0);
+}"""
+
+
+@dataclass(frozen=True)
+class Hostile:
+    name: str
+    link: dict[str, str]
+    upload: Callable[[Path], Path] | None = None  # makes the file to upload, in the scratch folder
+
+
+def png(mode: str, fill: object) -> Callable[[Path], Path]:
+    def make(folder: Path) -> Path:
+        path = folder / f"canvas-{mode.replace(';', '')}.png"
+        Image.new(mode, (7071, 7071), fill).save(path)  # type: ignore[arg-type]
+        return path
+
+    return make
+
+
+def progressive_jpeg(folder: Path) -> Path:
+    path = folder / "canvas-progressive.jpg"
+    Image.new("RGB", (7071, 7071), (10, 200, 30)).save(path, "JPEG", progressive=True, quality=50)
+    return path
+
+
+HOSTILE = [
+    Hostile("q: a, 60,000 spaces, b", {"q": "a" + " " * 60_000 + "b"}),
+    Hostile("q: a, 30,000 ' +', b", {"q": "a" + " +" * 30_000 + " b"}),
+    Hostile("q: 16,000 digits", {"q": "1" * 16_000 + "x"}),
+    Hostile("q: 4,000 terms", {"q": " + ".join(f"dog{i}" for i in range(4000))}),
+    Hostile("q: a 20,000-letter word", {"q": "".join(random.Random(0).choices(string.ascii_lowercase, k=20_000))}),
+    Hostile("q: 1e39:dog + cat", {"q": "1e39:dog + cat"}),
+    Hostile("q=dog&folder=%20", {"q": "dog", "folder": " "}),
+    Hostile("view=duplicates&dup=0.8", {"view": "duplicates", "dup": "0.8"}),
+    Hostile("90 KB of parameters", {"q": "cat", **{f"p{i}": "x" * 9000 for i in range(10)}}),
+    Hostile("upload: 7071^2 RGBA PNG", {}, png("RGBA", (10, 200, 30, 128))),
+    Hostile("upload: 7071^2 16-bit grey PNG", {}, png("I;16", 300)),
+    Hostile("upload: 7071^2 progressive JPEG", {}, progressive_jpeg),
+]  # fmt: skip
+
+
+def search(page: Page, url: str, query: str) -> float:
+    """Seconds from opening a search link to its results, loaded."""
+    started = time.perf_counter()
+    page.goto(f"{url}/?{urllib.parse.urlencode({'q': query})}")
+    page.wait_for_function(DONE, arg=[query], timeout=120_000, polling="raf")
+    return time.perf_counter() - started
+
+
+def send(page: Page, url: str, hostile: Hostile, upload: Path | None) -> None:
+    page.goto(f"{url}/?{urllib.parse.urlencode(hostile.link)}", timeout=120_000)
+    if upload is not None:
+        page.get_by_text("Photo", exact=True).click(timeout=120_000)
+        page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(upload))
+
+
+def until_idle(pid: int, limit: float) -> tuple[float, int]:
+    """Wait until the process has used under 0.05 s of CPU in a second (or `limit` seconds passed): the CPU
+    seconds it used meanwhile, and its largest RSS (kB), sampled every 50 ms."""
+    started, begun = cpu_seconds(pid), time.monotonic()
+    peak, last_cpu, last_at = 0, started, time.monotonic()
+    while time.monotonic() - begun < limit:
+        peak = max(peak, memory_kb(pid, "VmRSS"))
+        time.sleep(0.05)
+        if time.monotonic() - last_at >= 1.0:
+            now = cpu_seconds(pid)
+            if now - last_cpu < 0.05 and time.monotonic() - begun > 1.5:
+                break
+            last_cpu, last_at = now, time.monotonic()
+    return cpu_seconds(pid) - started, peak
+
+
+def visitor_latencies(url: str, stop: threading.Event, out: list[float]) -> None:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        number = 0
+        while not stop.is_set():
+            number += 1
+            try:
+                out.append(search(page, url, f"{VISITOR_WORDS[number % len(VISITOR_WORDS)]} {number}"))
+            except Exception:  # a search that never came back within its time-out
+                out.append(float("inf"))
+        browser.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkout", type=Path, default=ROOT, help="the clipsearch checkout whose page to run")
+    parser.add_argument("--seconds-per-request", type=float, default=60.0)
+    parser.add_argument("--pretrained", help=PRETRAINED_HELP)
+    args = parser.parse_args()
+    checkout = args.checkout.resolve()
+
+    with scratch_and_weights(args.pretrained) as (scratch, pretrained):
+        server = EmbeddedServer(scratch / "data")
+        settings = Settings(
+            data_dir=server.data_dir, index_name="bench-abuse", pretrained=pretrained, onnx_cache=scratch / "onnx"
+        )
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("CLIPSEARCH_", "VALKEY_URL"))},
+            "CLIPSEARCH_ONNX_CACHE": str(settings.onnx_cache),
+            "CLIPSEARCH_DATA_DIR": str(server.data_dir),
+            "CLIPSEARCH_INDEX": settings.index_name,
+            "CLIPSEARCH_PRETRAINED": pretrained,
+            "CLIPSEARCH_PHOTOS": str(ROOT / "photos"),
+            "HF_HUB_OFFLINE": "1",
+            "PYTHONPATH": str(checkout),
+        }
+        rows = []
+        try:
+            store, encoder = open_index(settings, load_image_encoder, create=True)
+            PhotoLoader(store, encoder, LoadOptions(), show_bar=False).index_folder(ROOT / "photos")
+            load_text_encoder(settings)  # both towers exported: the page starts warm
+            with streamlit_page("streamlit_app.py", env, checkout, scratch / "page.log") as (url, process):
+                with sync_playwright() as playwright:
+                    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                    visitor = browser.new_page(viewport={"width": 1400, "height": 1000})
+                    search(visitor, url, "warm up")
+                    quiet = statistics.median(search(visitor, url, f"{word} quiet") for word in VISITOR_WORDS)
+                    print(f"quiet search: {quiet * 1e3:.0f} ms (median of {len(VISITOR_WORDS)})", flush=True)
+                    hostile_page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                    for hostile in HOSTILE:
+                        upload = hostile.upload(scratch) if hostile.upload else None
+                        rss_before = memory_kb(process.pid, "VmRSS")
+                        send(hostile_page, url, hostile, upload)
+                        cpu, peak = until_idle(process.pid, args.seconds_per_request)
+                        kept = memory_kb(process.pid, "VmRSS") - rss_before
+                        latencies: list[float] = []
+                        stop = threading.Event()
+                        beside = threading.Thread(target=visitor_latencies, args=(url, stop, latencies))
+                        beside.start()
+                        time.sleep(1.0)  # the visitor's browser starts
+                        send(hostile_page, url, hostile, upload)
+                        until_idle(process.pid, args.seconds_per_request)
+                        stop.set()
+                        beside.join()
+                        hostile_page.goto("about:blank")
+                        during = statistics.median(latencies) if latencies else float("inf")
+                        rows.append((hostile.name, cpu, (peak - rss_before) / 1024, kept / 1024, during / quiet))
+                        print(f"{hostile.name:34} {cpu:7.2f} s {(peak - rss_before) / 1024:8.0f} MB "
+                              f"{kept / 1024:8.0f} MB {during / quiet:7.2f}x", flush=True)  # fmt: skip
+                    browser.close()
+                alive = process.poll() is None
+        finally:
+            server.stop()
+
+    print(f"\n{checkout}: page {'still up' if alive else 'DOWN'} after the requests; quiet search {quiet * 1e3:.0f} ms")
+    print("| request | CPU (s) | RSS peak rise (MB) | RSS kept (MB) | visitor's search vs quiet |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name, cpu, rise, kept_mb, ratio in rows:
+        print(f"| {name} | {cpu:.2f} | {rise:.0f} | {kept_mb:.0f} | {ratio:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
