@@ -7,9 +7,12 @@ requests, not a first start), starts the page of --checkout (default: this one; 
 main's, gives the figures to compare with, from the same command), and drives Debian's Chromium. First a
 visitor searches alone: the quiet latency, from pressing Enter to 12 loaded results. Then, for each hostile
 request: it is sent alone, and the page process's CPU seconds are counted until it has been idle for a
-second (at most --seconds-per-request), with its RSS sampled every 50 ms (the peak's rise over the RSS
-before, and the RSS kept after); then it is sent again while the visitor searches, for the visitor's median
-latency against the quiet one. Targets: at most 1 s of CPU and 200 MB per request, the visitor within 2x.
+second (at most --seconds-per-request), with its anonymous memory (RssAnon: what the process holds of its
+own) sampled every 50 ms (the peak's rise over the memory before, and what it kept after) and the mapped
+files it paged in (RssFile: page cache the kernel can share and reclaim); then it is sent again while the
+visitor searches, for the visitor's median latency against the quiet one. The page starts warm: both
+towers loaded by one ordinary photo search, whose weights are not any later request's cost. Targets: at
+most 1 s of CPU and 200 MB per request, the visitor within 2x.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from benchkit import (
 )
 from PIL import Image
 from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from clipsearch.engine import load_image_encoder, load_text_encoder
 from clipsearch.index import open_index
@@ -101,27 +105,55 @@ def search(page: Page, url: str, query: str) -> float:
     return time.perf_counter() - started
 
 
-def send(page: Page, url: str, hostile: Hostile, upload: Path | None) -> None:
-    page.goto(f"{url}/?{urllib.parse.urlencode(hostile.link)}", timeout=120_000)
-    if upload is not None:
-        page.get_by_text("Photo", exact=True).click(timeout=120_000)
-        page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(upload))
+IDLE_WAIT_S = 60  # after the page answered, at most this long for its process to go quiet
+# The page has answered a request: results, a message, or the duplicates view's summary, and no run under way.
+SETTLED = """() => !document.querySelector('[data-testid="stStatusWidget"]') && !!(
+  document.querySelector('[data-testid="stAlert"]') || document.querySelector('.st-key-gallery img')
+  || [...document.querySelectorAll('[data-testid="stMarkdownContainer"]')].some(e => e.innerText.includes('groups')))"""
 
 
-def until_idle(pid: int, limit: float) -> tuple[float, int]:
-    """Wait until the process has used under 0.05 s of CPU in a second (or `limit` seconds passed): the CPU
-    seconds it used meanwhile, and its largest RSS (kB), sampled every 50 ms."""
-    started, begun = cpu_seconds(pid), time.monotonic()
-    peak, last_cpu, last_at = 0, started, time.monotonic()
-    while time.monotonic() - begun < limit:
-        peak = max(peak, memory_kb(pid, "VmRSS"))
-        time.sleep(0.05)
-        if time.monotonic() - last_at >= 1.0:
-            now = cpu_seconds(pid)
-            if now - last_cpu < 0.05 and time.monotonic() - begun > 1.5:
-                break
-            last_cpu, last_at = now, time.monotonic()
-    return cpu_seconds(pid) - started, peak
+def send(page: Page, url: str, hostile: Hostile, upload: Path | None, limit: float) -> str:
+    """Send the request and wait until the page has answered it (at most `limit` seconds): how it ended."""
+    response = page.goto(f"{url}/?{urllib.parse.urlencode(hostile.link)}", timeout=120_000)
+    if response is not None and response.status >= 400:
+        return f"HTTP {response.status} from the web server"
+    try:
+        if upload is not None:
+            page.get_by_text("Photo", exact=True).click(timeout=limit * 1000)
+            page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(upload))
+            page.wait_for_timeout(500)  # the upload's run starts
+        page.wait_for_function(SETTLED, timeout=limit * 1000, polling=100)
+    except PlaywrightTimeout:
+        return f"no answer in {limit:.0f} s"
+    return "answered"
+
+
+def measured(pid: int, request: Callable[[], str]) -> tuple[str, float, int]:
+    """request()'s outcome, the CPU seconds the page used until it answered and then was idle for a second,
+    and the page's largest anonymous memory (kB) meanwhile, sampled every 50 ms."""
+    peak = memory_kb(pid, "RssAnon")
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, memory_kb(pid, "RssAnon"))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample)
+    started = cpu_seconds(pid)
+    sampler.start()
+    outcome = request()
+    last, deadline = cpu_seconds(pid), time.monotonic() + IDLE_WAIT_S
+    while time.monotonic() < deadline:  # idle: under 0.05 s of CPU in a second
+        time.sleep(1.0)
+        now = cpu_seconds(pid)
+        if now - last < 0.05:
+            break
+        last = now
+    done.set()
+    sampler.join()
+    return outcome, cpu_seconds(pid) - started, peak
 
 
 def visitor_latencies(url: str, stop: threading.Event, out: list[float]) -> None:
@@ -171,39 +203,49 @@ def main() -> None:
                     browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                     visitor = browser.new_page(viewport={"width": 1400, "height": 1000})
                     search(visitor, url, "warm up")
+                    photo = ROOT / "photos" / "kingfisher.jpg"
+                    warm = send(visitor, url, Hostile("a photo", {}), photo, 300)  # both towers loaded
+                    assert warm == "answered", warm
                     quiet = statistics.median(search(visitor, url, f"{word} quiet") for word in VISITOR_WORDS)
                     print(f"quiet search: {quiet * 1e3:.0f} ms (median of {len(VISITOR_WORDS)})", flush=True)
                     hostile_page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                    limit = args.seconds_per_request
                     for hostile in HOSTILE:
                         upload = hostile.upload(scratch) if hostile.upload else None
-                        rss_before = memory_kb(process.pid, "VmRSS")
-                        send(hostile_page, url, hostile, upload)
-                        cpu, peak = until_idle(process.pid, args.seconds_per_request)
-                        kept = memory_kb(process.pid, "VmRSS") - rss_before
+
+                        def request(hostile: Hostile = hostile, upload: Path | None = upload) -> str:
+                            return send(hostile_page, url, hostile, upload, limit)
+
+                        anon_before, file_before = (memory_kb(process.pid, kind) for kind in ("RssAnon", "RssFile"))
+                        outcome, cpu, peak = measured(process.pid, request)
+                        kept = memory_kb(process.pid, "RssAnon") - anon_before
+                        mapped = memory_kb(process.pid, "RssFile") - file_before
                         latencies: list[float] = []
                         stop = threading.Event()
                         beside = threading.Thread(target=visitor_latencies, args=(url, stop, latencies))
                         beside.start()
                         time.sleep(1.0)  # the visitor's browser starts
-                        send(hostile_page, url, hostile, upload)
-                        until_idle(process.pid, args.seconds_per_request)
+                        measured(process.pid, request)
                         stop.set()
                         beside.join()
                         hostile_page.goto("about:blank")
                         during = statistics.median(latencies) if latencies else float("inf")
-                        rows.append((hostile.name, cpu, (peak - rss_before) / 1024, kept / 1024, during / quiet))
-                        print(f"{hostile.name:34} {cpu:7.2f} s {(peak - rss_before) / 1024:8.0f} MB "
-                              f"{kept / 1024:8.0f} MB {during / quiet:7.2f}x", flush=True)  # fmt: skip
+                        rise = (peak - anon_before) / 1024
+                        row = (hostile.name, outcome, cpu, rise, kept / 1024, mapped / 1024, during / quiet)
+                        rows.append(row)
+                        print(
+                            "{:34} {:28} {:7.2f} s {:6.0f} MB {:6.0f} MB {:6.0f} MB {:6.2f}x".format(*row), flush=True
+                        )
                     browser.close()
                 alive = process.poll() is None
         finally:
             server.stop()
 
     print(f"\n{checkout}: page {'still up' if alive else 'DOWN'} after the requests; quiet search {quiet * 1e3:.0f} ms")
-    print("| request | CPU (s) | RSS peak rise (MB) | RSS kept (MB) | visitor's search vs quiet |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    for name, cpu, rise, kept_mb, ratio in rows:
-        print(f"| {name} | {cpu:.2f} | {rise:.0f} | {kept_mb:.0f} | {ratio:.2f}x |")
+    print("| request | page | CPU (s) | memory peak rise (MB) | kept (MB) | mapped files (MB) | visitor vs quiet |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, outcome, cpu, rise, kept_mb, mapped_mb, ratio in rows:
+        print(f"| {name} | {outcome} | {cpu:.2f} | {rise:.0f} | {kept_mb:.0f} | {mapped_mb:.0f} | {ratio:.2f}x |")
 
 
 if __name__ == "__main__":
