@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import open_clip
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from open_clip.tokenizer import default_bpe
 
 from clipsearch.labels import DEFAULT_LABELS
@@ -60,9 +62,13 @@ def corpus() -> list[str]:
     return [*cells, *DEFAULT_LABELS, "", " ", "a photo of a cat.", "word " * 100, "🐶" * 80]
 
 
+# Built once for the module: hypothesis tests cannot take function-scoped fixtures.
+TOKENIZERS = ClipTokenizer(Path(default_bpe())), open_clip.get_tokenizer("ViT-B-32")
+
+
 @pytest.fixture(scope="module")
 def tokenizers() -> tuple[ClipTokenizer, open_clip.tokenizer.SimpleTokenizer]:
-    return ClipTokenizer(Path(default_bpe())), open_clip.get_tokenizer("ViT-B-32")
+    return TOKENIZERS
 
 
 def test_same_tokens_as_open_clip_on_thousands_of_strings(tokenizers) -> None:
@@ -120,3 +126,20 @@ def test_a_long_text_costs_a_bounded_cpu_time(tokenizers, text: str) -> None:
     assert time.process_time() - started < 0.5  # the quadratic merge took seconds on the first text
     assert len(row) == ours.context_length and row[-1] == ours.end
     assert max(map(len, ours.cache), default=0) <= CACHED_WORD_CHARS, "a long word is not kept in the memo"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(
+    st.one_of(
+        st.text(max_size=200),
+        st.builds(lambda unit, n: unit * n, st.text(min_size=1, max_size=3), st.integers(1, 30_000)),
+    )
+)
+def test_any_text_gives_open_clips_ids_within_budget(text: str) -> None:
+    ours, theirs = TOKENIZERS
+    started = time.process_time()
+    [row] = ours([text])
+    assert time.process_time() - started < 0.5
+    assert len(row) <= ours.context_length and row[0] == ours.start and row[-1] == ours.end
+    if len(text) <= 200:  # open_clip's own merge is quadratic: compared on short texts only
+        assert ours.padded([text])[0].tolist() == theirs([text])[0].tolist()
