@@ -120,11 +120,13 @@ def text_terms(model: Settings, text: str, with_photos: bool) -> tuple[tuple[flo
 
 
 @st.cache_data(max_entries=32, show_spinner="Encoding your photo…")
-def upload_vector(model: Settings, data: bytes, max_pixels: int, max_memory: int) -> np.ndarray:
+def upload_vector(model: Settings, data: bytes, max_pixels: int, max_memory: int) -> tuple[np.ndarray, bytes]:
+    """An upload's vector, and a JPEG to show it by: made from the photo as decoded here, within its bounds
+    (st.image of the upload itself would decode the whole file again, unbounded)."""
     encoder = get_image_encoder(model)
     image = decode_query_photo(data, encoder.input_side, max_pixels, max_memory)
     vector: np.ndarray = encoder.encode_images([image])[0]
-    return vector
+    return vector, make_thumbnail(image, GALLERY_SIDE)
 
 
 @st.cache_data(max_entries=16, show_spinner="Encoding the labels…")
@@ -399,7 +401,7 @@ def photo_term(settings: Settings, store: PhotoStore, text_encoder: TextEncoding
     try:
         if upload.size > settings.upload_max_bytes:
             raise BadPhoto(f"{upload.size:,} bytes, over the limit of {settings.upload_max_bytes:,}")
-        vector = upload_vector(
+        vector, preview = upload_vector(
             settings.model_only(), upload.getvalue(), settings.upload_max_pixels, settings.upload_max_memory_mb << 20
         )
     except BadPhoto as error:
@@ -407,7 +409,7 @@ def photo_term(settings: Settings, store: PhotoStore, text_encoder: TextEncoding
         st.error(f"**{name} cannot be used:** {reason}. Try another JPEG, PNG, WebP, HEIC or AVIF file.")
         return None, ""
     left, right = st.columns([1, 3])
-    left.image(upload.getvalue(), caption=upload.name, width="stretch")
+    left.image(preview, caption=upload.name, width="stretch")
     with right:
         st.markdown("**What is in this photo?**")
         show_labels(text_encoder, vector)

@@ -195,6 +195,18 @@ def test_a_small_upload_of_a_huge_canvas_is_refused_with_the_reason(indexed: Pho
     assert results(app) == []
 
 
+def test_a_sixteen_bit_upload_is_searched_and_shown_from_its_bounded_decode(indexed: PhotoStore) -> None:
+    """Within the bounds (about 100 MB to decode), but the page once showed the upload itself with st.image,
+    which decoded the whole file again and cannot show 16-bit pixels: an exception."""
+    buffer = io.BytesIO()
+    Image.new("I;16", (7071, 7071), 300).save(buffer, "PNG")
+    app = run_app()
+    app.segmented_control(key="mode").set_value("Photo").run()
+    app.file_uploader(key="upload").set_value(("grey.png", buffer.getvalue(), "image/png")).run()
+    assert_clean(app)
+    assert len(results(app)) == 12 and any("Photos like **grey.png**" in unescape(md.value) for md in app.markdown)
+
+
 @pytest.mark.parametrize("blank", [" ", "/ /", "\t"])
 def test_a_blank_folder_in_a_link_is_no_filter(indexed: PhotoStore, blank: str) -> None:
     """`?q=dog&folder=%20` once showed valkey's ResponseError."""
