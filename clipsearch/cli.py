@@ -7,26 +7,21 @@ import base64
 import json
 import os
 import sys
-from collections.abc import Callable
-from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 import valkey
 from tqdm import tqdm
 
-from clipsearch.connection import connect
-from clipsearch.duplicates import find_duplicates
-from clipsearch.engine import ImageEncoding, TextEncoding, load_image_encoder, load_text_encoder, model_identity
 from clipsearch.errors import ClipsearchError, IndexMissing
-from clipsearch.index import open_index, open_store
+from clipsearch.filters import ORDERS, SearchFilter
+from clipsearch.library import Library
 from clipsearch.loader import LoadOptions
-from clipsearch.photos import BadPhoto, decode_query_photo, display_path, read_file, taken_iso
-from clipsearch.query import parse_query, vector_of_terms
-from clipsearch.results import Cut, Result, ResultOptions, find
+from clipsearch.photos import BadPhoto, display_path, read_file, taken_iso
+from clipsearch.results import Cut, Result, SearchOptions
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
-from clipsearch.store import ORDERS, Hit, PhotoStore, SearchFilter
+from clipsearch.store import Hit
 
 if TYPE_CHECKING:
     import numpy as np
@@ -58,27 +53,37 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--camera", metavar="TEXT", help="only photos from this camera, e.g. 'Apple iPhone 12'")
     search.add_argument("--order", choices=ORDERS, default="relevance", help="of the k results (default relevance)")
     search.add_argument(
-        "--dedup",
+        "--fold",
+        "--dedup",  # the name before 0.4
         action=argparse.BooleanOptionalAction,
         default=True,
         help="fold near-duplicates under the better result, so the k results are k different photos (default on)",
     )
     search.add_argument(
+        "--duplicate-similarity",
         "--dedup-similarity",
         type=fraction,
         metavar="X",
         help="what counts as a near-duplicate (default CLIPSEARCH_DUPLICATE_SIMILARITY, 0.95)",
     )
     search.add_argument(
-        "--diversity", type=fraction, default=0.0, metavar="X", help="0 (default): by relevance; towards 1: more varied"
+        "--variety",
+        "--diversity",
+        type=fraction,
+        default=0.0,
+        metavar="X",
+        help="0 (default): by relevance; towards 1: more varied",
     )
-    search.add_argument("--min-score", type=float, metavar="X", help="hide results under this similarity")
+    search.add_argument(
+        "--min-similarity", "--min-score", type=float, metavar="X", help="hide results under this similarity"
+    )
     search.add_argument(
         "--below-best", type=fraction, metavar="D", help="hide results more than D under the best result's similarity"
     )
 
     duplicates = commands.add_parser("duplicates", help="groups of near-identical photos in the index")
     duplicates.add_argument(
+        "--duplicate-similarity",
         "--threshold",
         type=fraction,
         metavar="X",
@@ -199,20 +204,6 @@ def index_command(settings: Settings, args: argparse.Namespace) -> int:
     if args.folder is not None and args.from_csv is not None:
         raise ValueError("give a folder or --from-csv, not both")
     folder = args.folder or settings.photos_dir
-    if args.from_csv is None and not folder.is_dir():
-        raise NotADirectoryError(f"{folder} is not a folder")
-    from clipsearch.loader import PhotoLoader
-
-    # Open the index by the model's identity alone: a run with nothing to encode never loads the model.
-    identity = model_identity(settings)
-    encoder: ImageEncoding | Callable[[], ImageEncoding]
-    if identity is None:
-        store, encoder = open_index(
-            settings, partial(load_image_encoder, batches=True), create=True, rebuild=args.rebuild
-        )
-    else:
-        store = open_store(settings, identity, create=True, rebuild=args.rebuild)
-        encoder = partial(load_image_encoder, settings, batches=True)
     options = LoadOptions(
         batch_size=args.batch_size,
         thumbnail_size=None if args.no_thumbnails else args.thumbnail_size,
@@ -223,15 +214,20 @@ def index_command(settings: Settings, args: argparse.Namespace) -> int:
         allow_any_path=args.allow_any_path,
         allow_private_hosts=args.allow_private_hosts,
     )
-    loader = PhotoLoader(store, encoder, options)
-    print(f"indexing {args.from_csv or folder} into {store.schema.name!r} on {settings.server_label}")
-    report = loader.index_csv(args.from_csv, args.csv_column) if args.from_csv else loader.index_folder(folder)
+    library = Library(settings)
+    print(f"indexing {args.from_csv or folder} into {settings.index_name!r} on {settings.server_label}")
+    if args.from_csv is not None:
+        indexed = library.index_csv(args.from_csv, args.csv_column, options, rebuild=args.rebuild)
+    else:
+        indexed = library.index_folder(folder, options, rebuild=args.rebuild)
+    report = indexed.report
     if report.indexed == 0 and not report.failed:
         print(f"Nothing to encode: all {report.unchanged} photos are unchanged.")
     print(report.summary())
-    print(f"the index now holds {store.count()} photos")
-    if settings.algorithm == "AUTO" and (switched := store.fit_algorithm()):
-        print(f"switched the index from {switched[0]} to {switched[1]} for its size (nothing was encoded again)")
+    print(f"the index now holds {indexed.count} photos")
+    if indexed.switched:
+        print(f"switched the index from {indexed.switched[0]} to {indexed.switched[1]} for its size "
+              "(nothing was encoded again)")  # fmt: skip
     return EXIT_FAILURES if args.strict and report.failed else 0
 
 
@@ -241,15 +237,17 @@ def search_command(settings: Settings, args: argparse.Namespace) -> int:
     if args.k <= 0:
         raise ValueError("--k must be above 0")
     where = SearchFilter.of_days(after=args.after, before=args.before, folder=args.folder, camera=args.camera)
-    options = ResultOptions(
+    options = SearchOptions(
         k=args.k,
-        duplicates=(args.dedup_similarity or settings.duplicate_similarity) if args.dedup else None,
-        diversity=args.diversity,
-        cut=Cut(minimum=args.min_score, below_best=args.below_best),
+        fold=args.fold,
+        duplicate_similarity=args.duplicate_similarity or settings.duplicate_similarity,
+        variety=args.variety,
+        cut=Cut(min_similarity=args.min_similarity, below_best=args.below_best),
         order=args.order,
     )
-    store, vector = _query(settings, args.text, args.image, args.like)
-    results = find(store, vector, options, where=where)
+    library = Library(settings)
+    vector = _query(library, args.text, args.image, args.like)
+    results = library.search(vector, options, where=where)
     if args.json:
         print(json.dumps([_json_result(result) for result in results.shown], indent=2, ensure_ascii=False))
         return 0
@@ -258,7 +256,7 @@ def search_command(settings: Settings, args: argparse.Namespace) -> int:
             "no photos indexed yet" if not results.scores else f"no result reaches similarity {results.threshold:.4f}"
         )
     for rank, result in enumerate(results.shown, 1):
-        folded = f"  (+{len(result.similar)} similar)" if result.similar else ""
+        folded = f"  (+{len(result.near_duplicates)} near-duplicates)" if result.near_duplicates else ""
         print(f"{rank:>3}  {result.hit.score:.4f}  {display_path(result.hit.path)}{folded}")
     if results.hidden:
         print(f"({results.hidden} of the {len(results.scores)} nearest under similarity {results.threshold:.4f})")
@@ -276,14 +274,14 @@ def export_command(settings: Settings) -> int:
 
 
 def duplicates_command(settings: Settings, args: argparse.Namespace) -> int:
-    store = PhotoStore.existing(connect(settings), settings.index_name)
-    threshold = args.threshold or settings.duplicate_similarity
-    with tqdm(total=store.count(), unit="photo", file=sys.stderr, dynamic_ncols=True, disable=None) as bar:
+    library = Library(settings)
+    threshold = args.duplicate_similarity or settings.duplicate_similarity
+    with tqdm(total=library.existing().count(), unit="photo", file=sys.stderr, dynamic_ncols=True, disable=None) as bar:
 
         def progress(done: int, total: int) -> None:
             bar.update(done - bar.n)
 
-        report = find_duplicates(store, threshold, on_progress=progress)
+        report = library.duplicates(threshold, on_progress=progress)
     if args.json:
         groups = [[_json_row(hit) for hit in group.members] for group in report.groups]
         print(json.dumps(groups, indent=2, ensure_ascii=False))
@@ -291,11 +289,9 @@ def duplicates_command(settings: Settings, args: argparse.Namespace) -> int:
         for number, group in enumerate(report.groups, 1):
             print(f"group {number}: {len(group.members)} photos")
             for place, hit in enumerate(group.members):
-                fields = hit.fields
-                taken = (
-                    "" if fields.get("taken") is None else "  " + taken_iso(fields["taken"], fields.get("offset") or "")
-                )
-                size = f"{fields.get('width')}x{fields.get('height')}  {(fields.get('size') or 0) / 1024:,.0f} KiB"
+                photo = hit.photo
+                taken = "" if photo.taken is None else "  " + taken_iso(photo.taken, photo.offset or "")
+                size = f"{photo.width}x{photo.height}  {(photo.size or 0) / 1024:,.0f} KiB"
                 print(f"  {'keep' if place == 0 else '    '}  {hit.score:.4f}  {display_path(hit.path)}  {size}{taken}")
     print(
         f"{len(report.groups)} groups of near-duplicates (similarity {threshold} or more; {report.duplicates} photos "
@@ -306,54 +302,48 @@ def duplicates_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _query(settings: Settings, text: str | None, images: list[Path], likes: list[str]) -> tuple[PhotoStore, np.ndarray]:
-    """The index and the query's vector: text terms, photos and indexed photos added up (clipsearch.query).
-    Only the towers a query needs are loaded: a text query loads only CLIP's text tower."""
-    terms = parse_query(text, with_photos=bool(images or likes)) if text is not None else []
-    text_encoder: TextEncoding | None = None
-    if terms:
-        store, text_encoder = open_index(settings, load_text_encoder)
-    elif images:
-        store, image_encoder = open_index(settings, load_image_encoder)
-    else:
-        store = PhotoStore.existing(connect(settings), settings.index_name)
-    extra = []
-    if images:
-        if terms:
-            image_encoder = load_image_encoder(settings)
-        for image in images:
-            try:
-                photo = decode_query_photo(read_file(image), image_encoder.input_side)
-            except BadPhoto as error:
-                raise ValueError(f"{image}: {error}") from None
-            extra.append(image_encoder.encode_images([photo])[0])
+def _query(library: Library, text: str | None, images: list[Path], likes: list[str]) -> np.ndarray:
+    """The query's vector: text terms, photos and indexed photos added up (clipsearch.query). Only the towers
+    a query needs are loaded: a text query loads only CLIP's text tower."""
+    photos = []
+    for image in images:
+        try:
+            photos.append(library.photo_query(read_file(image)).vector)
+        except BadPhoto as error:
+            raise ValueError(f"{image}: {error}") from None
     for key in likes:
-        vector = store.vector_of(key)
+        vector = library.stored_vector(key)
         if vector is None:
-            raise ValueError(f"--like {key!r}: no photo of index {store.schema.name!r} has this key")
-        extra.append(vector)
-    return store, vector_of_terms(terms, text_encoder, extra)
+            raise ValueError(f"--like {key!r}: no photo of index {library.settings.index_name!r} has this key")
+        photos.append(vector)
+    terms = library.encode_terms(text, with_photos=bool(photos)) if text is not None else None
+    if terms is not None:
+        library.store()  # checked against the model that encoded the words
+    return library.compose(terms, photos)
 
 
 def _json_result(result: Result) -> dict[str, object]:
     """A result as JSON, with the near-duplicates folded under it."""
-    similar = [{name: _json_row(hit)[name] for name in ("key", "path", "score")} for hit in result.similar]
-    return _json_row(result.hit) | {"duplicates": len(result.similar), "similar": similar}
+    folded = [{name: _json_row(hit)[name] for name in ("key", "path", "score")} for hit in result.near_duplicates]
+    return _json_row(result.hit) | {"near_duplicates": folded}
 
 
 def _json_row(hit: Hit) -> dict[str, object]:
     """A hit as JSON: paths and names in their display form (valid UTF-8), and the exact bytes of a path
     that is not UTF-8 in `path_bytes` (base64), so it stays recoverable."""
-    keep = ("width", "height", "size", "source", "taken_from")
-    taken = hit.fields.get("taken")
+    photo = hit.photo
     row: dict[str, object] = {
         "key": hit.key,
         "path": display_path(hit.path),
         "score": round(hit.score, 6),
-        "name": display_path(hit.fields.get("name") or ""),
-        **{name: value for name, value in hit.fields.items() if name in keep},
-        "taken": None if taken is None else taken_iso(taken, hit.fields.get("offset") or ""),
-        "camera": hit.fields.get("camera") or None,
+        "name": display_path(photo.name or ""),
+        "width": photo.width,
+        "height": photo.height,
+        "size": photo.size,
+        "source": photo.source,
+        "taken_from": photo.taken_from,
+        "taken": None if photo.taken is None else taken_iso(photo.taken, photo.offset or ""),
+        "camera": photo.camera or None,
         "folder": _folder_of(hit),
     }
     if row["path"] != hit.path:
@@ -363,17 +353,18 @@ def _json_row(hit: Hit) -> dict[str, object]:
 
 def _folder_of(hit: Hit) -> str | None:
     """The folder of a photo file within the collection ("" at its top); None for a downloaded photo."""
-    if hit.fields.get("source") != "file":
+    if hit.photo.source != "file":
         return None
     parent = str(PurePosixPath(hit.path).parent)
     return "" if parent == "." else display_path(parent)
 
 
 def info_command(settings: Settings) -> int:
-    client = connect(settings)
+    library = Library(settings)
+    library.client  # noqa: B018  (reached, or the error says why)
     print(f"server: {settings.server_label}")
     try:
-        store = PhotoStore.existing(client, settings.index_name)
+        store = library.existing()
     except IndexMissing:
         print(f"index {settings.index_name!r}: none yet")
         return 0
@@ -383,7 +374,7 @@ def info_command(settings: Settings) -> int:
 
 def drop_command(settings: Settings, yes: bool) -> int:
     try:
-        store = PhotoStore.existing(connect(settings), settings.index_name)
+        store = Library(settings).existing()
     except IndexMissing:
         print(f"no index {settings.index_name!r} to drop")
         return 0

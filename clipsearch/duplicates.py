@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clipsearch.store import PHOTO_FIELDS, VECTOR_FIELD, Hit, PhotoStore
+from clipsearch.schema import PHOTO_FIELDS, VECTOR_FIELD, Photo
+from clipsearch.store import Hit, PhotoStore
 
 NEIGHBOURS = 8  # asked for each photo; one whose every neighbour is a duplicate is asked again with more
 BATCH = 64  # photos per pipelined round trip
@@ -116,7 +117,7 @@ def similar_pairs(
     def check(batch: list[tuple[str, np.ndarray]]) -> int:
         nonlocal capped
         vectors = [vector for _, vector in batch]
-        for (key, vector), found in zip(batch, store.neighbours(vectors, min(NEIGHBOURS + 1, most)), strict=True):
+        for (key, vector), found in zip(batch, store.nearest_each(vectors, min(NEIGHBOURS + 1, most)), strict=True):
             found, more = _at_least(store, vector, found, floor, most, total)
             capped += more
             this = index.setdefault(key, len(index))
@@ -125,10 +126,10 @@ def similar_pairs(
             on_progress(min(done + len(batch), total), total)
         return len(batch)
 
-    for key, row in store.scan((VECTOR_FIELD,)):
-        if row[VECTOR_FIELD] is None or len(row[VECTOR_FIELD]) != store.schema.model.dim:
+    for key, photo in store.scan((VECTOR_FIELD,)):
+        if photo.vector is None or len(photo.vector) != store.schema.model.dim:
             continue  # not a photo this index can search with
-        batch.append((key, row[VECTOR_FIELD]))
+        batch.append((key, photo.vector))
         if len(batch) >= BATCH:
             done += check(batch)
             batch = []
@@ -190,7 +191,7 @@ def _at_least(
     asked = len(found)
     while len(found) == asked and found[-1][1] >= floor and asked < most:
         asked = min(most, asked * 4)
-        [found] = store.neighbours([vector], asked)
+        [found] = store.nearest_each([vector], asked)
     capped = len(found) == asked and asked < total and found[-1][1] >= floor
     return [(other, score) for other, score in found if score >= floor], capped
 
@@ -202,20 +203,24 @@ def _in_order(store: PhotoStore, groups: list[list[str]]) -> list[list[tuple[str
     rows = dict(zip(keys, store.get(keys, ORDER_FIELDS), strict=True))
     ordered = []
     for group in groups:
-        present = [(key, row) for key in group if (row := rows[key]) is not None]
-        present.sort(key=lambda pair: (-(pair[1]["width"] or 0) * (pair[1]["height"] or 0), -(pair[1]["size"] or 0),
-                                       pair[1]["path"]))  # fmt: skip
+        present = [(key, photo) for key in group if (photo := rows[key]) is not None]
+        present.sort(key=lambda pair: keep_first(pair[1]))
         if len(present) > 1:
-            ordered.append([(key, row["path"]) for key, row in present])
+            ordered.append([(key, photo.path or "") for key, photo in present])
     return ordered
+
+
+def keep_first(photo: Photo) -> tuple[int, int, str]:
+    """The order of a group's members: the most pixels first, then the largest file, then the path."""
+    return (-(photo.width or 0) * (photo.height or 0), -(photo.size or 0), photo.path or "")
 
 
 def _group(store: PhotoStore, keys: list[tuple[str, str]], fields: Sequence[str], read: int | None) -> DuplicateGroup:
     shown = [key for key, _ in (keys if read is None else keys[:read])]
     wanted = list(dict.fromkeys([*fields, VECTOR_FIELD, *ORDER_FIELDS]))
-    rows = [(key, row) for key, row in zip(shown, store.get(shown, wanted), strict=True) if row is not None]
-    first = rows[0][1][VECTOR_FIELD]
-    members = [Hit(key, float(np.dot(row[VECTOR_FIELD], first)), row) for key, row in rows]
+    rows = [(key, photo) for key, photo in zip(shown, store.get(shown, wanted), strict=True) if photo is not None]
+    first = rows[0][1].vector
+    members = [Hit(key, float(np.dot(np.asarray(photo.vector), np.asarray(first))), photo) for key, photo in rows]
     return DuplicateGroup([members[0], *sorted(members[1:], key=lambda hit: -hit.score)], len(keys))
 
 

@@ -12,17 +12,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from clipsearch.filters import ORDERS
 from clipsearch.photos import day_start
 from clipsearch.query import MAX_QUERY_CHARS
-from clipsearch.store import ORDERS
 
 MAX_RESULTS = 100  # the Results slider
-MAX_COLUMNS = 8  # the Gallery columns slider
+MAX_COLUMNS = 8  # the Columns slider
 MAX_SHOWN = 1000  # "Show more" stops here
-MAX_BELOW_BEST = 0.3  # the "At most this far below the best" slider
+MAX_BELOW_BEST = 0.3  # the "Below the best by at most" slider
 MAX_NAME_CHARS = 256  # a folder, a camera, a photo's key
 CUT_MODES = ("absolute", "relative")  # a minimum similarity, or a distance from the best result's
-VIEWS = ("search", "duplicates")
+VIEWS = ("search", "duplicates", "library")  # the page's views, each at its own path (/duplicates)
 TOGGLE = ("true", "false")  # how Streamlit writes a bound toggle
 MAX_NUMBER_CHARS = 32  # no number the page takes is longer
 
@@ -69,23 +69,33 @@ PARAMS: dict[str, Param] = {
     "before": Param("day"),
     "order": Param("choice", choices=ORDERS),
     "k": Param("whole", 1, MAX_RESULTS),
-    "cols": Param("whole", 1, MAX_COLUMNS),
+    "columns": Param("whole", 1, MAX_COLUMNS),
     "pages": Param("whole", 1, MAX_SHOWN),  # of "Show more"
     "variety": Param("number", 0.0, 1.0),
     "cut": Param("choice", choices=CUT_MODES),
-    "min": Param("number", 0.0, 1.0),
-    "below": Param("number", 0.0, MAX_BELOW_BEST),
-    "dedup": Param("choice", choices=TOGGLE),
-    "view": Param("choice", choices=VIEWS),
-    "dup": Param("number", 0.0, 1.0),  # the duplicates view's threshold (the slider has its own floor)
+    "min_similarity": Param("number", 0.0, 1.0),
+    "below_best": Param("number", 0.0, MAX_BELOW_BEST),
+    "fold": Param("choice", choices=TOGGLE),
+    "duplicate_similarity": Param("number", 0.0, 1.0),  # the duplicates view's (its slider has its own floor)
+    "view": Param("choice", choices=VIEWS),  # links from before the views had paths: ?view=duplicates
+}
+# The names links used before one name per idea (docs/development.md): still read, written anew.
+OLD_NAMES = {
+    "cols": "columns",
+    "min": "min_similarity",
+    "below": "below_best",
+    "dedup": "fold",
+    "dup": "duplicate_similarity",
 }
 
 
 def held_link(params: Mapping[str, str]) -> dict[str, str]:
-    """A link's parameters held to PARAMS: known names only, each value within its bounds."""
-    held = {}
+    """A link's parameters held to PARAMS: known names only (old names under their new ones), each value
+    within its bounds."""
+    held: dict[str, str] = {}
     for name, value in params.items():
+        name = OLD_NAMES.get(name, name)
         param = PARAMS.get(name)
         if param is not None and (kept := param.held(value)) is not None:
-            held[name] = kept
+            held.setdefault(name, kept)
     return held

@@ -46,7 +46,8 @@ from clipsearch.photos import (
     read_file,
     walk_photos,
 )
-from clipsearch.store import SCHEMA_VERSION, VECTOR_FIELD, PhotoRecord, PhotoStore
+from clipsearch.schema import SCHEMA_VERSION, VECTOR_FIELD, PhotoRecord
+from clipsearch.store import PhotoStore
 
 if TYPE_CHECKING:
     import numpy as np
@@ -159,16 +160,16 @@ class PhotoLoader:
     def __init__(
         self,
         store: PhotoStore,
-        encoder: ImageEncoding | Callable[[], ImageEncoding],
+        load_encoder: Callable[[], ImageEncoding],
         options: LoadOptions | None = None,
         *,
         on_progress: ProgressCallback | None = None,
         show_bar: bool = True,
     ) -> None:
-        """`encoder` may be a function that loads it: it is then called only if a photo needs encoding."""
+        """`load_encoder` returns the image encoder: it is called only if a photo needs encoding."""
         self.store = store
-        self._encoder = None if callable(encoder) else encoder
-        self._load_encoder = encoder if callable(encoder) else None
+        self._encoder: ImageEncoding | None = None
+        self._load_encoder = load_encoder
         self._encoder_lock = threading.Lock()
         self._by_content: dict[str, str] = {}
         self.options = options or LoadOptions()
@@ -212,7 +213,6 @@ class PhotoLoader:
         """The encoder, loaded on first use (from a worker thread too), and checked against the index."""
         with self._encoder_lock:
             if self._encoder is None:
-                assert self._load_encoder is not None
                 self._encoder = self._load_encoder()
                 if self._encoder.identity != self.store.schema.model:
                     raise IndexMismatch(
@@ -330,9 +330,9 @@ class PhotoLoader:
         content; None if that photo is gone."""
         assert item.same_as is not None
         [row] = self.store.get([item.same_as], (VECTOR_FIELD, "width", "height", "thumbnail"))
-        if row is None or row[VECTOR_FIELD] is None:
+        if row is None or row.vector is None:
             return None
-        return _record(item, row[VECTOR_FIELD], row["width"] or 0, row["height"] or 0, row["thumbnail"])
+        return _record(item, row.vector, row.width or 0, row.height or 0, row.thumbnail)
 
 
 def _record(item: _Prepared, vector: np.ndarray, width: int, height: int, thumbnail: bytes | None) -> PhotoRecord:
@@ -355,9 +355,9 @@ def known_photos(store: PhotoStore) -> dict[str, Known]:
     """What the store holds, by path: enough to tell whether a file changed."""
     fields = ("path", "size", "mtime", "content_hash")
     return {
-        row["path"]: Known(key, row["size"] or 0, row["mtime"] or 0.0, row["content_hash"] or "")
-        for key, row in store.scan(fields)
-        if row["path"] is not None
+        photo.path: Known(key, photo.size or 0, photo.mtime or 0.0, photo.content_hash or "")
+        for key, photo in store.scan(fields)
+        if photo.path is not None
     }
 
 

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clipsearch.engine import TextEncoding
-
 MAX_QUERY_CHARS = 1000
 MAX_TERMS = 10
 MAX_WEIGHT = 100.0
@@ -97,15 +95,3 @@ def combine(vectors: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarr
         raise BadQuery("the terms cancel each other out: nothing is left to search for")
     combined: np.ndarray = (total / norm).astype(np.float32)
     return combined
-
-
-def vector_of_terms(
-    terms: Sequence[Term], encoder: TextEncoding | None, extra: Sequence[np.ndarray] = ()
-) -> np.ndarray:
-    """The vector of a query's text terms (encoded in one batch) plus `extra` terms of weight 1 (photos)."""
-    if not terms and not extra:
-        raise BadQuery("nothing to search for")
-    if terms and encoder is None:
-        raise ValueError("text terms need a text encoder")
-    vectors = list(encoder.encode_text([term.text for term in terms])) if terms and encoder else []
-    return combine([*vectors, *extra], [*(term.weight for term in terms), *(1.0,) * len(extra)])

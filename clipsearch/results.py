@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from clipsearch.duplicates import check_similarity
-from clipsearch.store import PHOTO_FIELDS, VECTOR_FIELD, Hit, PhotoStore, SearchFilter, in_order
+from clipsearch.filters import ORDERS, SearchFilter, in_order
+from clipsearch.schema import PHOTO_FIELDS, VECTOR_FIELD, Photo
+from clipsearch.store import Hit, PhotoStore
 
 MAX_CANDIDATES = 2000  # the most candidates one search reads back (2 KiB of vector each)
 EXTRA_CANDIDATES = 20  # beyond k: enough to see the drop of the scores after the k-th
@@ -24,39 +26,49 @@ SIMILAR_IN_FULL = 8  # folded photos per result read with every field asked for;
 
 @dataclass(frozen=True)
 class Cut:
-    """Which similarities are shown: at least `minimum`, and at most `below_best` under the query's best."""
+    """Which similarities are shown: at least `min_similarity`, and at most `below_best` under the query's
+    best."""
 
-    minimum: float | None = None
+    min_similarity: float | None = None
     below_best: float | None = None
 
     def threshold(self, best: float) -> float | None:
         """The lowest similarity shown when the best candidate has `best`; None when nothing is cut."""
         relative = None if self.below_best is None else best - self.below_best
-        bounds = [bound for bound in (self.minimum, relative) if bound is not None]
+        bounds = [bound for bound in (self.min_similarity, relative) if bound is not None]
         return max(bounds) if bounds else None
 
 
 @dataclass(frozen=True)
-class ResultOptions:
+class SearchOptions:
+    """What a search shows, in the words the page, the URL and the CLI use (docs/development.md)."""
+
     k: int = 12
-    duplicates: float | None = 0.95  # fold results at least this similar to a better one; None: keep them all
-    diversity: float = 0.0  # 0: by relevance alone; towards 1, each next result unlike those before it
+    fold: bool = True  # near-duplicates of a better result go under it, not in the k
+    duplicate_similarity: float = 0.95  # what makes a photo a near-duplicate of another
+    variety: float = 0.0  # 0: by relevance alone; towards 1, each next result unlike those before it
     cut: Cut = field(default_factory=Cut)
     order: str = "relevance"  # of the results chosen: relevance, newest or oldest
 
     def __post_init__(self) -> None:
         if self.k <= 0:
             raise ValueError(f"k must be above 0, not {self.k}")
-        if not 0.0 <= self.diversity <= 1.0:
-            raise ValueError(f"diversity must be between 0 and 1, not {self.diversity}")
-        if self.duplicates is not None:
-            check_similarity(self.duplicates)
+        if not 0.0 <= self.variety <= 1.0:
+            raise ValueError(f"variety must be between 0 and 1, not {self.variety}")
+        if self.order not in ORDERS:
+            raise ValueError(f"order {self.order!r}: choose one of {', '.join(ORDERS)}")
+        check_similarity(self.duplicate_similarity)
+
+    @property
+    def folding(self) -> float | None:
+        """The similarity results are folded at, or None."""
+        return self.duplicate_similarity if self.fold else None
 
 
 @dataclass(frozen=True)
 class Result:
     hit: Hit
-    similar: tuple[Hit, ...] = ()  # near-duplicates folded under it, best first
+    near_duplicates: tuple[Hit, ...] = ()  # folded under it, best first
 
 
 @dataclass(frozen=True)
@@ -75,34 +87,34 @@ class Results:
 def find(
     store: PhotoStore,
     vector: np.ndarray,
-    options: ResultOptions,
+    options: SearchOptions,
     where: SearchFilter | None = None,
     fields: Sequence[str] = PHOTO_FIELDS,
 ) -> Results:
     """The results of one query vector as `options` say, with `fields` read for every photo shown (folded
     ones too). Asks the index for more candidates, up to MAX_CANDIDATES, until folding leaves k results."""
-    with_vectors = options.duplicates is not None or options.diversity > 0
-    per_result = VARIETY_POOL if options.diversity else 2 if options.duplicates is not None else 1
+    with_vectors = options.fold or options.variety > 0
+    per_result = VARIETY_POOL if options.variety else 2 if options.fold else 1
     pool = min(MAX_CANDIDATES, max(options.k + EXTRA_CANDIDATES, options.k * per_result))
     vectors: dict[str, np.ndarray | None] = {}  # read once, however often the index is asked again
     while True:
-        ranked = store.nearest(vector, pool, where=where)
+        ranked = [(hit.key, hit.score) for hit in store.nearest(vector, pool, fields=(), where=where)]
         threshold = options.cut.threshold(ranked[0][1]) if ranked else None
         passing = [(key, score) for key, score in ranked if threshold is None or score >= threshold]
         cut_reached = len(passing) < len(ranked)  # no later candidate can pass either
         if with_vectors:
             missing = [key for key, _ in passing if key not in vectors]
-            for key, row in zip(missing, store.get(missing, (VECTOR_FIELD,)), strict=True):
-                vectors[key] = row[VECTOR_FIELD] if row else None  # None: deleted since the KNN query
+            for key, photo in zip(missing, store.get(missing, (VECTOR_FIELD,)), strict=True):
+                vectors[key] = photo.vector if photo else None  # None: deleted since the KNN query
             passing = [(key, score) for key, score in passing if vectors[key] is not None]
-        hits = [Hit(key, score, {VECTOR_FIELD: vectors[key]} if with_vectors else {}) for key, score in passing]
-        groups = fold(hits, options.duplicates)
+        hits = [Hit(key, score, Photo(vector=vectors[key] if with_vectors else None)) for key, score in passing]
+        groups = fold(hits, options.folding)
         exhausted = len(ranked) < pool or cut_reached or pool >= MAX_CANDIDATES
         if len(groups) > options.k or exhausted:
             break
         # As many more as folding needs, going by how much it folded so far (at least twice as many).
         pool = min(MAX_CANDIDATES, max(2 * pool, math.ceil(1.5 * pool * (options.k + 1) / max(len(groups), 1))))
-    chosen = mmr(groups, np.asarray(vector, dtype=np.float32), options.k, options.diversity) if with_vectors else groups
+    chosen = mmr(groups, np.asarray(vector, dtype=np.float32), options.k, options.variety) if with_vectors else groups
     shown = {result.hit.key: result for result in _with_fields(store, chosen[: options.k], fields)}
     return Results(
         shown=[shown[hit.key] for hit in in_order([result.hit for result in shown.values()], options.order)],
@@ -114,60 +126,72 @@ def find(
 
 def fold(hits: Sequence[Hit], similarity: float | None) -> list[Result]:
     """Each hit, best first, under the most similar better result it is at least `similarity` to, or a
-    result of its own (each hit its own with None). Hits need their stored vector in `fields`."""
-    if similarity is None:
+    result of its own (each hit its own with None). Hits need their stored vector."""
+    if similarity is None or not hits:
         return [Result(hit) for hit in hits]
-    heads: list[Hit] = []
-    folded: list[list[Hit]] = []
-    head_vectors = np.empty((len(hits), _dim(hits)), dtype=np.float32)
-    for hit in hits:
-        vector = hit.fields[VECTOR_FIELD]
+    heads = fold_heads(np.stack([hit.photo.vector for hit in hits if hit.photo.vector is not None]), similarity)
+    members: dict[int, list[Hit]] = {}
+    for place, head in enumerate(heads):
+        if head != place:
+            members.setdefault(head, []).append(hits[place])
+    return [Result(hit, tuple(members.get(place, ()))) for place, hit in enumerate(hits) if heads[place] == place]
+
+
+def fold_heads(vectors: np.ndarray, similarity: float) -> list[int]:
+    """For rows best first, the row each one folds under: the most similar earlier head at least `similarity`
+    to it, or itself (a head)."""
+    heads: list[int] = []
+    head_of: list[int] = []
+    for place, vector in enumerate(vectors):
         if heads:
-            similarities = head_vectors[: len(heads)] @ vector
+            similarities = vectors[heads] @ vector
             best = int(np.argmax(similarities))
             if similarities[best] >= similarity:
-                folded[best].append(hit)
+                head_of.append(heads[best])
                 continue
-        head_vectors[len(heads)] = vector
-        heads.append(hit)
-        folded.append([])
-    return [Result(head, tuple(similar)) for head, similar in zip(heads, folded, strict=True)]
+        heads.append(place)
+        head_of.append(place)
+    return head_of
 
 
-def mmr(results: Sequence[Result], query: np.ndarray, k: int, diversity: float) -> list[Result]:
-    """Up to k results by maximal marginal relevance: each next one maximises
-    (1 - diversity) * similarity to the query - diversity * its highest similarity to those already chosen.
-    With diversity 0 that is relevance order."""
-    if diversity == 0 or len(results) <= 1:
+def mmr(results: Sequence[Result], query: np.ndarray, k: int, variety: float) -> list[Result]:
+    """Up to k results by maximal marginal relevance (mmr_order)."""
+    if variety == 0 or len(results) <= 1:
         return list(results[:k])
-    vectors = np.stack([result.hit.fields[VECTOR_FIELD] for result in results]).astype(np.float32)
+    vectors = np.stack([result.hit.photo.vector for result in results if result.hit.photo.vector is not None])
+    return [results[i] for i in mmr_order(vectors.astype(np.float32), query, k, variety)]
+
+
+def mmr_order(vectors: np.ndarray, query: np.ndarray, k: int, variety: float) -> list[int]:
+    """Up to k rows by maximal marginal relevance: each next one maximises
+    (1 - variety) * similarity to the query - variety * its highest similarity to those already chosen.
+    With variety 0 that is relevance order."""
+    if len(vectors) == 0:
+        return []
     relevance = vectors @ (query / max(float(np.linalg.norm(query)), 1e-12))
     chosen = [int(np.argmax(relevance))]
-    closest_chosen = vectors @ vectors[chosen[0]]  # each result's highest similarity to a chosen one
-    left = np.ones(len(results), dtype=bool)
+    closest_chosen = vectors @ vectors[chosen[0]]  # each row's highest similarity to a chosen one
+    left = np.ones(len(vectors), dtype=bool)
     left[chosen[0]] = False
-    while len(chosen) < min(k, len(results)):
-        value = np.where(left, (1 - diversity) * relevance - diversity * closest_chosen, -np.inf)
+    while len(chosen) < min(k, len(vectors)):
+        value = np.where(left, (1 - variety) * relevance - variety * closest_chosen, -np.inf)
         pick = int(np.argmax(value))
         chosen.append(pick)
         left[pick] = False
         closest_chosen = np.maximum(closest_chosen, vectors @ vectors[pick])
-    return [results[i] for i in chosen]
-
-
-def _dim(hits: Sequence[Hit]) -> int:
-    return len(hits[0].fields[VECTOR_FIELD]) if hits else 0
+    return chosen
 
 
 def _with_fields(store: PhotoStore, results: Sequence[Result], fields: Sequence[str]) -> list[Result]:
     """The results with `fields` read for each photo and its first folded ones, and the path and name of the
     rest (a burst of fifty shots folds fifty thumbnails that nobody asked to see), in one round trip each."""
-    full = [hit.key for result in results for hit in (result.hit, *result.similar[:SIMILAR_IN_FULL])]
-    brief = [hit.key for result in results for hit in result.similar[SIMILAR_IN_FULL:]]
+    full = [hit.key for result in results for hit in (result.hit, *result.near_duplicates[:SIMILAR_IN_FULL])]
+    brief = [hit.key for result in results for hit in result.near_duplicates[SIMILAR_IN_FULL:]]
     rows = dict(zip(full, store.get(full, list(dict.fromkeys([*fields, "taken"]))), strict=True))
     rows |= dict(zip(brief, store.get(brief, ["path", "name"]), strict=True))
 
     def filled(hit: Hit) -> Hit:
-        return Hit(hit.key, hit.score, hit.fields | (rows[hit.key] or {}))
+        row = rows[hit.key]
+        return Hit(hit.key, hit.score, hit.photo.merged(row) if row else hit.photo)
 
-    return [Result(filled(result.hit), tuple(filled(hit) for hit in result.similar)) for result in results]
+    return [Result(filled(result.hit), tuple(filled(hit) for hit in result.near_duplicates)) for result in results]

@@ -32,7 +32,7 @@ class Settings:
     model_name: str = DEFAULT_MODEL
     pretrained: str = DEFAULT_PRETRAINED
     photos_dir: Path = Path("photos")
-    algorithm: str = "AUTO"  # AUTO: FLAT for a collection up to store.AUTO_FLAT_UP_TO photos, HNSW above
+    algorithm: str = "AUTO"  # AUTO: FLAT for a collection up to schema.AUTO_FLAT_UP_TO photos, HNSW above
     hnsw_m: int = 16
     hnsw_ef_construction: int = 200
     hnsw_ef_runtime: int = 100

@@ -42,9 +42,9 @@ from PIL import Image
 from playwright.sync_api import Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from clipsearch.engine import load_image_encoder, load_text_encoder
-from clipsearch.index import open_index
-from clipsearch.loader import LoadOptions, PhotoLoader
+from clipsearch.engine import load_text_encoder
+from clipsearch.library import Library
+from clipsearch.loader import LoadOptions
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
 
@@ -195,8 +195,7 @@ def main() -> None:
         }
         rows = []
         try:
-            store, encoder = open_index(settings, load_image_encoder, create=True)
-            PhotoLoader(store, encoder, LoadOptions(), show_bar=False).index_folder(ROOT / "photos")
+            Library(settings).index_folder(ROOT / "photos", LoadOptions(), show_bar=False)
             load_text_encoder(settings)  # both towers exported: the page starts warm
             with streamlit_page("streamlit_app.py", env, checkout, scratch / "page.log") as (url, process):
                 with sync_playwright() as playwright:

@@ -25,9 +25,10 @@ import numpy as np
 from clipsearch.connection import connect
 from clipsearch.duplicates import find_duplicates
 from clipsearch.identity import ModelIdentity
+from clipsearch.schema import AUTO_FLAT_UP_TO, VECTOR_FIELD, IndexSchema, PhotoRecord
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
-from clipsearch.store import AUTO_FLAT_UP_TO, VECTOR_FIELD, IndexSchema, PhotoRecord, PhotoStore
+from clipsearch.store import PhotoStore
 
 DIM = 512
 THRESHOLD = 0.95
@@ -60,7 +61,7 @@ def brute_force_groups(store: PhotoStore, threshold: float) -> tuple[set[frozens
     started = time.perf_counter()
     rows = list(store.scan((VECTOR_FIELD,)))
     keys = [key for key, _ in rows]
-    matrix = np.stack([row[VECTOR_FIELD] for _, row in rows])
+    matrix = np.stack([np.asarray(photo.vector) for _, photo in rows])
     parent = list(range(len(keys)))
 
     def root(i: int) -> int:

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 from benchkit import PRETRAINED_HELP, scratch_and_weights
 
-from clipsearch.engine import TextEncoding, load_image_encoder, load_text_encoder
-from clipsearch.index import open_index
-from clipsearch.loader import LoadOptions, PhotoLoader
+from clipsearch.engine import TextEncoding
+from clipsearch.library import Library
+from clipsearch.loader import LoadOptions
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
 from clipsearch.store import PhotoStore
@@ -56,7 +56,7 @@ def run_mix(
                 else:
                     vector = store.vector_of(keys[int(rng.integers(len(keys)))])
                     assert vector is not None
-                hits = store.search(vector, k=12)
+                hits = store.nearest(vector, k=12)
                 assert len(hits) == 12
             except Exception:
                 with lock:
@@ -89,10 +89,9 @@ def main() -> None:
             data_dir=server.data_dir, index_name="bench-load", pretrained=pretrained, onnx_threads=args.onnx_threads
         )
         try:
-            store, image_encoder = open_index(settings, load_image_encoder, create=True)
-            PhotoLoader(store, image_encoder, LoadOptions(), show_bar=False).index_folder(args.folder)
-            del image_encoder
-            store, encoder = open_index(settings, load_text_encoder, client=store.client)
+            Library(settings).index_folder(args.folder, LoadOptions(), show_bar=False)
+            library = Library(settings)
+            store, encoder = library.store(), library.text_encoder
             keys = [key for key, _ in store.scan(("path",))]
             print(f"{len(keys)} photos indexed; {type(encoder).__name__} ({settings.engine} engine, "
                   f"{settings.onnx_threads or 'one per core'} ONNX Runtime threads a query)")  # fmt: skip

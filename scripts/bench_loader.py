@@ -32,7 +32,7 @@ from benchkit import PRETRAINED_HELP, scratch_and_weights
 from PIL import Image
 
 from clipsearch.engine import ImageEncoding, load_image_encoder
-from clipsearch.index import open_index
+from clipsearch.library import Library
 from clipsearch.loader import LoadOptions, PhotoLoader
 from clipsearch.photos import (
     DECODE_MARGIN,
@@ -43,9 +43,10 @@ from clipsearch.photos import (
     read_file,
     walk_photos,
 )
+from clipsearch.schema import PhotoRecord
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
-from clipsearch.store import PhotoRecord, PhotoStore
+from clipsearch.store import PhotoStore
 
 
 def forward_rate(encoder: ImageEncoding, pixels: list[np.ndarray], batch_size: int) -> tuple[float, np.ndarray]:
@@ -141,20 +142,23 @@ def main() -> None:
             timings = {}
             for name in ("baseline", "clipsearch"):
                 settings = Settings(data_dir=server.data_dir, index_name=f"bench-{name}")
-                store, _ = open_index(settings, encoder, create=True)
+                store = Library(settings, image_encoder=lambda: encoder).store(create=True)
                 started = time.perf_counter()
                 if name == "baseline":
                     sequential_baseline(store, encoder, photos, args.batch_size)
                 else:
-                    PhotoLoader(store, encoder, LoadOptions(batch_size=args.batch_size), show_bar=False).index_folder(
-                        subset
-                    )
+                    PhotoLoader(
+                        store, lambda: encoder, LoadOptions(batch_size=args.batch_size), show_bar=False
+                    ).index_folder(subset)
                 timings[name] = time.perf_counter() - started
                 assert store.count() == len(photos), (name, store.count(), len(photos))
             if heic is not None:
-                store, _ = open_index(Settings(data_dir=server.data_dir, index_name="bench-heic"), encoder, create=True)
+                heic_settings = Settings(data_dir=server.data_dir, index_name="bench-heic")
+                store = Library(heic_settings, image_encoder=lambda: encoder).store(create=True)
                 started = time.perf_counter()
-                PhotoLoader(store, encoder, LoadOptions(batch_size=args.batch_size), show_bar=False).index_folder(heic)
+                PhotoLoader(
+                    store, lambda: encoder, LoadOptions(batch_size=args.batch_size), show_bar=False
+                ).index_folder(heic)
                 heic_rate = args.heic / (time.perf_counter() - started)
                 assert store.count() == args.heic
         finally:

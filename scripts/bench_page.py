@@ -22,14 +22,15 @@ import statistics
 import time
 import urllib.parse
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from benchkit import CHROMIUM, CHROMIUM_ARGS, PRETRAINED_HELP, memory_kb, scratch_and_weights, streamlit_page
 from playwright.sync_api import Page, sync_playwright
 
 from clipsearch.engine import ImageEncoding, load_image_encoder
-from clipsearch.index import open_index
-from clipsearch.loader import LoadOptions, PhotoLoader
+from clipsearch.library import Library
+from clipsearch.loader import LoadOptions
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
 
@@ -101,9 +102,9 @@ def main() -> None:
             "HF_HUB_OFFLINE": "1",
         }
         try:
-            store, encoder = open_index(settings, load_image_encoder_with_torch, create=True)
-            PhotoLoader(store, encoder, LoadOptions(), show_bar=False).index_folder(args.photos)
-            del store, encoder
+            library = Library(settings, image_encoder=partial(load_image_encoder_with_torch, settings))
+            library.index_folder(args.photos, LoadOptions(), show_bar=False)
+            del library
             results = {}
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

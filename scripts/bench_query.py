@@ -28,13 +28,14 @@ from benchkit import PRETRAINED_HELP, scratch_and_weights
 from clipsearch.connection import connect
 from clipsearch.engine import TextEncoding, load_text_encoder
 from clipsearch.identity import ModelIdentity
-from clipsearch.results import ResultOptions, find
+from clipsearch.results import SearchOptions, find
+from clipsearch.schema import PHOTO_FIELDS, IndexSchema, PhotoRecord
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
-from clipsearch.store import PHOTO_FIELDS, IndexSchema, PhotoRecord, PhotoStore
+from clipsearch.store import PhotoStore
 
-FOLDING = ResultOptions(k=12, duplicates=0.95)
-VARIED = ResultOptions(k=12, duplicates=0.95, diversity=0.5)
+FOLDING = SearchOptions(k=12, duplicate_similarity=0.95)
+VARIED = SearchOptions(k=12, duplicate_similarity=0.95, variety=0.5)
 QUERIES = [
     "a cat",
     "snowy streets at night",
@@ -98,7 +99,7 @@ def search_ways(store: PhotoStore) -> dict[str, Callable[[np.ndarray], int]]:
     """What a search of the page's 12 results costs, plain and as results.find runs it; each returns a count."""
     fields = (*PHOTO_FIELDS, "thumbnail")
     return {
-        "PhotoStore.search": lambda query: len(store.search(query, k=12, fields=fields)),
+        "PhotoStore.search": lambda query: len(store.nearest(query, k=12, fields=fields)),
         "find, folding (the page)": lambda query: len(find(store, query, FOLDING, fields=fields).shown),
         "find, folding + variety 0.5": lambda query: len(find(store, query, VARIED, fields=fields).shown),
     }

@@ -27,11 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from clipsearch.connection import connect
+from clipsearch.filters import SearchFilter
 from clipsearch.identity import ModelIdentity
 from clipsearch.photos import DAY, PhotoFacts, day_start
+from clipsearch.schema import IndexSchema, PhotoRecord
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
-from clipsearch.store import IndexSchema, PhotoRecord, PhotoStore, SearchFilter
+from clipsearch.store import PhotoStore
 
 DIM = 512
 FOLDERS = 10  # photo i is in folder f{i % 10}: a folder filter passes one photo in ten
@@ -118,7 +120,7 @@ def timed_queries(
     for query in queries:
         truth = candidates[np.argsort(-(vectors[candidates] @ query))[:10]]
         started = time.perf_counter()
-        hits = store.search(query, k=10, fields=("path",), ef_runtime=ef, where=where)
+        hits = store.nearest(query, k=10, fields=("path",), ef_runtime=ef, where=where)
         latencies.append(time.perf_counter() - started)
         found += len({int(hit.path.rpartition("/")[2].removesuffix(".jpg")) for hit in hits} & set(truth.tolist()))
     p50, p95 = np.percentile(np.array(latencies) * 1e3, [50, 95])

@@ -180,11 +180,10 @@ def encoder(random_checkpoint: Path):
 @pytest.fixture
 def open_test_index(settings: Settings, encoder):
     """Opens (creating) this test's index with the session's encoder, the way the CLI and the page do."""
-    from clipsearch.index import open_index
+    from clipsearch.library import Library
 
     def open_(test_settings: Settings = settings):
-        store, _ = open_index(test_settings, encoder, create=True)
-        return store
+        return Library(test_settings, text_encoder=lambda: encoder, image_encoder=lambda: encoder).store(create=True)
 
     return open_
 
@@ -205,7 +204,7 @@ def indexed_store(open_test_index, encoder, photo_folder: Path):
     from clipsearch.loader import LoadOptions, PhotoLoader
 
     store = open_test_index()
-    PhotoLoader(store, encoder, LoadOptions(), show_bar=False).index_folder(photo_folder)
+    PhotoLoader(store, lambda: encoder, LoadOptions(), show_bar=False).index_folder(photo_folder)
     return store
 
 
@@ -254,7 +253,8 @@ def camera_jpeg() -> Callable[..., bytes]:
 
 @pytest.fixture(scope="session")
 def downgrade_to_version_1() -> Callable[..., None]:
-    from clipsearch.store import FACT_FIELDS, PhotoStore
+    from clipsearch.schema import FIELDS
+    from clipsearch.store import PhotoStore
 
     def downgrade_to_version_1(client, store: PhotoStore) -> None:
         """Make an index look as the previous clipsearch left it: no facts, version 1, a vector-only index."""
@@ -262,7 +262,7 @@ def downgrade_to_version_1() -> Callable[..., None]:
 
         client.ft(store.schema.name).dropindex(delete_documents=False)
         for key, _ in store.scan(("path",)):
-            client.hdel(key, *FACT_FIELDS)
+            client.hdel(key, *(name for name, spec in FIELDS.items() if spec.since == 2))
         client.hset(store.schema.meta_key, "schema_version", "1")
         definition = IndexDefinition(prefix=[store.schema.prefix], index_type=IndexType.HASH)
         client.ft(store.schema.name).create_index(store.schema.fields()[:1], definition=definition)

@@ -19,7 +19,7 @@ from clipsearch.display import WORD_JOINER
 from clipsearch.engine import uses_onnx
 from clipsearch.loader import LoadOptions, PhotoLoader
 from clipsearch.photos import display_path
-from clipsearch.results import ResultOptions, find
+from clipsearch.results import SearchOptions, find
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
 
@@ -90,7 +90,7 @@ def streamlit_app(
     cli_env: dict[str, str], encoder, open_test_index, library: Path, free_port: int, tmp_path: Path
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`streamlit run` of the app over the library's index: its URL and its process."""
-    PhotoLoader(open_test_index(), encoder, LoadOptions(), show_bar=False).index_folder(library)
+    PhotoLoader(open_test_index(), lambda: encoder, LoadOptions(), show_bar=False).index_folder(library)
     with streamlit_run({**cli_env, "CLIPSEARCH_PHOTOS": str(library)}, free_port, tmp_path / "streamlit.log") as app:
         yield app
 
@@ -182,10 +182,10 @@ def test_four_people_searching_at_once_each_get_their_own_results(
 
     store = open_test_index()
     queries = ["a cat", "snowy streets", "a red car", "food on a plate"]
-    folding = ResultOptions(k=12, duplicates=Settings().duplicate_similarity)  # the page's defaults
+    folding = SearchOptions(k=12, duplicate_similarity=Settings().duplicate_similarity)  # the page's defaults
     expected = {
         query: [
-            display_path(result.hit.fields["name"])
+            display_path(result.hit.photo.name)
             for result in find(store, encoder.encode_text([query])[0], folding).shown
         ]
         for query in queries
@@ -217,12 +217,12 @@ def test_filters_and_order_from_a_shared_link_equal_the_store(
 ) -> None:
     from playwright.sync_api import expect, sync_playwright
 
+    from clipsearch.filters import SearchFilter
     from clipsearch.photos import day_start
-    from clipsearch.store import SearchFilter
 
     store = open_test_index()
     where = SearchFilter(folder="2021/japan", after=day_start("2021-03-01"))
-    options = ResultOptions(k=12, duplicates=Settings().duplicate_similarity, order="newest")
+    options = SearchOptions(k=12, duplicate_similarity=Settings().duplicate_similarity, order="newest")
     expected = [result.hit for result in find(store, encoder.encode_text(["a photo"])[0], options, where=where).shown]
     link = {"q": "a photo", "folder": "2021/japan", "after": "2021-03-01", "order": "newest"}
     with sync_playwright() as playwright:
@@ -232,7 +232,7 @@ def test_filters_and_order_from_a_shared_link_equal_the_store(
         captions = page.locator('[data-testid="stImageCaption"]')
         expect(captions).to_have_count(len(expected), timeout=120_000)
         shown = [text.split(" · ") for text in captions.all_inner_texts()]  # rank · score · name · date
-        assert [parts[2] for parts in shown] == [display_path(hit.fields["name"]) for hit in expected]
+        assert [parts[2] for parts in shown] == [display_path(hit.photo.name) for hit in expected]
         dates = [parts[3] for parts in shown]
         assert dates == sorted(dates, reverse=True) and min(dates) >= "2021-03-01"
         OUTPUT.mkdir(exist_ok=True)
@@ -288,7 +288,7 @@ def test_a_first_start_in_1_gib_serves_words_then_a_photo(
     to torch in its own process and the kernel killed the whole server."""
     from playwright.sync_api import expect, sync_playwright
 
-    PhotoLoader(open_test_index(), encoder, LoadOptions(), show_bar=False).index_folder(photo_folder)
+    PhotoLoader(open_test_index(), lambda: encoder, LoadOptions(), show_bar=False).index_folder(photo_folder)
     env = {**cli_env, "CLIPSEARCH_PHOTOS": str(photo_folder), "CLIPSEARCH_ONNX_CACHE": str(tmp_path / "onnx-cache")}
     group = memory_cgroup(SMALL_CONTAINER)
     with streamlit_run(env, free_port, tmp_path / "streamlit.log", group.prefix) as (url, process):

@@ -48,8 +48,8 @@ def test_killed_run_then_rerun_gives_one_whole_document_per_photo(
     assert rerun.returncode == 0, rerun.stderr
     assert f"indexed {len(names) - written}, unchanged {written}, failed 0" in rerun.stdout
     rows = [row for _, row in store.scan(("path", "vector", "thumbnail", "content_hash", "width"))]
-    assert sorted(row["path"] for row in rows) == names
-    assert all(row["vector"].shape == (512,) and row["thumbnail"] and row["width"] for row in rows)
+    assert sorted(row.path for row in rows) == names
+    assert all(row.vector.shape == (512,) and row.thumbnail and row.width for row in rows)
     assert store.count() == len(names)
 
 
@@ -141,7 +141,7 @@ def test_search_json_equals_brute_force_and_own_vectors_come_first(
     rows = {key: row for key, row in store.scan(("path", "vector", "content_hash"))}
     assert len(rows) == len(list(sample_photos.glob("*.jpg")))
     keys = list(rows)
-    matrix = np.stack([rows[key]["vector"] for key in keys])
+    matrix = np.stack([rows[key].vector for key in keys])
 
     for text in ("a photo of a cat", "snowy streets"):
         found = json.loads(run_cli(sample_index, "search", text, "--k", "10", "--json", "--no-dedup").stdout)
@@ -149,11 +149,11 @@ def test_search_json_equals_brute_force_and_own_vectors_come_first(
         best = np.argsort(-scores)[:10]
         assert [hit["key"] for hit in found] == [keys[i] for i in best]
         np.testing.assert_allclose([hit["score"] for hit in found], scores[best], atol=1e-5)
-        assert all(hit["path"] == rows[hit["key"]]["path"] for hit in found)
+        assert all(hit["path"] == rows[hit["key"]].path for hit in found)
 
     for key in keys:
-        first = store.search(rows[key]["vector"], k=1)[0]
-        assert rows[first.key]["content_hash"] == rows[key]["content_hash"]
+        first = store.nearest(rows[key].vector, k=1)[0]
+        assert rows[first.key].content_hash == rows[key].content_hash
         assert first.score == pytest.approx(1.0, abs=1e-5)
 
     by_image = json.loads(
@@ -270,8 +270,8 @@ def test_two_loaders_at_once_make_one_document_per_photo(
         assert run.returncode == 0, stderr
     store = open_test_index()
     rows = [row for _, row in store.scan(("path", "vector", "thumbnail"))]
-    assert sorted(row["path"] for row in rows) == names and store.count() == len(names)
-    assert all(row["vector"].shape == (512,) and row["thumbnail"] for row in rows)
+    assert sorted(row.path for row in rows) == names and store.count() == len(names)
+    assert all(row.vector.shape == (512,) and row.thumbnail for row in rows)
 
 
 def test_bad_numbers_and_non_utf8_names_in_json(tmp_path: Path, cli_env: dict[str, str], copy_photos, run_cli) -> None:
@@ -299,11 +299,11 @@ def test_search_filters_and_order_equal_brute_force_and_json_says_when_and_where
     assert run_cli(cli_env, "index", str(dated_library)).returncode == 0
     store = PhotoStore.existing(connect(settings), settings.index_name)
     rows = dict(store.scan(("path", "vector", "taken", "camera")))
-    query = rows[next(iter(rows))]["vector"]
+    query = rows[next(iter(rows))].vector
     args = [
         "search",
         "--image",
-        str(dated_library / rows[next(iter(rows))]["path"]),
+        str(dated_library / rows[next(iter(rows))].path),
         "--json",
         "--k",
         "5",
@@ -315,15 +315,15 @@ def test_search_filters_and_order_equal_brute_force_and_json_says_when_and_where
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
 
-    in_2021 = [key for key, row in rows.items() if row["path"].startswith("2021/")]
-    expected = sorted(in_2021, key=lambda key: -float(rows[key]["vector"] @ query))[:5]
+    in_2021 = [key for key, row in rows.items() if row.path.startswith("2021/")]
+    expected = sorted(in_2021, key=lambda key: -float(rows[key].vector @ query))[:5]
     assert [hit["key"] for hit in run("--folder", "2021")] == expected
     march = day_start("2021-03-01")
-    spring = [key for key, row in rows.items() if row["taken"] is not None and march <= row["taken"] < march + 92 * DAY]
+    spring = [key for key, row in rows.items() if row.taken is not None and march <= row.taken < march + 92 * DAY]
     got = run("--after", "2021-03-01", "--before", "2021-05-31", "--camera", "APPLE IPHONE 12", "--order", "newest")
-    iphone_spring = [key for key in spring if rows[key]["camera"] == "Apple iPhone 12"]
-    best = sorted(iphone_spring, key=lambda key: -float(rows[key]["vector"] @ query))[:5]
-    assert [hit["key"] for hit in got] == sorted(best, key=lambda key: -rows[key]["taken"])
+    iphone_spring = [key for key in spring if rows[key].camera == "Apple iPhone 12"]
+    best = sorted(iphone_spring, key=lambda key: -float(rows[key].vector @ query))[:5]
+    assert [hit["key"] for hit in got] == sorted(best, key=lambda key: -rows[key].taken)
     assert got[0]["camera"] == "Apple iPhone 12" and got[0]["folder"] == "2021/japan"
     assert got[0]["taken"].startswith("2021-0") and got[0]["taken"].endswith("T12:00:00+09:00")
     undated = run("--folder", "2022")

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from clipsearch.filters import SearchFilter
 from clipsearch.links import PARAMS, held_link
 from clipsearch.query import BadQuery, parse_query
-from clipsearch.store import SearchFilter
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU_BUDGET_S = 0.25
@@ -82,8 +82,19 @@ def test_links_held_to_their_bounds(link: dict[str, str], held: dict[str, str]) 
 
 def test_the_page_reads_no_parameter_the_table_lacks() -> None:
     """Every widget bound to the URL and every parameter the page reads itself is in clipsearch.links.PARAMS."""
-    page = (ROOT / "streamlit_app.py").read_text(encoding="utf-8")
+    page = "\n".join(path.read_text(encoding="utf-8") for path in sorted((ROOT / "clipsearch" / "app").glob("*.py")))
     bound = set(re.findall(r'key="(\w+)",\s*bind="query-params"', page))
-    read = set(re.findall(r'query_params(?:\.get\(|\[)"(\w+)"', page))
+    read = set(re.findall(r'query_params(?:\.get\(|\[)"(\w+)"', page)) | {"view"}  # read as `old` in main
     assert len(bound) == page.count('bind="query-params"'), "each bound widget names its key just before bind"
     assert bound | read == set(PARAMS), (bound | read) ^ set(PARAMS)
+
+
+def test_old_names_are_read_under_their_new_ones() -> None:
+    """Links shared before one name per idea still reproduce their search."""
+    old = {"cols": "2", "min": "0.3", "below": "0.1", "dedup": "false", "dup": "0.97", "q": "cat"}
+    assert held_link(old) == {
+        "columns": "2", "min_similarity": "0.3", "below_best": "0.1", "fold": "false", "duplicate_similarity": "0.97",
+        "q": "cat",
+    }  # fmt: skip
+    assert held_link({"columns": "3", "cols": "5"}) == {"columns": "3"}, "the new name wins when both are given"
+    assert held_link({"cols": "99"}) == {}, "an old name is held to the new one's bounds"

@@ -19,19 +19,24 @@ from PIL import Image, ImageOps
 
 from clipsearch.encoder import ClipEncoder
 from clipsearch.errors import FolderMismatch
+from clipsearch.filters import SearchFilter
 from clipsearch.loader import LoadOptions, PhotoLoader
 from clipsearch.photos import decode_photo
-from clipsearch.store import PhotoStore, SearchFilter
+from clipsearch.store import PhotoStore
 
 SOME_PHOTOS = ["chair.jpg", "farm-animals-cat.jpg", "giraffe.jpg", "igloo.jpg", "pan.jpg", "sea1.jpg"]
 
 
 def quiet_loader(store: PhotoStore, encoder: ClipEncoder, **options) -> PhotoLoader:
-    return PhotoLoader(store, encoder, LoadOptions(**options), show_bar=False)
+    return PhotoLoader(store, lambda: encoder, LoadOptions(**options), show_bar=False)
+
+
+def lazy_loader(store: PhotoStore, load, **options) -> PhotoLoader:
+    return PhotoLoader(store, load, LoadOptions(**options), show_bar=False)
 
 
 def stored_vectors(store: PhotoStore) -> dict[str, np.ndarray]:
-    return {row["path"]: row["vector"] for _, row in store.scan(("path", "vector"))}
+    return {row.path: row.vector for _, row in store.scan(("path", "vector"))}
 
 
 def test_stored_vectors_equal_open_clips_own_encoding(
@@ -78,8 +83,8 @@ def test_incremental_runs_changes_and_prune(
     after = stored_vectors(store)
     assert not np.allclose(after["chair.jpg"], before["chair.jpg"])
     np.testing.assert_array_equal(after["igloo.jpg"], before["igloo.jpg"])
-    [igloo] = [row for _, row in store.scan(("path", "mtime")) if row["path"] == "igloo.jpg"]
-    assert igloo["mtime"] == (folder / "igloo.jpg").stat().st_mtime
+    [igloo] = [row for _, row in store.scan(("path", "mtime")) if row.path == "igloo.jpg"]
+    assert igloo.mtime == (folder / "igloo.jpg").stat().st_mtime
     assert quiet_loader(store, encoder).index_folder(folder).indexed == 0
 
     (folder / "pan.jpg").unlink()
@@ -168,10 +173,10 @@ def test_bad_files_are_reported_and_skipped_good_ones_indexed(
     assert set(failed) == set(bad), report.summary()
     for name, reason in bad.items():
         assert reason in failed[name]
-    stored = {row["path"]: row for _, row in store.scan(("path", "width", "height", "thumbnail"))}
+    stored = {row.path: row for _, row in store.scan(("path", "width", "height", "thumbnail"))}
     assert set(stored) == good
-    assert (stored["rotated.jpg"]["width"], stored["rotated.jpg"]["height"]) == (48, 64)
-    assert Image.open(io.BytesIO(stored["alpha.png"]["thumbnail"])).format == "JPEG"
+    assert (stored["rotated.jpg"].width, stored["rotated.jpg"].height) == (48, 64)
+    assert Image.open(io.BytesIO(stored["alpha.png"].thumbnail)).format == "JPEG"
     assert report.indexed == len(good)
 
 
@@ -245,10 +250,10 @@ def test_from_csv_downloads_urls_and_reads_paths(
     report = quiet_loader(store, encoder, download_retries=2, allow_private_hosts=True).index_csv(csv_path)
     assert report.indexed == 3
     assert [(path, "HTTP 404" in reason) for path, reason in report.failed] == [(f"{base}/missing.jpg", True)]
-    paths = {row["path"]: row for _, row in store.scan(("path", "name", "source"))}
-    assert paths[f"{base}/giraffe.jpg"]["name"] == "giraffe.jpg" and paths[f"{base}/giraffe.jpg"]["source"] == "url"
+    paths = {row.path: row for _, row in store.scan(("path", "name", "source"))}
+    assert paths[f"{base}/giraffe.jpg"].name == "giraffe.jpg" and paths[f"{base}/giraffe.jpg"].source == "url"
     local = str((tmp_path / "local" / "pan.jpg").resolve())
-    assert paths[local]["source"] == "file" and paths[local]["name"] == "pan.jpg"
+    assert paths[local].source == "file" and paths[local].name == "pan.jpg"
 
     _PhotoServer.requests.clear()
     again = quiet_loader(store, encoder, allow_private_hosts=True).index_csv(csv_path)
@@ -344,9 +349,9 @@ def test_heic_and_avif_photos_are_indexed_upright_and_other_files_counted(
     report = quiet_loader(store, encoder).index_folder(folder)
     assert (report.indexed, report.failed) == (2, [])
     assert "skipped (not photos): 2 .mov, 1 (no suffix), 1 .dng, 1 .txt" in report.summary()
-    sizes = {row["path"]: (row["width"], row["height"]) for _, row in store.scan(("path", "width", "height"))}
+    sizes = {row.path: (row.width, row.height) for _, row in store.scan(("path", "width", "height"))}
     assert sizes == {"IMG_0001.HEIC": (48, 64), "photo.avif": (48, 64)}, "portrait, as the orientation says"
-    thumbnails = {row["path"]: Image.open(io.BytesIO(row["thumbnail"])) for _, row in store.scan(("path", "thumbnail"))}
+    thumbnails = {row.path: Image.open(io.BytesIO(row.thumbnail)) for _, row in store.scan(("path", "thumbnail"))}
     assert all(thumbnail.size == (48, 64) for thumbnail in thumbnails.values())
 
 
@@ -366,7 +371,7 @@ def test_a_rerun_with_nothing_to_encode_never_loads_the_model(
         loads.append(1)
         return encoder
 
-    assert quiet_loader(store, load).index_folder(folder).indexed == len(SOME_PHOTOS)
+    assert lazy_loader(store, load).index_folder(folder).indexed == len(SOME_PHOTOS)
     assert loads == [1]
     os.utime(folder / SOME_PHOTOS[0], (1_000_000_000, 1_000_000_000))  # touched, content unchanged
     (folder / SOME_PHOTOS[1]).unlink()
@@ -380,7 +385,7 @@ def test_moved_renamed_or_copied_photos_take_their_stored_vector(
     folder = copy_photos(tmp_path / "photos", SOME_PHOTOS)
     store = open_test_index()
     quiet_loader(store, encoder).index_folder(folder)
-    before = {row["path"]: row for _, row in store.scan(("path", "vector", "thumbnail", "width", "height"))}
+    before = {row.path: row for _, row in store.scan(("path", "vector", "thumbnail", "width", "height"))}
     (folder / "2021" / "japan").mkdir(parents=True)
     (folder / "chair.jpg").rename(folder / "2021" / "japan" / "chair.jpg")  # moved
     (folder / "giraffe.jpg").rename(folder / "tall animal.jpg")  # renamed
@@ -389,7 +394,7 @@ def test_moved_renamed_or_copied_photos_take_their_stored_vector(
     report = quiet_loader(store, never_loaded, prune=True).index_folder(folder)
     assert (report.indexed, report.reused, report.pruned, report.failed) == (3, 3, 2, [])
     assert "3 moved or copied, not encoded again" in report.summary()
-    after = {row["path"]: row for _, row in store.scan(("path", "vector", "thumbnail", "width", "height"))}
+    after = {row.path: row for _, row in store.scan(("path", "vector", "thumbnail", "width", "height"))}
     assert set(after) == set(before) - {"chair.jpg", "giraffe.jpg"} | {
         "2021/japan/chair.jpg", "tall animal.jpg", "pan copy.jpg"
     }  # fmt: skip
@@ -398,9 +403,9 @@ def test_moved_renamed_or_copied_photos_take_their_stored_vector(
         ("tall animal.jpg", "giraffe.jpg"),
         ("pan copy.jpg", "pan.jpg"),
     ):
-        assert np.array_equal(after[new]["vector"], before[old]["vector"])
-        assert after[new]["thumbnail"] == before[old]["thumbnail"] and after[new]["width"] == before[old]["width"]
-    hits = store.search(before["giraffe.jpg"]["vector"], k=1)
+        assert np.array_equal(after[new].vector, before[old].vector)
+        assert after[new].thumbnail == before[old].thumbnail and after[new].width == before[old].width
+    hits = store.nearest(before["giraffe.jpg"].vector, k=1)
     assert hits[0].path == "tall animal.jpg" and hits[0].score == pytest.approx(1.0, abs=1e-5)
 
 
@@ -413,13 +418,13 @@ def test_full_size_photos_are_decoded_scaled_but_recorded_at_full_size(
     store = open_test_index()
     assert quiet_loader(store, encoder).index_folder(folder).indexed == 1
     [(_, row)] = store.scan(("width", "height", "thumbnail", "vector"))
-    assert (row["width"], row["height"]) == (3024, 4032)  # the photo's own size, upright
-    assert Image.open(io.BytesIO(row["thumbnail"])).size == (192, 256)
+    assert (row.width, row.height) == (3024, 4032)  # the photo's own size, upright
+    assert Image.open(io.BytesIO(row.thumbnail)).size == (192, 256)
     whole = encoder.encode_images([decode_photo((folder / "turned.jpg").read_bytes())])[0]  # every pixel decoded
     # Measured with these random weights: 0.999997 against full decoding, and 0.946 for the photo left
     # unrotated; 0.9999 tells them apart. (This smooth scene barely changes with scale: the thumbnail's
     # size checks that.)
-    assert float(row["vector"] @ whole) > 0.9999
+    assert float(row.vector @ whole) > 0.9999
 
 
 def test_the_loader_stores_when_what_camera_and_which_folders(
@@ -427,14 +432,14 @@ def test_the_loader_stores_when_what_camera_and_which_folders(
 ) -> None:
     store = open_test_index()
     quiet_loader(store, encoder).index_folder(dated_library)
-    rows = {row["path"]: row for _, row in store.scan(("path", "taken", "taken_from", "offset", "camera", "folders"))}
+    rows = {row.path: row for _, row in store.scan(("path", "taken", "taken_from", "offset", "camera", "folders"))}
     japan = next(row for path, row in rows.items() if path.startswith("2021/japan/"))
-    assert (japan["taken_from"], japan["offset"], japan["camera"]) == ("exif", "+09:00", "Apple iPhone 12")
-    assert japan["folders"] == "2021|2021/japan"
+    assert (japan.taken_from, japan.offset, japan.camera) == ("exif", "+09:00", "Apple iPhone 12")
+    assert japan.folders == "2021|2021/japan"
     canon = next(row for path, row in rows.items() if path.count("/") == 1 and path.startswith("2021/"))
-    assert canon["camera"] == "Canon EOS R6"  # not "Canon Canon EOS R6"
+    assert canon.camera == "Canon EOS R6"  # not "Canon Canon EOS R6"
     plain = next(row for path, row in rows.items() if path.startswith("2022/"))
-    assert plain["taken_from"] == "file" and plain["camera"] == ""
+    assert plain.taken_from == "file" and plain.camera == ""
 
 
 def test_an_index_of_the_previous_version_is_upgraded_by_the_loader_without_encoding(
@@ -451,5 +456,5 @@ def test_an_index_of_the_previous_version_is_upgraded_by_the_loader_without_enco
     assert report.summary().startswith("upgraded the index to key schema v2 without encoding anything again")
     after = stored_vectors(upgraded)
     assert all(np.array_equal(after[path], vector) for path, vector in before.items())
-    hits = upgraded.search(before[next(iter(before))], k=50, where=SearchFilter(camera="apple iphone 12"))
+    hits = upgraded.nearest(before[next(iter(before))], k=50, where=SearchFilter(camera="apple iphone 12"))
     assert hits and all(hit.path.startswith("2021/japan/") for hit in hits)

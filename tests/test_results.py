@@ -11,20 +11,21 @@ import pytest
 
 from clipsearch.duplicates import find_duplicates
 from clipsearch.loader import LoadOptions, PhotoLoader
-from clipsearch.results import SIMILAR_IN_FULL, Cut, ResultOptions, find
-from clipsearch.store import PHOTO_FIELDS, PhotoStore
+from clipsearch.results import SIMILAR_IN_FULL, Cut, SearchOptions, find
+from clipsearch.schema import PHOTO_FIELDS
+from clipsearch.store import PhotoStore
 
 
 @pytest.fixture
 def planted_store(open_test_index, encoder, photo_folder: Path, planted_duplicates: dict[str, list[str]]):
     store = open_test_index()
-    PhotoLoader(store, encoder, LoadOptions(), show_bar=False).index_folder(photo_folder)
+    PhotoLoader(store, lambda: encoder, LoadOptions(), show_bar=False).index_folder(photo_folder)
     return store
 
 
 def all_vectors(store: PhotoStore) -> tuple[list[str], list[str], np.ndarray]:
     rows = list(store.scan(("path", "vector")))
-    return [key for key, _ in rows], [row["path"] for _, row in rows], np.stack([row["vector"] for _, row in rows])
+    return [key for key, _ in rows], [row.path for _, row in rows], np.stack([row.vector for _, row in rows])
 
 
 def planted_groups(planted: dict[str, list[str]]) -> list[set[str]]:
@@ -53,19 +54,21 @@ def test_search_folds_the_copies_under_the_best_and_still_shows_k_photos(
     keys, paths, _ = all_vectors(planted_store)
     for group in planted_groups(planted_duplicates):
         query = planted_store.vector_of(keys[paths.index(sorted(group)[0])])
-        folded = find(planted_store, query, ResultOptions(k=6, duplicates=planted_similarity))
+        folded = find(planted_store, query, SearchOptions(k=6, duplicate_similarity=planted_similarity))
         first = folded.shown[0]
-        assert {first.hit.path, *(hit.path for hit in first.similar)} == group
-        assert [hit.score for hit in first.similar] == sorted((hit.score for hit in first.similar), reverse=True)
+        assert {first.hit.path, *(hit.path for hit in first.near_duplicates)} == group
+        assert [hit.score for hit in first.near_duplicates] == sorted(
+            (hit.score for hit in first.near_duplicates), reverse=True
+        )
         assert len(folded.shown) == 6, "the index was asked for enough candidates to fill k"
         planted = planted_groups(planted_duplicates)
         for result in folded.shown[1:]:  # other photos, with only their own copies folded under them
             assert result.hit.path not in group
-            assert any({result.hit.path, *(hit.path for hit in result.similar)} <= other for other in planted) or (
-                not result.similar
-            )
+            assert any(
+                {result.hit.path, *(hit.path for hit in result.near_duplicates)} <= other for other in planted
+            ) or (not result.near_duplicates)
 
-        plain = find(planted_store, query, ResultOptions(k=6, duplicates=None))
+        plain = find(planted_store, query, SearchOptions(k=6, fold=False))
         assert {result.hit.path for result in plain.shown[: len(group)]} == group, "without folding, copies fill k"
 
 
@@ -85,15 +88,15 @@ def test_folding_equals_a_greedy_fold_of_brute_force(planted_store: PhotoStore, 
         else:
             heads.append(int(i))
             members[int(i)] = []
-    k, first_ask = 20, 40  # ResultOptions asks for max(k + 20, 2k) candidates first
+    k, first_ask = 20, 40  # SearchOptions asks for max(k + 20, 2k) candidates first
     rank = {int(i): r for r, i in enumerate(order)}
     assert sum(rank[h] < first_ask for h in heads) <= k < len(heads), "measured: the first ask cannot fill k"
-    found = find(planted_store, query, ResultOptions(k=k, duplicates=0.95))
+    found = find(planted_store, query, SearchOptions(k=k, duplicate_similarity=0.95))
     assert [result.hit.key for result in found.shown] == [keys[h] for h in heads[:k]]
     assert len(found.scores) > first_ask, "the index was asked again, for more candidates"
     for result in found.shown:
         head = keys.index(result.hit.key)
-        assert sorted(keys.index(hit.key) for hit in result.similar) == sorted(members[head])
+        assert sorted(keys.index(hit.key) for hit in result.near_duplicates) == sorted(members[head])
 
 
 def direct_mmr(vectors: np.ndarray, query: np.ndarray, k: int, diversity: float) -> list[int]:
@@ -115,9 +118,9 @@ def direct_mmr(vectors: np.ndarray, query: np.ndarray, k: int, diversity: float)
 @pytest.mark.parametrize("diversity", [0.0, 0.3, 0.7, 1.0])
 def test_variety_reranks_the_candidates_by_mmr(planted_store: PhotoStore, encoder, diversity: float) -> None:
     query = encoder.encode_text(["a beach"])[0]
-    found = find(planted_store, query, ResultOptions(k=10, duplicates=None, diversity=diversity))
-    pool = planted_store.search(query, k=40, fields=("vector",))  # ResultOptions' pool: 4 per result wanted
-    expected = direct_mmr(np.stack([hit.fields["vector"] for hit in pool]), query, 10, diversity)
+    found = find(planted_store, query, SearchOptions(k=10, fold=False, variety=diversity))
+    pool = planted_store.nearest(query, k=40, fields=("vector",))  # SearchOptions' pool: 4 per result wanted
+    expected = direct_mmr(np.stack([hit.photo.vector for hit in pool]), query, 10, diversity)
     assert [result.hit.key for result in found.shown] == [pool[i].key for i in expected]
     if diversity == 0.0:
         assert [result.hit.key for result in found.shown] == [hit.key for hit in pool[:10]]
@@ -127,14 +130,14 @@ def test_variety_reranks_the_candidates_by_mmr(planted_store: PhotoStore, encode
 
 def test_the_relative_cut_hides_what_lies_more_than_delta_under_the_best(planted_store: PhotoStore, encoder) -> None:
     query = encoder.encode_text(["a red door"])[0]
-    scores = [hit.score for hit in planted_store.search(query, k=34)]
+    scores = [hit.score for hit in planted_store.nearest(query, k=34)]
     delta = (scores[0] - scores[3] + scores[0] - scores[4]) / 2  # between the 4th and the 5th: measured
-    found = find(planted_store, query, ResultOptions(k=20, duplicates=None, cut=Cut(below_best=delta)))
+    found = find(planted_store, query, SearchOptions(k=20, fold=False, cut=Cut(below_best=delta)))
     assert [result.hit.score for result in found.shown] == pytest.approx(scores[:4], abs=1e-6)
     assert found.threshold == pytest.approx(scores[0] - delta)
     assert found.hidden == len(found.scores) - 4 and not found.more
     both = find(
-        planted_store, query, ResultOptions(k=20, duplicates=None, cut=Cut(minimum=scores[1], below_best=delta))
+        planted_store, query, SearchOptions(k=20, fold=False, cut=Cut(min_similarity=scores[1], below_best=delta))
     )
     assert len(both.shown) == 2, "the stricter of the two cuts applies"
 
@@ -156,9 +159,7 @@ def test_duplicates_groups_the_planted_copies_and_nothing_else(
     for group in report.groups:
         first = group.members[0]
         assert first.score == pytest.approx(1.0, abs=1e-5)
-        assert first.fields["width"] * first.fields["height"] == max(
-            h.fields["width"] * h.fields["height"] for h in group.members
-        )
+        assert first.photo.width * first.photo.height == max(h.photo.width * h.photo.height for h in group.members)
         assert all(hit.score >= planted_similarity for hit in group.members)
         assert [hit.score for hit in group.members[1:]] == sorted(
             (hit.score for hit in group.members[1:]), reverse=True
@@ -172,15 +173,15 @@ def test_a_group_larger_than_the_first_ask_is_found_whole(
     store = open_test_index()
     for i in range(13):
         (photo_folder / f"copy-{i:02d}.jpg").write_bytes((photo_folder / "kingfisher.jpg").read_bytes() + bytes(i + 1))
-    PhotoLoader(store, encoder, LoadOptions(), show_bar=False).index_folder(photo_folder)
+    PhotoLoader(store, lambda: encoder, LoadOptions(), show_bar=False).index_folder(photo_folder)
     [group] = [group for group in find_duplicates(store, planted_similarity).groups if len(group.members) > 3]
     assert len(group.members) == 14
 
-    folded = find(store, store.vector_of(group.members[0].key), ResultOptions(k=3, duplicates=planted_similarity),
-                  fields=(*PHOTO_FIELDS, "thumbnail")).shown[0]  # fmt: skip
-    assert len(folded.similar) == 13
-    assert all(hit.fields["thumbnail"] for hit in folded.similar[:SIMILAR_IN_FULL]), "the first ones in full"
-    assert all("thumbnail" not in hit.fields and hit.path for hit in folded.similar[SIMILAR_IN_FULL:])
+    options = SearchOptions(k=3, duplicate_similarity=planted_similarity)
+    folded = find(store, store.vector_of(group.members[0].key), options, fields=(*PHOTO_FIELDS, "thumbnail")).shown[0]
+    assert len(folded.near_duplicates) == 13
+    assert all(hit.photo.thumbnail for hit in folded.near_duplicates[:SIMILAR_IN_FULL]), "the first ones in full"
+    assert all(hit.photo.thumbnail is None and hit.path for hit in folded.near_duplicates[SIMILAR_IN_FULL:])
 
 
 def test_cli_duplicates_and_search_flags(
@@ -207,23 +208,32 @@ def test_cli_duplicates_and_search_flags(
         run_cli(cli_env, "search", "--like", navajo["key"], "--k", "3", "--json",
                 "--dedup-similarity", str(planted_similarity)).stdout
     )  # fmt: skip
-    assert folded[0]["duplicates"] == 4 and len(folded[0]["similar"]) == 4 and len(folded) == 3
-    assert {folded[0]["path"], *(row["path"] for row in folded[0]["similar"])} == {
+    assert len(folded[0]["near_duplicates"]) == 4 and len(folded) == 3
+    assert {folded[0]["path"], *(row["path"] for row in folded[0]["near_duplicates"])} == {
         "monuments-navajo.jpg", *planted_duplicates["monuments-navajo.jpg"]
     }  # fmt: skip
-    plain = json.loads(run_cli(cli_env, "search", "--like", navajo["key"], "--k", "3", "--json", "--no-dedup").stdout)
-    assert all(row["duplicates"] == 0 for row in plain) and len(plain) == 3
-    varied = run_cli(cli_env, "search", "--like", navajo["key"], "--no-dedup", "--diversity", "0.5", "--k", "3")
+    plain = json.loads(run_cli(cli_env, "search", "--like", navajo["key"], "--k", "3", "--json", "--no-fold").stdout)
+    assert all(row["near_duplicates"] == [] for row in plain) and len(plain) == 3
+    varied = run_cli(cli_env, "search", "--like", navajo["key"], "--no-fold", "--variety", "0.5", "--k", "3")
     assert varied.returncode == 0 and len(varied.stdout.splitlines()) == 3
-    bad = run_cli(cli_env, "search", "x", "--diversity", "2")
+    old_names = run_cli(cli_env, "search", "--like", navajo["key"], "--no-dedup", "--diversity", "0.5", "--k", "3")
+    assert old_names.stdout == varied.stdout, "the options' names before one name per idea still work"
+    bad = run_cli(cli_env, "search", "x", "--variety", "2")
     assert bad.returncode == 2 and "not between 0 and 1" in bad.stderr
 
 
 def test_options_and_cuts_are_checked() -> None:
     assert Cut().threshold(0.3) is None
-    assert Cut(minimum=0.2).threshold(0.3) == 0.2
+    assert Cut(min_similarity=0.2).threshold(0.3) == 0.2
     assert Cut(below_best=0.05).threshold(0.3) == pytest.approx(0.25)
-    assert Cut(minimum=0.28, below_best=0.05).threshold(0.3) == 0.28
-    for bad in ({"k": 0}, {"diversity": 1.5}, {"diversity": -0.1}, {"duplicates": 0.0}, {"duplicates": 1.2}):
+    assert Cut(min_similarity=0.28, below_best=0.05).threshold(0.3) == 0.28
+    for bad in (
+        {"k": 0},
+        {"variety": 1.5},
+        {"variety": -0.1},
+        {"duplicate_similarity": 0.0},
+        {"duplicate_similarity": 1.2},
+        {"order": "random"},
+    ):
         with pytest.raises(ValueError):
-            ResultOptions(**bad)  # type: ignore[arg-type]
+            SearchOptions(**bad)  # type: ignore[arg-type]

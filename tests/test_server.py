@@ -177,8 +177,9 @@ def test_a_server_reading_its_data_back_reports_how_far_it_got(tmp_path: Path) -
 
     from clipsearch.connection import connect
     from clipsearch.identity import ModelIdentity
+    from clipsearch.schema import IndexSchema, PhotoRecord
     from clipsearch.settings import Settings
-    from clipsearch.store import IndexSchema, PhotoRecord, PhotoStore
+    from clipsearch.store import PhotoStore
 
     server = EmbeddedServer(tmp_path / "data")
     settings = Settings(data_dir=server.data_dir, algorithm="HNSW")

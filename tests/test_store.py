@@ -13,11 +13,13 @@ import valkey
 from clipsearch import errors
 from clipsearch.connection import connect
 from clipsearch.errors import ClipsearchError, FolderMismatch, IndexMismatch, IndexMissing, SearchRefused
+from clipsearch.filters import SearchFilter
 from clipsearch.identity import ModelIdentity
 from clipsearch.photos import DAY, PhotoFacts, day_start
+from clipsearch.schema import SCHEMA_VERSION, IndexSchema, PhotoRecord
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
-from clipsearch.store import SCHEMA_VERSION, IndexSchema, PhotoRecord, PhotoStore, SearchFilter, refusal
+from clipsearch.store import PhotoStore, refusal
 
 MODEL = ModelIdentity("ViT-B-32", "random-test", 512)
 
@@ -49,7 +51,7 @@ def test_flat_top10_equals_numpy_brute_force(client, settings: Settings) -> None
     store.upsert(records(vectors))
     assert store.count() == 2000
     for query in unit_vectors(rng, 25, 512):
-        hits = store.search(query, k=10)
+        hits = store.nearest(query, k=10)
         expected_order, expected_scores = brute_force(vectors, query, 10)
         assert [index_of(hit.path) for hit in hits] == expected_order
         np.testing.assert_allclose([hit.score for hit in hits], expected_scores, atol=1e-5)
@@ -67,7 +69,7 @@ def test_hnsw_default_settings_recall_on_clustered_data(client, settings: Settin
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     found = 0
     for query in queries:
-        hits = store.search(query, k=10)
+        hits = store.nearest(query, k=10)
         expected, _ = brute_force(vectors, query, 10)
         found += len({index_of(hit.path) for hit in hits} & set(expected))
         for hit in hits:
@@ -83,13 +85,13 @@ def test_same_photo_twice_is_one_document_and_delete_removes_it(client, settings
     store.upsert([PhotoRecord("cat.jpg", first, thumbnail=b"old")])
     [key] = store.upsert([PhotoRecord("cat.jpg", second, width=10)])
     assert store.count() == 1
-    [hit] = store.search(second, k=5)
-    assert (hit.key, hit.path, hit.fields["width"]) == (key, "cat.jpg", 10)
+    [hit] = store.nearest(second, k=5)
+    assert (hit.key, hit.path, hit.photo.width) == (key, "cat.jpg", 10)
     assert hit.score == pytest.approx(1.0, abs=1e-5)
     assert store.get([key], ["thumbnail"]) == [None], "a rewrite without thumbnail must drop the old one"
     assert store.delete([key]) == 1
     assert store.count() == 0
-    assert store.search(second, k=5) == []
+    assert store.nearest(second, k=5) == []
 
 
 def test_odd_paths_round_trip(client, settings: Settings) -> None:
@@ -97,8 +99,8 @@ def test_odd_paths_round_trip(client, settings: Settings) -> None:
     vector = unit_vectors(np.random.default_rng(1), 1, 512)[0]
     odd = "dir with space/caf\u00e9 \udcff.jpg"  # a non-UTF-8 byte, as os.fsdecode gives it
     store.upsert([PhotoRecord(odd, vector)])
-    [hit] = store.search(vector, k=1)
-    assert hit.path == odd and hit.fields["name"] == "caf\u00e9 \udcff.jpg"
+    [hit] = store.nearest(vector, k=1)
+    assert hit.path == odd and hit.photo.name == "caf\u00e9 \udcff.jpg"
 
 
 @pytest.mark.slow
@@ -119,7 +121,7 @@ def test_data_and_index_survive_restart(tmp_path) -> None:
         assert server.pid() != first_pid
         store = PhotoStore.open(client, IndexSchema.from_settings(settings, MODEL))
         assert store.count() == 50
-        assert index_of(store.search(vectors[17], k=1)[0].path) == 17
+        assert index_of(store.nearest(vectors[17], k=1)[0].path) == 17
         client.close()
     finally:
         server.stop()
@@ -183,7 +185,7 @@ def test_an_index_keeps_the_algorithm_it_was_built_with(client, settings: Settin
     hnsw = dataclasses.replace(settings, algorithm="HNSW")
     reopened = PhotoStore.open(client, IndexSchema.from_settings(hnsw, MODEL))
     assert reopened.schema.algorithm == "FLAT"
-    assert index_of(reopened.search(vectors[3], k=1)[0].path) == 3
+    assert index_of(reopened.nearest(vectors[3], k=1)[0].path) == 3
 
 
 def test_schema_round_trips_through_its_metadata() -> None:
@@ -325,7 +327,7 @@ def test_filtered_search_equals_brute_force_over_the_filtered_photos(client, set
         subset = [i for i, photo in enumerate(photos) if allowed(photo, where)]
         assert where.folder == "2021/jap" or subset, where
         for query in unit_vectors(rng, 3, 512):
-            hits = store.search(query, k=10, where=where)
+            hits = store.nearest(query, k=10, where=where)
             similarities = vectors[subset] @ query
             expected = [photos[subset[j]].path for j in np.argsort(-similarities, kind="stable")[:10]]
             assert [hit.path for hit in hits] == expected, where
@@ -339,16 +341,16 @@ def test_newest_and_oldest_order_the_relevant_photos_by_capture_time(client, set
     )
     store.upsert(records_with_facts(vectors))
     query = unit_vectors(rng, 1, 512)[0]
-    relevant = store.search(query, k=20)
-    newest = store.search(query, k=20, order="newest")
-    oldest = store.search(query, k=20, order="oldest")
+    relevant = store.nearest(query, k=20)
+    newest = store.nearest(query, k=20, order="newest")
+    oldest = store.nearest(query, k=20, order="oldest")
     assert {hit.key for hit in newest} == {hit.key for hit in oldest} == {hit.key for hit in relevant}
-    dated = [hit.fields["taken"] for hit in newest if hit.fields["taken"] is not None]
+    dated = [hit.photo.taken for hit in newest if hit.photo.taken is not None]
     assert dated == sorted(dated, reverse=True) and len(dated) < 20  # some have no date: they come last
-    assert all(hit.fields["taken"] is None for hit in newest[len(dated) :])
-    assert [hit.fields["taken"] for hit in oldest][: len(dated)] == sorted(dated)
+    assert all(hit.photo.taken is None for hit in newest[len(dated) :])
+    assert [hit.photo.taken for hit in oldest][: len(dated)] == sorted(dated)
     with pytest.raises(ValueError, match="choose one of relevance, newest, oldest"):
-        store.search(query, order="random")
+        store.nearest(query, order="random")
 
 
 def test_an_index_of_the_previous_version_is_refused_to_readers_and_upgraded_by_writers(
@@ -370,7 +372,7 @@ def test_an_index_of_the_previous_version_is_refused_to_readers_and_upgraded_by_
     reader = PhotoStore.open(client, schema)
     assert not reader.needs_upgrade and reader.schema.version == SCHEMA_VERSION
     where = SearchFilter(folder="2021/japan", after=day_start("2021-03-01"))
-    hits = reader.search(vectors[7], k=5, where=where)
+    hits = reader.nearest(vectors[7], k=5, where=where)
     subset = [i for i, photo in enumerate(photos) if allowed(photo, where)]
     expected = [photos[subset[j]].path for j in np.argsort(-(vectors[subset] @ vectors[7]), kind="stable")[:5]]
     assert [hit.path for hit in hits] == expected
@@ -380,9 +382,9 @@ def test_an_index_of_the_previous_version_is_refused_to_readers_and_upgraded_by_
 def test_auto_switches_between_flat_and_hnsw_by_size_keeping_every_document(
     client, settings: Settings, monkeypatch
 ) -> None:
-    import clipsearch.store
+    import clipsearch.schema
 
-    monkeypatch.setattr(clipsearch.store, "AUTO_FLAT_UP_TO", 50)  # the switch, at a size a test can reach
+    monkeypatch.setattr(clipsearch.schema, "AUTO_FLAT_UP_TO", 50)  # the switch, at a size a test can reach
     vectors = unit_vectors(np.random.default_rng(21), 60, 512)
     store = PhotoStore.open(client, IndexSchema.from_settings(settings, MODEL), create=True)
     assert settings.algorithm == "AUTO" and store.schema.algorithm == "FLAT"  # a new index starts exact
@@ -391,13 +393,13 @@ def test_auto_switches_between_flat_and_hnsw_by_size_keeping_every_document(
     store.upsert(records(vectors)[45:])
     assert store.fit_algorithm() == ("FLAT", "HNSW") and store.count() == 60
     reopened = PhotoStore.open(client, IndexSchema.from_settings(settings, MODEL))
-    assert reopened.schema.algorithm == "HNSW" and index_of(reopened.search(vectors[50], k=1)[0].path) == 50
+    assert reopened.schema.algorithm == "HNSW" and index_of(reopened.nearest(vectors[50], k=1)[0].path) == 50
     store.delete(store.schema.key_for(record.path) for record in records(vectors)[:15])  # 45: within the margin
     assert store.fit_algorithm() is None
     store.delete(store.schema.key_for(record.path) for record in records(vectors)[15:30])  # 30
     assert store.fit_algorithm() == ("HNSW", "FLAT")
     expected, _ = brute_force(vectors[30:], vectors[40], 3)
-    assert [index_of(hit.path) for hit in store.search(vectors[40], k=3)] == [30 + i for i in expected]
+    assert [index_of(hit.path) for hit in store.nearest(vectors[40], k=3)] == [30 + i for i in expected]
 
 
 @pytest.mark.parametrize("blank", [" ", "/ /", "\t", "//", " / "])
@@ -415,7 +417,7 @@ def test_a_refused_search_is_the_projects_own_error(client, settings: Settings) 
     store.upsert(records_with_facts(unit_vectors(np.random.default_rng(3), 5, 512)))
     client.execute_command("FT.DROPINDEX", settings.index_name)
     with pytest.raises(IndexMissing):
-        store.search(unit_vectors(np.random.default_rng(4), 1, 512)[0])
+        store.nearest(unit_vectors(np.random.default_rng(4), 1, 512)[0])
     refused = refusal(settings.index_name, valkey.ResponseError("Syntax error at offset 12 near folders"))
     assert isinstance(refused, SearchRefused) and "Syntax error" in str(refused)
 
@@ -434,9 +436,9 @@ def test_searches_during_the_algorithm_switch_keep_answering_from_the_old_index(
     concurrent searches missed their exact match, with a partial count. Now the next index is built beside the
     current one; every search meanwhile, by a reader that opened the index before the switch, finds its photo
     first among all of them."""
-    import clipsearch.store
+    import clipsearch.schema
 
-    monkeypatch.setattr(clipsearch.store, "AUTO_FLAT_UP_TO", 1000)
+    monkeypatch.setattr(clipsearch.schema, "AUTO_FLAT_UP_TO", 1000)
     count = 6000
     vectors = unit_vectors(np.random.default_rng(8), count, 512)
     writer = PhotoStore.open(client, IndexSchema.from_settings(settings, MODEL), create=True)
@@ -453,7 +455,7 @@ def test_searches_during_the_algorithm_switch_keep_answering_from_the_old_index(
         while switching.is_set():
             target = int(rng.integers(count))
             try:
-                hits = reader.search(vectors[target], k=10, fields=("path",))
+                hits = reader.nearest(vectors[target], k=10, fields=("path",))
                 total = reader.count()
             except Exception as error:
                 misses.append(f"{type(error).__name__}: {error}")
@@ -471,7 +473,7 @@ def test_searches_during_the_algorithm_switch_keep_answering_from_the_old_index(
         switching.clear()
         searcher.join()
     assert searched > 20 and not misses, (searched, misses[:5])
-    assert reader.search(vectors[7], k=1)[0].path == "photo-00007.jpg" and reader.schema.algorithm == "HNSW"
+    assert reader.nearest(vectors[7], k=1)[0].path == "photo-00007.jpg" and reader.schema.algorithm == "HNSW"
     assert sorted(clipsearch.store._search_indexes(client) & {settings.index_name, f"{settings.index_name}.1"}) == [
         f"{settings.index_name}.1"
     ], "the old search index is dropped"

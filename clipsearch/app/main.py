@@ -1,0 +1,84 @@
+"""The page: its settings, the link held to its bounds, the shared sidebar, and the views under
+st.navigation (Search, Duplicates, Library). Errors a person can act on are shown with their title."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import streamlit as st
+import valkey
+
+from clipsearch.app import duplicates, library_view, resources, search
+from clipsearch.display import escape_markdown
+from clipsearch.errors import ClipsearchError, IndexMissing
+from clipsearch.library import Library
+from clipsearch.links import held_link
+from clipsearch.settings import Settings
+
+View = Callable[[Settings, Library], None]
+
+
+def hold_the_link() -> None:
+    """The URL's parameters held to their bounds (clipsearch.links) before anything reads them: a link is
+    written by a stranger. Old names are written anew."""
+    link = st.query_params.to_dict()
+    held = held_link(link)
+    if held != link:
+        st.query_params.from_dict(held)
+        if held.keys() - link.keys():  # an old name written anew: the controls read the URL as the run began
+            st.rerun()
+
+
+def needs_index(settings: Settings, library: Library, view: View) -> Callable[[], None]:
+    """The view, or where there is no index yet, a message saying how to make one."""
+
+    def shown() -> None:
+        try:
+            library.store()
+        except IndexMissing:
+            hint = (
+                f"use **Index {settings.photos_dir}/** in the sidebar or the Library view, or run "
+                if library.may_index(settings.photos_dir)
+                else "run "
+            )
+            st.info(f"No photos indexed yet: {hint}`python scripts/load_photos.py [FOLDER]`.")
+            return
+        view(settings, library)
+
+    return shown
+
+
+def main() -> None:
+    st.set_page_config(page_title="clipsearch", page_icon="🔎", layout="wide", initial_sidebar_state="auto")
+    hold_the_link()
+    settings = resources.load_settings()
+    library = resources.library(settings)
+    library.schema()  # the model, and the index checked against it: here, where its errors reach run()
+    pages = {
+        "search": st.Page(needs_index(settings, library, search.view), title="Search", icon="🔎", url_path="search",
+                          default=True),
+        "duplicates": st.Page(needs_index(settings, library, duplicates.view), title="Duplicates", icon="🪞",
+                              url_path="duplicates"),
+        "library": st.Page(lambda: library_view.view(settings, library), title="Library", icon="🗂️",
+                           url_path="library"),
+    }  # fmt: skip
+    current = st.navigation(list(pages.values()), position="top")
+    if (old := st.query_params.get("view")) in pages:  # a link from before the views had their own paths
+        del st.query_params["view"]
+        if pages[old] is not current:
+            st.switch_page(pages[old], query_params=st.query_params.to_dict())
+    library_view.sidebar(settings, library, with_index=current is not pages["library"])
+    current.run()
+
+
+def run() -> None:
+    try:
+        main()
+    except ClipsearchError as problem:
+        st.error(f"**{problem.title}.** {escape_markdown(str(problem))}")
+    except valkey.ConnectionError as problem:
+        resources.forget_client()
+        st.error(
+            f"**Lost the connection to the Valkey server** ({escape_markdown(str(problem))}). "
+            "Reload the page to reconnect."
+        )

@@ -1,0 +1,140 @@
+"""How the page shows a photo: its picture (the stored thumbnail, else one made from its file, else its URL),
+its caption, the gallery of results, and the dialog that opens one photo larger with its labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+import numpy as np
+import streamlit as st
+
+from clipsearch.app import resources
+from clipsearch.display import escape_markdown
+from clipsearch.labels import DEFAULT_LABELS, LabelList, rank_labels
+from clipsearch.library import Library
+from clipsearch.photos import BadPhoto, decode_photo, display_path, make_thumbnail, read_file, taken_iso
+from clipsearch.results import SIMILAR_IN_FULL, Result
+from clipsearch.store import Hit
+
+DIALOG_SIDE = 1600  # "Open" sends this much, not the camera's full file
+TOP_LABELS = 5
+# Gallery tiles of one shape, cropped to fill; "Open" shows the whole photo.
+GALLERY_CSS = "<style>.st-key-gallery img {aspect-ratio: 4 / 3; object-fit: cover;}</style>"
+
+
+def taken_label(hit: Hit, full: bool = False) -> str:
+    """When the photo was taken: the day (with the time, when `full`); "file date" when no EXIF said it."""
+    photo = hit.photo
+    stamp = taken_iso(photo.taken or 0.0, photo.offset or "")
+    label = stamp.replace("T", " ") if full else stamp[:10]
+    return label + (" (file date)" if photo.taken_from == "file" else "")
+
+
+@st.cache_data(max_entries=1024, show_spinner=False)
+def resized_photo(path: str, mtime: float, long_side: int) -> bytes | None:
+    """A photo file upright and at most long_side pixels (mtime only keys the cache)."""
+    try:
+        return make_thumbnail(decode_photo(read_file(Path(path)), at_least=long_side), long_side)
+    except BadPhoto:
+        return None
+
+
+def picture(hit: Hit, library: Library) -> bytes | str | None:
+    """The stored thumbnail; else one made from the file, or the photo's URL."""
+    if hit.photo.thumbnail:
+        return hit.photo.thumbnail
+    if hit.photo.source == "url":  # only web addresses: Streamlit reads any other string as a local file
+        return hit.path if urlsplit(hit.path).scheme in ("http", "https") else None
+    path = library.photo_file(hit)
+    return resized_photo(str(path), path.stat().st_mtime, resources.PREVIEW_SIDE) if path else None
+
+
+def captioned_picture(hit: Hit, library: Library, caption: str, width: int | Literal["stretch"]) -> None:
+    """A photo's picture with its caption, and the day it was taken; the caption alone without a picture."""
+    if hit.photo.taken is not None:
+        caption += f" · {taken_label(hit)}"
+    image = picture(hit, library)
+    if image is None:
+        st.caption(f"{caption} (no thumbnail)")
+    else:
+        st.image(image, caption=caption, width=width)
+
+
+def show_labels(library: Library, vector: np.ndarray) -> None:
+    """The labels of the sidebar ranked for a photo's vector: CLIP's zero-shot classification."""
+    encoder = library.text_encoder
+    labels = LabelList.parse(st.session_state.get("labels", "\n".join(DEFAULT_LABELS))).labels
+    vectors = resources.labels_vectors(encoder, encoder.identity.describe(), labels)
+    ranked = rank_labels(encoder, vector, labels, vectors)[:TOP_LABELS]
+    if not ranked:
+        st.caption("Add some labels in the sidebar to rank them.")
+    for score in ranked:
+        label = f"**{escape_markdown(score.label)}** · {score.probability:.0%} · cosine {score.similarity:.3f}"
+        st.progress(score.probability, text=label)
+
+
+def more_like(key: str) -> None:
+    st.session_state.like = key
+
+
+@st.dialog("Photo", width="large")
+def open_photo(hit: Hit, rank: int, library: Library) -> None:
+    path = library.photo_file(hit)
+    image = (resized_photo(str(path), path.stat().st_mtime, DIALOG_SIDE) if path else None) or picture(hit, library)
+    if image is not None:
+        st.image(image)  # its own size, at most the dialog's width
+    photo = hit.photo
+    st.markdown(f"**#{rank} · similarity {hit.score:.3f}** · {escape_markdown(display_path(hit.path))}")
+    st.caption(
+        f"{photo.width} x {photo.height} px · {(photo.size or 0) / 1024:.0f} KiB"
+        + (f" · taken {taken_label(hit, full=True)}" if photo.taken is not None else "")
+        + (f" · {escape_markdown(photo.camera)}" if photo.camera else "")
+        + ("" if path else " · shown from the stored thumbnail (the photo is not in CLIPSEARCH_PHOTOS on this machine)")
+    )
+    st.button("More like this", key=f"dialog-like-{hit.key}", on_click=more_like, args=(hit.key,))
+    st.subheader("What is in this photo?")
+    vector = library.stored_vector(hit.key)
+    if vector is not None:
+        show_labels(library, vector)
+
+
+def gallery(results: list[Result], columns: int, library: Library) -> None:
+    """The results in rows of `columns`, ranks left to right (a phone stacks them, one a row)."""
+    st.html(GALLERY_CSS)
+    with st.container(key="gallery"):
+        for rank, result in enumerate(results, 1):
+            if (rank - 1) % columns == 0:
+                row = st.columns(columns)
+            with row[(rank - 1) % columns]:
+                gallery_tile(rank, result, library)
+
+
+def gallery_tile(rank: int, result: Result, library: Library) -> None:
+    hit = result.hit
+    # Captions are Markdown: a file name must not become a link or an image.
+    caption = f"#{rank} · {hit.score:.3f} · {escape_markdown(display_path(hit.photo.name or hit.path))}"
+    captioned_picture(hit, library, caption, "stretch")
+    with st.container(horizontal=True, gap="small"):
+        st.button("More like this", key=f"like-{hit.key}", on_click=more_like, args=(hit.key,))
+        if st.button("Open", key=f"open-{hit.key}"):
+            open_photo(hit, rank, library)
+        if result.near_duplicates:
+            folded = result.near_duplicates
+            with st.popover(f"+{len(folded)} near-duplicates", key=f"similar-{hit.key}"):
+                for other in folded[:SIMILAR_IN_FULL]:
+                    near_duplicate(other, library)
+                if rest := folded[SIMILAR_IN_FULL:]:
+                    names = ", ".join(escape_markdown(display_path(other.photo.name or other.path)) for other in rest)
+                    st.caption(f"and {len(rest)} more: {names}")
+
+
+def near_duplicate(hit: Hit, library: Library) -> None:
+    """A near-duplicate folded under a result: its picture, similarity to the query, name, size and date."""
+    photo = hit.photo
+    caption = (
+        f"≈ {hit.score:.3f} · {escape_markdown(display_path(photo.name or hit.path))} · "
+        f"{photo.width} x {photo.height} px"
+    )
+    captioned_picture(hit, library, caption, resources.PREVIEW_SIDE)

@@ -1,0 +1,359 @@
+"""The search view: the box and the photos first; how many, columns, variety, the cut, folding, filters and
+order folded into two popovers, with what is active named above the gallery, each a chip that removes it.
+Every control is bound to the URL (names in clipsearch.links), so a link reproduces the search."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import streamlit as st
+
+from clipsearch.app import resources
+from clipsearch.app.pictures import gallery, show_labels
+from clipsearch.chart import score_chart_svg
+from clipsearch.display import escape_markdown
+from clipsearch.filters import ORDERS, SearchFilter
+from clipsearch.library import Library
+from clipsearch.links import CUT_MODES, MAX_BELOW_BEST, MAX_COLUMNS, MAX_NAME_CHARS, MAX_RESULTS, MAX_SHOWN
+from clipsearch.photos import BadPhoto, display_path
+from clipsearch.query import MAX_QUERY_CHARS, BadQuery
+from clipsearch.results import Cut, Results, SearchOptions
+from clipsearch.schema import PHOTO_FIELDS
+from clipsearch.settings import Settings
+
+EXAMPLE_PROMPTS = ("cat", "dog on chair", "man jumping", "snowy streets", "woolen hat", "santa claus")
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "heic", "heif", "avif"]
+DEFAULT_RESULTS = 12
+DEFAULT_COLUMNS = 4
+DEFAULT_BELOW_BEST = 0.05
+FILTERS = ("after", "before", "folder", "camera")
+TUNING = ("k", "fold", "variety", "cut", "min_similarity", "below_best", "order")  # a change starts from page 1
+
+
+@dataclass(frozen=True)
+class Active:
+    """One setting that differs from its default: its words above the gallery, and how its chip resets it."""
+
+    words: str
+    key: str
+    default: object
+
+
+# --- state changes, run as widget callbacks before the page is drawn again ---------------------
+
+
+def use_example() -> None:
+    if st.session_state.example:
+        st.session_state.q = st.session_state.example
+        st.session_state.mode = "Words"
+    st.session_state.example = None
+    st.session_state.like = ""
+
+
+def clear_like() -> None:
+    st.session_state.like = ""
+
+
+def show_more() -> None:
+    st.session_state.pages += 1
+
+
+def reset(key: str, default: object) -> None:
+    st.session_state[key] = default
+
+
+# --- the view ---------------------------------------------------------------------------
+
+
+def view(settings: Settings, library: Library) -> None:
+    st.session_state.setdefault("like", st.query_params.get("like", ""))
+    st.session_state.setdefault("pages", int(st.query_params.get("pages", "1")))
+    st.session_state.setdefault("mode", "Words")
+    st.session_state.setdefault("q", "")
+    search_bar(settings, library)
+    vector, heading = query_vector(settings, library)
+    if st.session_state.like:
+        st.button("← Back to your search", on_click=clear_like, type="tertiary")
+        st.query_params["like"] = st.session_state.like
+    elif "like" in st.query_params:
+        del st.query_params["like"]
+    if vector is None:
+        if heading:
+            st.info(heading)
+        return
+    where = search_filter()
+    follow_pages(vector, where)
+    options = search_options(settings)
+    results = library.search(vector, options, where=where, fields=(*PHOTO_FIELDS, "thumbnail"))
+    folded = sum(len(result.near_duplicates) for result in results.shown)
+    st.markdown(
+        f"{heading} · {len(results.shown)} results"
+        + (f" · {folded} near-duplicates folded" if folded else "")
+        + (f" · {results.hidden} of the {len(results.scores)} nearest under the cut" if results.hidden else "")
+    )
+    chips(active_settings(settings))
+    if results.scores and not results.shown:
+        st.info(f"No result reaches similarity {results.threshold:.3f}; the best has {results.scores[0]:.3f}.")
+    gallery(results.shown, st.session_state.columns, library)
+    if results.more and options.k < MAX_SHOWN:
+        st.button(f"Show more (another {st.session_state.k})", on_click=show_more, key="more")
+    if results.scores:
+        score_chart(results)
+
+
+def search_bar(settings: Settings, library: Library) -> None:
+    """Words or a photo, the box, the two popovers of settings, and the examples: one or two lines."""
+    with st.container(horizontal=True, vertical_alignment="bottom", key="search-bar"):
+        st.segmented_control(
+            "Search by", ["Words", "Photo"], key="mode", required=True, on_change=clear_like,
+            label_visibility="collapsed",
+        )  # fmt: skip
+        if st.session_state.mode == "Words":
+            st.text_input(
+                "Describe the photo you are looking for, then press Enter",
+                key="q",
+                bind="query-params",
+                max_chars=MAX_QUERY_CHARS,
+                placeholder="Describe a photo, e.g. a dog on a chair, then press Enter",
+                on_change=clear_like,
+                label_visibility="collapsed",
+                width="stretch",
+            )
+        with st.popover("Results", key="results-settings"):
+            result_controls(settings)
+        with st.popover("Filters", key="filters"):
+            filter_controls(library)
+    if st.session_state.mode == "Words":
+        st.pills("Examples", EXAMPLE_PROMPTS, key="example", on_change=use_example, label_visibility="collapsed")
+
+
+def result_controls(settings: Settings) -> None:
+    st.slider("Results", 1, MAX_RESULTS, DEFAULT_RESULTS, key="k", bind="query-params")
+    st.slider(
+        "Columns", 1, MAX_COLUMNS, DEFAULT_COLUMNS, key="columns", bind="query-params",
+        help="Of the gallery on a wide screen; a phone shows one photo a row.",
+    )  # fmt: skip
+    st.slider(
+        "Variety",
+        0.0,
+        1.0,
+        0.0,
+        0.05,
+        key="variety",
+        bind="query-params",
+        help="0 ranks by similarity alone. Higher values prefer, for each next result, photos unlike those "
+        "before it (maximal marginal relevance), so that 'beach' is not twelve shots of the same beach.",
+    )
+    st.toggle(
+        "Fold near-duplicates",
+        True,
+        key="fold",
+        bind="query-params",
+        help=f"A result at least {settings.duplicate_similarity} similar to a better one (the same shot resized, "
+        "re-encoded, lightly edited) is folded under it: the results are that many different photos.",
+    )
+    st.segmented_control(
+        "Cut", CUT_MODES, default="absolute", key="cut", bind="query-params", required=True,
+        help="absolute: under a minimum similarity; relative: more than some distance under the best result's.",
+    )  # fmt: skip
+    if st.session_state.cut == "absolute":
+        st.slider(
+            "Minimum similarity",
+            0.0,
+            1.0,
+            0.0,
+            0.01,
+            key="min_similarity",
+            bind="query-params",
+            help="Hide results below this cosine similarity (each result shows its own). 0 shows them all.",
+        )
+    else:
+        st.slider(
+            "Below the best by at most",
+            0.0,
+            MAX_BELOW_BEST,
+            DEFAULT_BELOW_BEST,
+            0.005,
+            key="below_best",
+            bind="query-params",
+            help="Hide results whose similarity is more than this under the best result's: scores differ from "
+            "query to query, so this cut follows each query. The chart under the gallery shows where they drop.",
+        )
+    st.selectbox("Order", ORDERS, key="order", bind="query-params")
+
+
+def filter_controls(library: Library) -> None:
+    """Date range, folder and camera: the same as the CLI's."""
+    st.date_input("Taken on or after", value=None, key="after", bind="query-params", format="YYYY-MM-DD")
+    st.date_input("Taken on or before", value=None, key="before", bind="query-params", format="YYYY-MM-DD")
+    st.text_input(
+        "In folder", key="folder", bind="query-params", placeholder="e.g. 2021/japan", max_chars=MAX_NAME_CHARS
+    )
+    store = library.store()
+    choices = resources.cameras(library, store.schema.name, store.version())
+    st.selectbox("Camera", choices, index=None, key="camera", bind="query-params", placeholder="any")
+
+
+def active_settings(settings: Settings) -> list[Active]:
+    """What differs from the defaults, in the order the popovers show it."""
+    state = st.session_state
+    active = [Active(f"{state.k} results", "k", DEFAULT_RESULTS)] if state.k != DEFAULT_RESULTS else []
+    if not state.fold:
+        active.append(Active("near-duplicates shown", "fold", True))
+    if state.variety:
+        active.append(Active(f"variety {state.variety:g}", "variety", 0.0))
+    if state.cut == "absolute" and state.get("min_similarity"):
+        active.append(Active(f"minimum similarity {state.min_similarity:g}", "min_similarity", 0.0))
+    if state.cut == "relative":
+        active.append(Active(f"relative cut {state.get('below_best', DEFAULT_BELOW_BEST):g}", "cut", "absolute"))
+    if (state.get("order") or "relevance") != "relevance":
+        active.append(Active(f"{state.order} first", "order", "relevance"))
+    if state.get("after"):
+        active.append(Active(f"taken on or after {state.after.isoformat()}", "after", None))
+    if state.get("before"):
+        active.append(Active(f"taken on or before {state.before.isoformat()}", "before", None))
+    if (state.get("folder") or "").strip():
+        active.append(Active(f"in {display_path(state.folder.strip())}", "folder", ""))
+    if state.get("camera"):
+        active.append(Active(f"camera {state.camera}", "camera", None))
+    return active
+
+
+def chips(active: list[Active]) -> None:
+    """Each active setting as a chip that removes it with one click."""
+    if not active:
+        return
+    with st.container(horizontal=True, gap="small", key="active-settings"):
+        for setting in active:
+            st.button(
+                f"{escape_markdown(setting.words)} ✕",
+                key=f"chip-{setting.key}",
+                on_click=reset,
+                args=(setting.key, setting.default),
+                help="Remove this setting",
+                type="secondary",
+                icon=None,
+            )
+
+
+def query_vector(settings: Settings, library: Library) -> tuple[np.ndarray | None, str]:
+    """The vector to search with and a line saying what it stands for: words, a photo, or a photo and words."""
+    state = st.session_state
+    if state.like or state.mode == "Photo":
+        photo, heading = photo_term(settings, library)
+        if photo is not None:
+            return with_words(settings, library, photo, heading)
+        if state.mode == "Photo":  # (a "More like this" photo that is gone falls back to the words)
+            return None, heading
+    text = state.q.strip()
+    if not text:
+        return None, "Type what you are looking for, or click an example."
+    try:
+        vector = library.compose(resources.term_vectors(library, settings.model_only(), text, False))
+    except BadQuery as problem:
+        st.error(f"**That query cannot be read:** {escape_markdown(str(problem))}")
+        return None, ""
+    return vector, f"Photos matching **{escape_markdown(text)}**"
+
+
+def photo_term(settings: Settings, library: Library) -> tuple[np.ndarray | None, str]:
+    """The photo a search starts from ("More like this", or an upload) and what to call it."""
+    state = st.session_state
+    if state.like:
+        vector = library.stored_vector(state.like)
+        if vector is not None:
+            name = library.photo_name(state.like) or "?"
+            return vector, f"Photos like **{escape_markdown(display_path(name))}**"
+        st.warning("That photo is not in the index.")
+        state.like = ""
+        if state.mode != "Photo":
+            return None, ""
+    upload = st.file_uploader("Find photos like this one", type=UPLOAD_TYPES, key="upload")
+    if upload is None:
+        return None, "Upload a photo (JPEG, PNG, WebP, HEIC or AVIF) to find similar ones."
+    name = escape_markdown(upload.name)
+    try:
+        if upload.size > settings.upload_max_bytes:
+            raise BadPhoto(f"{upload.size:,} bytes, over the limit of {settings.upload_max_bytes:,}")
+        vector, preview = resources.upload_query(library, settings.model_only(), upload.getvalue())
+    except BadPhoto as error:
+        reason = escape_markdown(str(error))
+        st.error(f"**{name} cannot be used:** {reason}. Try another JPEG, PNG, WebP, HEIC or AVIF file.")
+        return None, ""
+    left, right = st.columns([1, 3])
+    left.image(preview, caption=upload.name, width="stretch")
+    with right:
+        st.markdown("**What is in this photo?**")
+        show_labels(library, vector)
+    return vector, f"Photos like **{name}**"
+
+
+def with_words(settings: Settings, library: Library, photo: np.ndarray, heading: str) -> tuple[np.ndarray | None, str]:
+    """The photo plus the words typed beside it, as terms of one query: "at night", "- people"."""
+    st.text_input(
+        "…with these words (optional)",
+        key="also",
+        bind="query-params",
+        max_chars=MAX_QUERY_CHARS,
+        placeholder="e.g. at night, or - people, or 2:snow - 0.5:cars",
+        help="Terms added to the photo (query arithmetic: + and - with spaces around them, weights as 2:word).",
+    )
+    words = st.session_state.also.strip()
+    if not words:
+        return photo, heading
+    try:
+        vector = library.compose(resources.term_vectors(library, settings.model_only(), words, True), [photo])
+    except BadQuery as problem:
+        st.error(f"**Those words cannot be read:** {escape_markdown(str(problem))}")
+        return None, ""
+    joined = words if words[:1] in "+-" else f"+ {words}"
+    return vector, f"{heading} **{escape_markdown(joined)}**"
+
+
+def search_filter() -> SearchFilter:
+    """The filters as the user set them (in the page or the URL)."""
+    state = st.session_state
+    return SearchFilter.of_days(
+        after=state.after.isoformat() if state.get("after") else None,
+        before=state.before.isoformat() if state.get("before") else None,
+        folder=state.get("folder"),
+        camera=state.get("camera"),
+    )
+
+
+def search_options(settings: Settings) -> SearchOptions:
+    """What the controls ask of the results (Show more multiplies the slider's count)."""
+    state = st.session_state
+    relative = state.cut == "relative"
+    cut = Cut(below_best=state.below_best) if relative else Cut(min_similarity=state.min_similarity or None)
+    return SearchOptions(
+        k=min(MAX_SHOWN, state.k * state.pages),
+        fold=state.fold,
+        duplicate_similarity=settings.duplicate_similarity,
+        variety=state.variety,
+        cut=cut,
+        order=state.get("order") or "relevance",
+    )
+
+
+def follow_pages(vector: np.ndarray, where: SearchFilter) -> None:
+    """One page again for a new search; the pages "Show more" added for this one, in the URL."""
+    state = st.session_state
+    controls = repr((where, [state.get(key) for key in TUNING])).encode()
+    signature = hashlib.blake2b(vector.tobytes() + controls).hexdigest()
+    if state.get("signature") not in (None, signature):
+        state.pages = 1
+    state.signature = signature
+    if state.pages > 1:
+        st.query_params["pages"] = str(state.pages)
+    elif "pages" in st.query_params:
+        del st.query_params["pages"]
+
+
+def score_chart(results: Results) -> None:
+    """The similarity of every candidate by rank, and the cut: where the scores drop, and what is hidden."""
+    with st.expander("How similar the candidates are", key="scores"):
+        st.html(score_chart_svg(results.scores, results.threshold))
+        st.caption("Every candidate's similarity by rank (grey: under the cut; red: the cut).")

@@ -1,0 +1,73 @@
+"""Which photos a search may return, and in what order: the filter as a value, and the pre-filter query it
+becomes in the syntax that RediSearch and valkey-search share. Nothing here talks to a server."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from clipsearch.photos import DAY, day_start
+from clipsearch.schema import Photo, tag_value
+
+ORDERS = ("relevance", "newest", "oldest")
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    """Which photos a search may return: taken in [after, before) (PhotoFacts time), in a folder (and its
+    subfolders), by a camera. Every user-given value is escaped into the query."""
+
+    after: float | None = None
+    before: float | None = None
+    folder: str | None = None
+    camera: str | None = None
+
+    @classmethod
+    def of_days(
+        cls, after: str | None, before: str | None, folder: str | None = None, camera: str | None = None
+    ) -> SearchFilter:
+        """The filter a person sets: days as YYYY-MM-DD, both included (ValueError for a malformed one)."""
+        return cls(
+            after=day_start(after) if after else None,
+            before=day_start(before) + DAY if before else None,
+            folder=folder or None,
+            camera=camera or None,
+        )
+
+    def query(self) -> str:
+        """The pre-filter of a KNN query, or "*" for none."""
+        clauses = []
+        if self.after is not None or self.before is not None:
+            low = "-inf" if self.after is None else repr(float(self.after))
+            high = "+inf" if self.before is None else f"({float(self.before)!r}"
+            clauses.append(f"@taken:[{low} {high}]")
+        for field_name, value in (("folders", self.folder), ("camera_tag", self.camera)):
+            if tag := tag_value((value or "").strip().strip("/")):  # " ", "/ /", a tab: no filter
+                clauses.append(f"@{field_name}:{{{escape_tag(tag)}}}")
+        return f"({' '.join(clauses)})" if clauses else "*"
+
+
+def escape_tag(value: str) -> str:
+    """Every character but letters, digits and _ escaped with a backslash: the query syntaxes of RediSearch
+    and valkey-search give meaning to punctuation and spaces inside {...}."""
+    return "".join(char if char.isalnum() or char == "_" else "\\" + char for char in value)
+
+
+class _HasPhoto(Protocol):
+    @property
+    def photo(self) -> Photo: ...
+
+
+H = TypeVar("H", bound=_HasPhoto)
+
+
+def in_order(hits: Sequence[H], order: str) -> list[H]:
+    """Hits best first as they come ("relevance"), or by capture time, photos without one last. Stable:
+    equal times keep their relevance order."""
+    if order not in ORDERS:
+        raise ValueError(f"order {order!r}: choose one of {', '.join(ORDERS)}")
+    if order == "relevance":
+        return list(hits)
+    sign = -1.0 if order == "newest" else 1.0
+    return sorted(hits, key=lambda hit: (hit.photo.taken is None, sign * (hit.photo.taken or 0.0)))
