@@ -103,9 +103,9 @@ def _load(settings: Settings, tower: str, batches: bool = False) -> Any:
             return onnx_engine.OnnxImageEncoder.load(settings, batches)
         except onnx_engine.OnnxUnusable as reason:
             _fall_back(settings, reason)
-    from clipsearch import encoder
+    from clipsearch import torch_engine
 
-    torch_class = encoder.TextEncoder if tower == "text" else encoder.ClipEncoder
+    torch_class = torch_engine.TorchTextEncoder if tower == "text" else torch_engine.TorchImageEncoder
     return torch_class.load(settings.model_name, settings.pretrained)
 
 

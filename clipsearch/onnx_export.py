@@ -26,7 +26,6 @@ import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
-from clipsearch.encoder import TextEncoder, embed_dim, image_tower, text_features_as_long_as
 from clipsearch.errors import ClipsearchError
 from clipsearch.identity import ModelIdentity, pretrained_label
 from clipsearch.onnx_engine import (
@@ -43,6 +42,7 @@ from clipsearch.onnx_engine import (
     session,
 )
 from clipsearch.tokenizer import VOCABULARY_FILE, ClipTokenizer
+from clipsearch.torch_engine import TorchTextEncoder, embed_dim, image_tower, text_features_as_long_as
 
 # Queries the text export is checked on: mixed lengths, one over the 77-token context, empty, non-ASCII.
 CHECK_TEXTS = (
@@ -65,7 +65,7 @@ class _TextUpToLength(torch.nn.Module):
 
 
 def export_text(model_name: str, pretrained: str, work: Path) -> dict[str, Any]:
-    encoder = TextEncoder.load(model_name, pretrained, torch.device("cpu"))
+    encoder = TorchTextEncoder.load(model_name, pretrained, torch.device("cpu"))
     manifest = _identity_fields(encoder.identity, "text")
     manifest |= {"logit_scale": encoder.logit_scale, "context_length": encoder.tokenizer.context_length}
     reason = _why_text_not_exportable(encoder)
@@ -88,7 +88,7 @@ def export_text(model_name: str, pretrained: str, work: Path) -> dict[str, Any]:
     return manifest | _compared(expected, np.stack(got), got_batch)
 
 
-def _why_text_not_exportable(encoder: TextEncoder) -> str | None:
+def _why_text_not_exportable(encoder: TorchTextEncoder) -> str | None:
     tokenizer = encoder.tokenizer
     if not isinstance(tokenizer, open_clip.tokenizer.SimpleTokenizer) or tokenizer.reduction_fn is not None:
         return f"its tokenizer ({type(tokenizer).__name__}) is not CLIP's plain byte-pair tokenizer"

@@ -12,7 +12,7 @@ from valkey.connection import parse_url
 from clipsearch.errors import ConfigError
 
 DEFAULT_MODEL = "ViT-B-32"
-# Best text-to-image retrieval among the ViT-B-32 checkpoints open_clip publishes (see README).
+# Best text-to-image retrieval among the ViT-B-32 checkpoints open_clip publishes (see docs/engine.md).
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 URL_SCHEMES = ("valkey", "valkeys", "redis", "rediss", "unix")
 TLS_SCHEMES = ("valkeys", "rediss")
@@ -22,6 +22,30 @@ PERCENT_ENCODING_HELP = (
     "and '%' as %25 (python3 -c \"import urllib.parse, getpass; "
     "print(urllib.parse.quote(getpass.getpass(), safe=''))\")"
 )
+
+
+# The environment variable of each setting (a Streamlit secret of the same name fills in for it in the page).
+ENV_NAMES = {
+    "valkey_url": "VALKEY_URL",
+    "data_dir": "CLIPSEARCH_DATA_DIR",
+    "index_name": "CLIPSEARCH_INDEX",
+    "model_name": "CLIPSEARCH_MODEL",
+    "pretrained": "CLIPSEARCH_PRETRAINED",
+    "photos_dir": "CLIPSEARCH_PHOTOS",
+    "algorithm": "CLIPSEARCH_ALGORITHM",
+    "hnsw_m": "CLIPSEARCH_HNSW_M",
+    "hnsw_ef_construction": "CLIPSEARCH_HNSW_EF_CONSTRUCTION",
+    "hnsw_ef_runtime": "CLIPSEARCH_HNSW_EF_RUNTIME",
+    "tls_ca_file": "CLIPSEARCH_TLS_CA_FILE",
+    "allow_shared_data_dir": "CLIPSEARCH_ALLOW_SHARED_DATA_DIR",
+    "upload_max_bytes": "CLIPSEARCH_UPLOAD_MAX_BYTES",
+    "upload_max_pixels": "CLIPSEARCH_UPLOAD_MAX_PIXELS",
+    "upload_max_memory_mb": "CLIPSEARCH_UPLOAD_MAX_MEMORY_MB",
+    "duplicate_similarity": "CLIPSEARCH_DUPLICATE_SIMILARITY",
+    "engine": "CLIPSEARCH_ENGINE",
+    "onnx_threads": "CLIPSEARCH_ONNX_THREADS",
+    "onnx_cache": "CLIPSEARCH_ONNX_CACHE",
+}
 
 
 @dataclass(frozen=True)

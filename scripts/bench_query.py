@@ -3,7 +3,7 @@
 Usage: python scripts/bench_query.py [--count 25000] [--repeats 50] [--pretrained TAG_OR_FILE]
 
 Text: open_clip's own model.encode_text(tokenizer(...)) on the full model, clipsearch's torch
-TextEncoder and its ONNX Runtime encoder (what the page runs by default), taking turns over the same
+TorchTextEncoder and its ONNX Runtime encoder (what the page runs by default), taking turns over the same
 varied queries in the same process; the vectors must agree within 1e-5. Search: PhotoStore.search with the page's fields
 (thumbnails included: 12 synthetic 11 KiB thumbnails) on an embedded server holding --count
 vectors in two collections (see collections()), for FLAT and the default HNSW, against results.find as the
@@ -53,7 +53,7 @@ def percentiles(seconds: list[float]) -> tuple[float, float]:
 
 def time_text(pretrained: str, repeats: int) -> None:
     engines: dict[str, TextEncoding] = {
-        "torch TextEncoder (EOT cut)": load_text_encoder(Settings(pretrained=pretrained, engine="torch")),
+        "torch TorchTextEncoder (EOT cut)": load_text_encoder(Settings(pretrained=pretrained, engine="torch")),
         "ONNX Runtime (EOT cut)": load_text_encoder(Settings(pretrained=pretrained, engine="onnx")),
     }
     model, _, _ = open_clip.create_model_and_transforms("ViT-B-32", pretrained=pretrained)
@@ -90,7 +90,7 @@ def time_text(pretrained: str, repeats: int) -> None:
         p50, p95 = percentiles(times)
         ratios = f"{p50 / p50s['open_clip encode_text']:.2f}x open_clip"
         if name.startswith("ONNX"):
-            ratios += f", {p50 / p50s['torch TextEncoder (EOT cut)']:.2f}x torch TextEncoder"
+            ratios += f", {p50 / p50s['torch TorchTextEncoder (EOT cut)']:.2f}x torch TorchTextEncoder"
         difference = f"  max diff {worst[name]:.1e}" if name in worst else ""
         print(f"  {name:<28} p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  ({ratios}){difference}")
 

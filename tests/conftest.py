@@ -172,9 +172,9 @@ def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def encoder(random_checkpoint: Path):
-    from clipsearch.encoder import ClipEncoder
+    from clipsearch.torch_engine import TorchImageEncoder
 
-    return ClipEncoder.load("ViT-B-32", str(random_checkpoint))
+    return TorchImageEncoder.load("ViT-B-32", str(random_checkpoint))
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from streamlit.testing.v1 import AppTest
 from clipsearch import library
 from clipsearch.display import escape_markdown
 from clipsearch.duplicates import find_duplicates
-from clipsearch.encoder import TextEncoder
 from clipsearch.filters import SearchFilter
 from clipsearch.library import Library
 from clipsearch.loader import LoadOptions, PhotoLoader
@@ -26,6 +25,7 @@ from clipsearch.photos import day_start
 from clipsearch.results import SearchOptions, find
 from clipsearch.settings import Settings
 from clipsearch.store import PhotoStore
+from clipsearch.torch_engine import TorchTextEncoder
 
 APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
 CAPTION = re.compile(r"^#(\d+) · (-?\d\.\d{3}) · (.+?)(?: · (\d{4}-\d\d-\d\d)(?: \(file date\))?)?$")
@@ -275,7 +275,7 @@ def test_weights_unavailable_offline_is_explained(app_env: Settings, monkeypatch
 def text_encodes(monkeypatch) -> list[list[str]]:
     """Every batch of texts the page encodes, in order."""
     calls: list[list[str]] = []
-    for engine in (TextEncoder, OnnxTextEncoder):
+    for engine in (TorchTextEncoder, OnnxTextEncoder):
 
         def counting_encode(self, texts, real_encode=engine.encode_text):
             calls.append(list(texts))
@@ -476,7 +476,7 @@ def popovers(app: AppTest) -> dict[str, list[str]]:
             for caption in image.captions
         ]
         for popover in app.get("popover")
-        if popover.proto.popover.label.endswith(" near-duplicates")
+        if re.match(r"^\+\d+ near-duplicates?$", popover.proto.popover.label)
     }
 
 

@@ -1,4 +1,4 @@
-"""The library-scale benchmarks run, in their quick modes: their numbers are for the README, not checked here."""
+"""The library-scale benchmarks run, in their quick modes: docs/benchmarks.md has their numbers."""
 
 from __future__ import annotations
 

@@ -249,17 +249,20 @@ def test_folding_the_cut_and_show_more_write_the_url_and_a_shared_link_restores_
         page.goto(f"{streamlit_server}/?q=a+cat&k=6")
         captions = page.locator('.st-key-gallery [data-testid="stImageCaption"]')
         expect(captions).to_have_count(6, timeout=120_000)
-        similar = page.get_by_role("button", name=re.compile(r"^\+\d+ similar$"))  # the samples hold some at 0.95
+        similar = page.get_by_role("button", name=re.compile(r"^\+\d+ near-duplicates?$"))  # the samples hold some
         expect(similar.first).to_be_visible()
         similar.first.click()
         expect(page.get_by_text("≈ ", exact=False).first).to_be_visible(timeout=30_000)
         page.keyboard.press("Escape")
 
+        page.get_by_role("button", name="Results", exact=True).click()
         page.get_by_text("Fold near-duplicates").click()
-        page.wait_for_url("**dedup=false**", timeout=60_000)
+        page.wait_for_url("**fold=false**", timeout=60_000)
         expect(similar).to_have_count(0, timeout=60_000)
         page.get_by_text("relative", exact=True).click()
         page.wait_for_url("**cut=relative**", timeout=60_000)
+        page.keyboard.press("Escape")
+        expect(page.get_by_role("button", name=re.compile("^relative cut 0.05"))).to_be_visible(timeout=60_000)
         page.get_by_role("button", name="Show more").click()
         page.wait_for_url("**pages=2**", timeout=60_000)
         before = captions.all_inner_texts()
@@ -311,3 +314,52 @@ def test_a_first_start_in_1_gib_serves_words_then_a_photo(
     assert group.oom_kills == 0, (group.peak >> 20, log[-2000:])
     assert "running it with torch" not in log
     print(f"first start in 1 GiB: peak {group.peak >> 20} MB of the page and its exports")
+
+
+SCREENSHOTS = Path(os.environ.get("CLIPSEARCH_SCREENSHOTS", OUTPUT))  # docs/images for the README's
+
+
+@pytest.mark.dated_library
+@pytest.mark.parametrize(
+    ("device", "viewport", "mobile"), [("laptop", (1400, 1000), False), ("phone", (390, 844), True)]
+)
+def test_a_shared_link_shows_photos_on_the_first_screen_and_names_every_setting(
+    streamlit_server: str, device: str, viewport: tuple[int, int], mobile: bool
+) -> None:
+    """Whoever opens a shared link sees photos first, on a laptop and on a phone, and above them every setting
+    the link holds, each a chip that removes it."""
+    from playwright.sync_api import expect, sync_playwright
+
+    link = {"q": "a photo", "folder": "2021", "after": "2021-01-01", "cut": "relative", "below_best": "0.1",
+            "variety": "0.2", "order": "newest"}  # fmt: skip
+    named = ["in 2021", "taken on or after 2021-01-01", "relative cut 0.1", "variety 0.2", "newest first"]
+    width, height = viewport
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        context = browser.new_context(
+            viewport={"width": width, "height": height}, is_mobile=mobile, has_touch=mobile,
+            device_scale_factor=2 if mobile else 1,
+        )  # fmt: skip
+        page = context.new_page()
+        page.goto(f"{streamlit_server}/?{urllib.parse.urlencode(link)}")
+        images = page.locator('.st-key-gallery [data-testid="stImage"] img')
+        expect(images.first).to_be_visible(timeout=120_000)
+        page.wait_for_function("() => [...document.images].every(img => img.complete && img.naturalWidth > 0)")
+        first = images.first.bounding_box()
+        assert first is not None and first["y"] < height, f"the first photo starts at {first} on a {device}"
+        for words in named:
+            chip = page.get_by_role("button", name=re.compile(f"^{re.escape(words)}"))
+            expect(chip).to_be_visible()
+            box = chip.bounding_box()
+            assert box is not None and box["y"] + box["height"] <= first["y"], (words, box, first)
+        if mobile:
+            columns = {round(box["x"]) for box in (images.nth(i).bounding_box() for i in range(3)) if box}
+            assert len(columns) == 1, "a phone shows one photo a row"
+            expect(page.locator('[data-testid="stSidebarContent"]')).not_to_be_in_viewport()
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"page-{device}.png"))
+
+        page.get_by_role("button", name=re.compile("^in 2021")).click()  # a chip removes its setting
+        page.wait_for_url(lambda url: "folder=" not in url, timeout=60_000)
+        expect(page.get_by_role("button", name=re.compile("^in 2021"))).to_have_count(0)
+        browser.close()

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from clipsearch.connection import connect
-from clipsearch.encoder import ClipEncoder
 from clipsearch.errors import IndexMissing
 from clipsearch.photos import DAY, day_start
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
 from clipsearch.store import PhotoStore
+from clipsearch.torch_engine import TorchImageEncoder
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -135,7 +135,7 @@ def sample_index(cli_env: dict[str, str], run_cli) -> dict[str, str]:
 
 
 def test_search_json_equals_brute_force_and_own_vectors_come_first(
-    sample_index: dict[str, str], encoder: ClipEncoder, open_test_index, run_cli, sample_photos: Path
+    sample_index: dict[str, str], encoder: TorchImageEncoder, open_test_index, run_cli, sample_photos: Path
 ) -> None:
     store = open_test_index()
     rows = {key: row for key, row in store.scan(("path", "vector", "content_hash"))}

@@ -17,17 +17,17 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from clipsearch.encoder import ClipEncoder
 from clipsearch.errors import FolderMismatch
 from clipsearch.filters import SearchFilter
 from clipsearch.loader import LoadOptions, PhotoLoader
 from clipsearch.photos import decode_photo
 from clipsearch.store import PhotoStore
+from clipsearch.torch_engine import TorchImageEncoder
 
 SOME_PHOTOS = ["chair.jpg", "farm-animals-cat.jpg", "giraffe.jpg", "igloo.jpg", "pan.jpg", "sea1.jpg"]
 
 
-def quiet_loader(store: PhotoStore, encoder: ClipEncoder, **options) -> PhotoLoader:
+def quiet_loader(store: PhotoStore, encoder: TorchImageEncoder, **options) -> PhotoLoader:
     return PhotoLoader(store, lambda: encoder, LoadOptions(**options), show_bar=False)
 
 
@@ -40,7 +40,7 @@ def stored_vectors(store: PhotoStore) -> dict[str, np.ndarray]:
 
 
 def test_stored_vectors_equal_open_clips_own_encoding(
-    tmp_path: Path, encoder: ClipEncoder, random_checkpoint: Path, open_test_index, copy_photos
+    tmp_path: Path, encoder: TorchImageEncoder, random_checkpoint: Path, open_test_index, copy_photos
 ) -> None:
     folder = copy_photos(tmp_path / "photos", SOME_PHOTOS)
     store = open_test_index()
@@ -66,7 +66,7 @@ def test_stored_vectors_equal_open_clips_own_encoding(
 
 
 def test_incremental_runs_changes_and_prune(
-    tmp_path: Path, encoder: ClipEncoder, open_test_index, copy_photos, sample_photos: Path
+    tmp_path: Path, encoder: TorchImageEncoder, open_test_index, copy_photos, sample_photos: Path
 ) -> None:
     folder = copy_photos(tmp_path / "photos", SOME_PHOTOS)
     store = open_test_index()
@@ -97,7 +97,7 @@ def test_incremental_runs_changes_and_prune(
 
 
 def test_prune_refuses_an_index_loaded_from_another_folder(
-    tmp_path: Path, encoder: ClipEncoder, open_test_index, copy_photos
+    tmp_path: Path, encoder: TorchImageEncoder, open_test_index, copy_photos
 ) -> None:
     first = copy_photos(tmp_path / "first", ["chair.jpg", "pan.jpg"])
     second = copy_photos(tmp_path / "second", ["igloo.jpg"])
@@ -164,7 +164,7 @@ def write_bad_and_odd_files(folder: Path, photos: Path) -> tuple[dict[str, str],
 
 
 def test_bad_files_are_reported_and_skipped_good_ones_indexed(
-    tmp_path: Path, encoder: ClipEncoder, open_test_index, sample_photos: Path
+    tmp_path: Path, encoder: TorchImageEncoder, open_test_index, sample_photos: Path
 ) -> None:
     bad, good = write_bad_and_odd_files(tmp_path / "mixed", sample_photos)
     store = open_test_index()
@@ -181,7 +181,7 @@ def test_bad_files_are_reported_and_skipped_good_ones_indexed(
 
 
 def test_a_file_gone_bad_does_not_touch_its_document(
-    tmp_path: Path, encoder: ClipEncoder, open_test_index, copy_photos
+    tmp_path: Path, encoder: TorchImageEncoder, open_test_index, copy_photos
 ) -> None:
     folder = copy_photos(tmp_path / "photos", ["chair.jpg"])
     store = open_test_index()
@@ -237,7 +237,7 @@ def write_csv(path: Path, column: str, values: list[str]) -> Path:
 
 
 def test_from_csv_downloads_urls_and_reads_paths(
-    tmp_path: Path, encoder: ClipEncoder, open_test_index, copy_photos, photo_site: str
+    tmp_path: Path, encoder: TorchImageEncoder, open_test_index, copy_photos, photo_site: str
 ) -> None:
     copy_photos(tmp_path / "local", ["pan.jpg"])
     base = photo_site
@@ -262,7 +262,7 @@ def test_from_csv_downloads_urls_and_reads_paths(
 
 
 def test_csv_downloads_refuse_this_machine_other_schemes_and_slow_drips(
-    tmp_path: Path, encoder: ClipEncoder, open_test_index, photo_site: str
+    tmp_path: Path, encoder: TorchImageEncoder, open_test_index, photo_site: str
 ) -> None:
     store = open_test_index()
     csv_path = write_csv(tmp_path / "urls.tsv", "url", [f"{photo_site}/giraffe.jpg"])
@@ -283,7 +283,7 @@ def test_csv_downloads_refuse_this_machine_other_schemes_and_slow_drips(
 
 
 def test_csv_rows_outside_its_folder_are_refused_unless_allowed(
-    tmp_path: Path, encoder: ClipEncoder, open_test_index, copy_photos
+    tmp_path: Path, encoder: TorchImageEncoder, open_test_index, copy_photos
 ) -> None:
     copy_photos(tmp_path, ["pan.jpg", "igloo.jpg"])
     copy_photos(tmp_path / "lists", ["chair.jpg"])
@@ -300,7 +300,7 @@ def test_csv_rows_outside_its_folder_are_refused_unless_allowed(
 
 
 def test_a_csv_path_and_a_folder_file_of_the_same_name_are_two_photos(
-    tmp_path: Path, encoder: ClipEncoder, open_test_index, copy_photos
+    tmp_path: Path, encoder: TorchImageEncoder, open_test_index, copy_photos
 ) -> None:
     folder = copy_photos(tmp_path / "folder", ["pan.jpg"])
     copy_photos(tmp_path / "listed", ["chair.jpg"])
@@ -313,7 +313,7 @@ def test_a_csv_path_and_a_folder_file_of_the_same_name_are_two_photos(
 
 
 def test_pipes_devices_and_oversized_files_are_skipped_not_read(
-    tmp_path: Path, encoder: ClipEncoder, open_test_index, copy_photos
+    tmp_path: Path, encoder: TorchImageEncoder, open_test_index, copy_photos
 ) -> None:
     folder = copy_photos(tmp_path / "photos", ["pan.jpg", "chair.jpg"])
     os.mkfifo(folder / "pipe.jpg")
@@ -333,7 +333,7 @@ def test_pipes_devices_and_oversized_files_are_skipped_not_read(
 
 
 def test_heic_and_avif_photos_are_indexed_upright_and_other_files_counted(
-    tmp_path: Path, encoder: ClipEncoder, open_test_index, sample_photos: Path
+    tmp_path: Path, encoder: TorchImageEncoder, open_test_index, sample_photos: Path
 ) -> None:
     """A phone's HEIC and an AVIF, both saved with EXIF orientation 6 (turn 90° to show): upright once read."""
     folder = tmp_path / "phone"
@@ -361,13 +361,13 @@ def never_loaded():
 
 
 def test_a_rerun_with_nothing_to_encode_never_loads_the_model(
-    tmp_path: Path, encoder: ClipEncoder, open_test_index, copy_photos
+    tmp_path: Path, encoder: TorchImageEncoder, open_test_index, copy_photos
 ) -> None:
     folder = copy_photos(tmp_path / "photos", SOME_PHOTOS)
     store = open_test_index()
     loads: list[int] = []
 
-    def load() -> ClipEncoder:
+    def load() -> TorchImageEncoder:
         loads.append(1)
         return encoder
 
@@ -380,7 +380,7 @@ def test_a_rerun_with_nothing_to_encode_never_loads_the_model(
 
 
 def test_moved_renamed_or_copied_photos_take_their_stored_vector(
-    tmp_path: Path, encoder: ClipEncoder, open_test_index, copy_photos
+    tmp_path: Path, encoder: TorchImageEncoder, open_test_index, copy_photos
 ) -> None:
     folder = copy_photos(tmp_path / "photos", SOME_PHOTOS)
     store = open_test_index()
@@ -410,7 +410,7 @@ def test_moved_renamed_or_copied_photos_take_their_stored_vector(
 
 
 def test_full_size_photos_are_decoded_scaled_but_recorded_at_full_size(
-    tmp_path: Path, encoder: ClipEncoder, open_test_index, camera_jpeg
+    tmp_path: Path, encoder: TorchImageEncoder, open_test_index, camera_jpeg
 ) -> None:
     folder = tmp_path / "camera"
     folder.mkdir()
@@ -428,7 +428,7 @@ def test_full_size_photos_are_decoded_scaled_but_recorded_at_full_size(
 
 
 def test_the_loader_stores_when_what_camera_and_which_folders(
-    dated_library: Path, encoder: ClipEncoder, open_test_index
+    dated_library: Path, encoder: TorchImageEncoder, open_test_index
 ) -> None:
     store = open_test_index()
     quiet_loader(store, encoder).index_folder(dated_library)
@@ -443,7 +443,7 @@ def test_the_loader_stores_when_what_camera_and_which_folders(
 
 
 def test_an_index_of_the_previous_version_is_upgraded_by_the_loader_without_encoding(
-    dated_library: Path, encoder: ClipEncoder, open_test_index, client, downgrade_to_version_1
+    dated_library: Path, encoder: TorchImageEncoder, open_test_index, client, downgrade_to_version_1
 ) -> None:
     store = open_test_index()
     quiet_loader(store, encoder).index_folder(dated_library)

@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 
 import clipsearch.onnx_export
-from clipsearch.encoder import ClipEncoder, TextEncoder
 from clipsearch.engine import has_nvidia_gpu, load_image_encoder, load_text_encoder, uses_onnx
 from clipsearch.identity import pretrained_label
 from clipsearch.onnx_engine import MANIFEST, Export, OnnxImageEncoder, OnnxTextEncoder, export_folder
 from clipsearch.photos import decode_photo, read_file
 from clipsearch.settings import Settings
+from clipsearch.torch_engine import TorchImageEncoder, TorchTextEncoder
 
 # Mixed lengths in one batch: one over the 77-token context, an empty one, non-ASCII, one word.
 TEXTS = [
@@ -44,7 +44,7 @@ def onnx_settings(settings: Settings, random_checkpoint: Path) -> Settings:
     return replace(settings, engine="onnx", pretrained=str(random_checkpoint))
 
 
-def test_text_tower_equals_open_clip(onnx_settings: Settings, encoder: ClipEncoder) -> None:
+def test_text_tower_equals_open_clip(onnx_settings: Settings, encoder: TorchImageEncoder) -> None:
     onnx = load_text_encoder(onnx_settings)
     assert isinstance(onnx, OnnxTextEncoder) and onnx.identity == encoder.identity
     expected = encoder.encode_text(TEXTS)  # open_clip's model.encode_text, 77 tokens each
@@ -56,7 +56,7 @@ def test_text_tower_equals_open_clip(onnx_settings: Settings, encoder: ClipEncod
 
 
 def test_image_tower_and_its_preprocess_equal_open_clip(
-    onnx_settings: Settings, encoder: ClipEncoder, sample_photos: Path
+    onnx_settings: Settings, encoder: TorchImageEncoder, sample_photos: Path
 ) -> None:
     onnx = load_image_encoder(onnx_settings)
     assert isinstance(onnx, OnnxImageEncoder) and onnx.identity == encoder.identity
@@ -68,8 +68,8 @@ def test_image_tower_and_its_preprocess_equal_open_clip(
 
 
 def test_engine_setting_is_honoured(onnx_settings: Settings) -> None:
-    assert isinstance(load_text_encoder(replace(onnx_settings, engine="torch")), TextEncoder)
-    assert isinstance(load_image_encoder(replace(onnx_settings, engine="torch")), ClipEncoder)
+    assert isinstance(load_text_encoder(replace(onnx_settings, engine="torch")), TorchTextEncoder)
+    assert isinstance(load_image_encoder(replace(onnx_settings, engine="torch")), TorchImageEncoder)
     assert isinstance(load_text_encoder(onnx_settings), OnnxTextEncoder)
     assert uses_onnx(replace(onnx_settings, engine="auto")) is not has_nvidia_gpu()
     assert Settings.from_env({"CLIPSEARCH_ENGINE": "ONNX"}).engine == "onnx"
@@ -110,7 +110,7 @@ def test_a_changed_or_stale_export_is_not_used(onnx_settings: Settings, tmp_path
     assert _find(own, folder) is None  # an older clipsearch's export
 
 
-def test_a_broken_export_is_exported_again(onnx_settings: Settings, encoder: ClipEncoder, tmp_path: Path) -> None:
+def test_a_broken_export_is_exported_again(onnx_settings: Settings, encoder: TorchImageEncoder, tmp_path: Path) -> None:
     own, folder = _own_copy(onnx_settings, tmp_path)
     data = folder / "model.onnx.data"
     with data.open("r+b") as handle:
@@ -122,7 +122,9 @@ def test_a_broken_export_is_exported_again(onnx_settings: Settings, encoder: Cli
     assert _find(own, folder) is not None
 
 
-def test_a_killed_export_leaves_nothing_that_is_used(onnx_settings: Settings, encoder: ClipEncoder, tmp_path: Path):
+def test_a_killed_export_leaves_nothing_that_is_used(
+    onnx_settings: Settings, encoder: TorchImageEncoder, tmp_path: Path
+):
     own = replace(onnx_settings, onnx_cache=tmp_path / "cache")
     folder = export_folder(own, "text")
     command = [sys.executable, "-m", "clipsearch.onnx_export", own.model_name, own.pretrained, "text", str(folder)]
@@ -152,7 +154,7 @@ def test_an_export_that_differs_from_open_clip_falls_back_to_torch_with_a_warnin
     recorded = (folder / MANIFEST).stat().st_mtime_ns
     with caplog.at_level(logging.WARNING):
         encoder = load_text_encoder(own)
-    assert isinstance(encoder, TextEncoder)
+    assert isinstance(encoder, TorchTextEncoder)
     assert "ONNX Runtime is not used" in caplog.text and "differ from open_clip's" in caplog.text
     load_text_encoder(own)
     assert (folder / MANIFEST).stat().st_mtime_ns == recorded, "a refused export is remembered, not redone"

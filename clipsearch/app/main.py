@@ -55,13 +55,22 @@ def main() -> None:
     library = resources.library(settings)
     library.schema()  # the model, and the index checked against it: here, where its errors reach run()
     pages = {
-        "search": st.Page(needs_index(settings, library, search.view), title="Search", icon="🔎", url_path="search",
-                          default=True),
-        "duplicates": st.Page(needs_index(settings, library, duplicates.view), title="Duplicates", icon="🪞",
-                              url_path="duplicates"),
-        "library": st.Page(lambda: library_view.view(settings, library), title="Library", icon="🗂️",
-                           url_path="library"),
-    }  # fmt: skip
+        "search": st.Page(
+            needs_index(settings, library, search.view), title="Search", icon=":material/search:", default=True
+        ),
+        "duplicates": st.Page(
+            needs_index(settings, library, duplicates.view),
+            title="Duplicates",
+            icon=":material/content_copy:",
+            url_path="duplicates",
+        ),
+        "library": st.Page(
+            lambda: library_view.view(settings, library),
+            title="Library",
+            icon=":material/photo_library:",
+            url_path="library",
+        ),
+    }
     current = st.navigation(list(pages.values()), position="top")
     if (old := st.query_params.get("view")) in pages:  # a link from before the views had their own paths
         del st.query_params["view"]

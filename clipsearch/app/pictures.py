@@ -122,7 +122,8 @@ def gallery_tile(rank: int, result: Result, library: Library) -> None:
             open_photo(hit, rank, library)
         if result.near_duplicates:
             folded = result.near_duplicates
-            with st.popover(f"+{len(folded)} near-duplicates", key=f"similar-{hit.key}"):
+            label = f"+{len(folded)} near-duplicate" + ("s" if len(folded) > 1 else "")
+            with st.popover(label, key=f"similar-{hit.key}"):
                 for other in folded[:SIMILAR_IN_FULL]:
                     near_duplicate(other, library)
                 if rest := folded[SIMILAR_IN_FULL:]:

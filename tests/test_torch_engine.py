@@ -10,14 +10,16 @@ import open_clip
 import pytest
 import torch
 
-from clipsearch.encoder import ClipEncoder, TextEncoder
 from clipsearch.errors import ConfigError
 from clipsearch.identity import pretrained_label
 from clipsearch.labels import rank_labels
 from clipsearch.photos import decode_photo
+from clipsearch.torch_engine import TorchImageEncoder, TorchTextEncoder
 
 
-def test_encodings_equal_open_clips_own(encoder: ClipEncoder, random_checkpoint: Path, sample_photos: Path) -> None:
+def test_encodings_equal_open_clips_own(
+    encoder: TorchImageEncoder, random_checkpoint: Path, sample_photos: Path
+) -> None:
     reference, _, preprocess = open_clip.create_model_and_transforms("ViT-B-32", pretrained=str(random_checkpoint))
     reference.eval()
     images = [decode_photo((sample_photos / name).read_bytes()) for name in ("chair.jpg", "giraffe.jpg")]
@@ -35,17 +37,17 @@ def test_encodings_equal_open_clips_own(encoder: ClipEncoder, random_checkpoint:
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
-def test_identity_is_computed_once_at_load(encoder: ClipEncoder, random_checkpoint: Path, monkeypatch) -> None:
+def test_identity_is_computed_once_at_load(encoder: TorchImageEncoder, random_checkpoint: Path, monkeypatch) -> None:
     import clipsearch.identity as identity_module
 
-    loaded = TextEncoder.load("ViT-B-32", str(random_checkpoint))
+    loaded = TorchTextEncoder.load("ViT-B-32", str(random_checkpoint))
     monkeypatch.setattr(identity_module, "file_fingerprint", lambda *args: pytest.fail("fingerprint read again"))
     assert loaded.identity == encoder.identity
     assert loaded.identity.pretrained.startswith("vit-b-32-random.pt#")
 
 
-def test_text_tower_alone_encodes_like_the_full_model(encoder: ClipEncoder, random_checkpoint: Path) -> None:
-    text_only = TextEncoder.load("ViT-B-32", str(random_checkpoint))
+def test_text_tower_alone_encodes_like_the_full_model(encoder: TorchImageEncoder, random_checkpoint: Path) -> None:
+    text_only = TorchTextEncoder.load("ViT-B-32", str(random_checkpoint))
     assert text_only.identity == encoder.identity
     tower_parameters = sum(p.numel() for p in text_only.tower.parameters())
     assert tower_parameters < 0.5 * sum(p.numel() for p in encoder.model.parameters())
@@ -55,7 +57,7 @@ def test_text_tower_alone_encodes_like_the_full_model(encoder: ClipEncoder, rand
     assert text_only.logit_scale == pytest.approx(encoder.logit_scale)
 
 
-def test_rank_labels_orders_by_similarity_with_clip_softmax(encoder: ClipEncoder, sample_photos: Path) -> None:
+def test_rank_labels_orders_by_similarity_with_clip_softmax(encoder: TorchImageEncoder, sample_photos: Path) -> None:
     labels = ["cat", "dog", "car", " ", "cat"]
     image = encoder.encode_images([decode_photo((sample_photos / "farm-animals-cat.jpg").read_bytes())])[0]
     ranked = rank_labels(encoder, image, labels)
@@ -88,19 +90,19 @@ def test_a_checkpoint_file_is_known_by_name_and_content_not_by_folder(random_che
 
 def test_unknown_model_or_tag_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="not an open_clip model"):
-        ClipEncoder.load("ViT-Z-99", "openai")
+        TorchImageEncoder.load("ViT-Z-99", "openai")
     with pytest.raises(ConfigError, match="neither a pretrained tag of ViT-B-32.*nor an existing checkpoint file"):
-        ClipEncoder.load("ViT-B-32", "no-such-tag-or-file")
+        TorchImageEncoder.load("ViT-B-32", "no-such-tag-or-file")
 
 
 # --- the loader ----------------------------------------------------------------------------
 
 
 def test_the_text_path_cut_at_end_of_text_equals_open_clips_encode_text(
-    encoder: ClipEncoder, random_checkpoint: Path
+    encoder: TorchImageEncoder, random_checkpoint: Path
 ) -> None:
     """The page's text tower runs each batch only up to its last end-of-text token: the same vectors."""
-    text_only = TextEncoder.load("ViT-B-32", str(random_checkpoint))
+    text_only = TorchTextEncoder.load("ViT-B-32", str(random_checkpoint))
     assert text_only.cut_at_end_of_text, "ViT-B-32's tower is causal and pools at end-of-text"
     tokenizer = open_clip.get_tokenizer("ViT-B-32")
     texts = [
@@ -120,7 +122,7 @@ def test_the_text_path_cut_at_end_of_text_equals_open_clips_encode_text(
 
 def test_the_text_tower_maps_the_checkpoint_instead_of_copying_it(random_checkpoint: Path) -> None:
     """Its weights are the memory-mapped checkpoint's tensors: nothing of the vision tower is read into memory."""
-    text_only = TextEncoder.load("ViT-B-32", str(random_checkpoint))
+    text_only = TorchTextEncoder.load("ViT-B-32", str(random_checkpoint))
     address = text_only.tower.token_embedding.weight.data_ptr()
     mapped_from = [
         line.split(maxsplit=5)[-1]

@@ -25,7 +25,7 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-class Encoder:
+class TorchEncoder:
     """The load path both encoders share: names checked, identity computed once, tokenizer, device.
 
     Subclasses load their weights in __init__; `load` is the way to make one.
@@ -54,7 +54,7 @@ class Encoder:
         raise NotImplementedError
 
 
-class ClipEncoder(Encoder):
+class TorchImageEncoder(TorchEncoder):
     """The whole model: photos and text."""
 
     def __init__(self, model_name: str, pretrained: str, device: torch.device) -> None:
@@ -87,7 +87,7 @@ class ClipEncoder(Encoder):
         return features
 
 
-class TextEncoder(Encoder):
+class TorchTextEncoder(TorchEncoder):
     """Only the text tower: what a text search needs, at about 40% of the full model's memory.
 
     The checkpoint is memory-mapped and the tower's weights are the mapped tensors themselves, so only
@@ -103,7 +103,7 @@ class TextEncoder(Encoder):
             self.logit_scale = float(state["logit_scale"].exp())
         del state
         if tower is None:  # a text tower open_clip builds some other way: take it from the full model
-            tower = ModelMethod(ClipEncoder(model_name, pretrained, device).model, "encode_text")
+            tower = ModelMethod(TorchImageEncoder(model_name, pretrained, device).model, "encode_text")
         self.tower = tower.to(device).eval()
         self.cut_at_end_of_text = ends_at_end_of_text(self.tower)
 
@@ -258,7 +258,7 @@ def image_tower(model_name: str, pretrained: str) -> torch.nn.Module:
         model = open_clip.create_model(model_name, pretrained, load_weights=False, device="meta")
     tower: torch.nn.Module = model.visual
     if not _assign(tower, state, "visual.") or _on_meta(tower):
-        tower = ClipEncoder(model_name, pretrained, torch.device("cpu")).model.visual
+        tower = TorchImageEncoder(model_name, pretrained, torch.device("cpu")).model.visual
     return tower.eval()
 
 

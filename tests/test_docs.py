@@ -1,0 +1,81 @@
+"""The docs say what the code does: every setting in the README's table, every URL parameter in SECURITY.md,
+and every import of the package along the layers of docs/development.md. Plain files: fast."""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import fields
+from pathlib import Path
+
+from clipsearch.links import OLD_NAMES, PARAMS
+from clipsearch.settings import ENV_NAMES, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "clipsearch"
+
+
+def table_rows(markdown: str, heading: str) -> list[list[str]]:
+    """The cells of the first table under `heading`."""
+    section = markdown.split(heading, 1)[1]
+    rows = []
+    for line in section.splitlines()[1:]:
+        if line.startswith("#"):
+            break
+        if line.startswith("|") and not line.startswith("| ---"):
+            rows.append([cell.strip() for cell in line.strip("|").split("|")])
+        elif rows and not line.strip():
+            break  # a blank line ends a Markdown table: rows after it would render as raw pipes
+    return rows[1:]  # without the header
+
+
+def test_every_setting_is_in_the_readme_table_by_its_variable() -> None:
+    assert set(ENV_NAMES) == {field.name for field in fields(Settings)}, "ENV_NAMES names every setting"
+    source = (PACKAGE / "settings.py").read_text(encoding="utf-8").split("def from_env", 1)[1]
+    assert all(f'"{name}"' in source for name in ENV_NAMES.values()), "from_env reads each variable"
+    rows = table_rows((ROOT / "README.md").read_text(encoding="utf-8"), "## Settings")
+    documented = {name for row in rows for name in re.findall(r"`([A-Z_]+)`", row[0])}
+    assert set(ENV_NAMES.values()) <= documented, set(ENV_NAMES.values()) - documented
+
+
+def test_every_url_parameter_is_in_the_security_doc() -> None:
+    rows = table_rows((ROOT / "docs" / "SECURITY.md").read_text(encoding="utf-8"), "## URL parameters")
+    documented = {name for row in rows for name in re.findall(r"`(\w+)`", row[0])}
+    assert set(PARAMS) | set(OLD_NAMES) <= documented, (set(PARAMS) | set(OLD_NAMES)) - documented
+
+
+def layers() -> dict[str, int]:
+    rows = table_rows((ROOT / "docs" / "development.md").read_text(encoding="utf-8"), "### Layers")
+    return {module: int(row[0]) for row in rows for module in re.findall(r"`(\w+)`", row[1])}
+
+
+def imported(path: Path) -> set[str]:
+    """The clipsearch modules a file imports (at its top or inside a function), by their first name."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "clipsearch":
+            parts = node.module.split(".")
+            found |= {parts[1]} if len(parts) > 1 else {alias.name for alias in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[1] for alias in node.names if alias.name.startswith("clipsearch.")}
+    return found
+
+
+def test_no_module_imports_from_a_layer_below_it() -> None:
+    layer = layers()
+    modules = {path: path.stem if path.parent == PACKAGE else path.parent.name for path in PACKAGE.rglob("*.py")}
+    unplaced = {name for name in modules.values() if name not in layer} - {"__init__"}
+    assert not unplaced, f"modules missing from the layers of docs/development.md: {unplaced}"
+    wrong = [
+        f"{path.relative_to(ROOT)} (layer {layer[name]}) imports {other} (layer {layer[other]})"
+        for path, name in modules.items()
+        if name != "__init__"
+        for other in imported(path)
+        if other != name and layer[other] > layer[name]
+    ]
+    assert not wrong, wrong
+
+
+def test_nothing_outside_the_page_imports_streamlit() -> None:
+    outside = [path for path in PACKAGE.rglob("*.py") if "app" not in path.relative_to(PACKAGE).parts[:1]]
+    assert not [path for path in outside if re.search(r"^\s*(import|from) streamlit\b", path.read_text(), re.M)]
