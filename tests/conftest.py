@@ -27,13 +27,25 @@ from clipsearch.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 # Tests never download weights: a missing checkpoint must fail at once, not after network time-outs.
 os.environ["HF_HUB_OFFLINE"] = "1"
-SLOW_FIXTURES = {"embedded_server", "random_checkpoint"}
+SLOW_FIXTURES = {"embedded_server", "own_server", "random_checkpoint", "run_cli"}  # a server, the model, a subprocess
+SLOW_MODULES = {"test_connection", "test_server", "test_benchmarks"}  # each test starts servers of its own
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The one place that marks tests slow: by the fixtures they use, or the module they are in."""
     for item in items:
-        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.path.stem in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
+    """An embedded server of this test's own (not yet started), stopped afterwards."""
+    server = EmbeddedServer(tmp_path / "data")
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ def bench_env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
 
 
-@pytest.mark.slow
 def test_the_scale_benchmark_runs(run_cli, bench_env: dict[str, str]) -> None:
     done = run_cli(bench_env, "--quick", script="scripts/bench_search.py", timeout=600)
     assert done.returncode == 0, done.stderr
@@ -22,7 +21,6 @@ def test_the_scale_benchmark_runs(run_cli, bench_env: dict[str, str]) -> None:
         assert line in done.stdout
 
 
-@pytest.mark.slow
 def test_the_duplicates_benchmark_runs(run_cli, bench_env: dict[str, str]) -> None:
     done = run_cli(bench_env, "--quick", script="scripts/bench_duplicates.py", timeout=600)
     assert done.returncode == 0, done.stderr

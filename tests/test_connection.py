@@ -18,8 +18,6 @@ from clipsearch.errors import NoVectorSearch, ServerUnreachable, TlsRefused, Wro
 from clipsearch.server import EmbeddedServer, valkey_binary
 from clipsearch.settings import Settings
 
-pytestmark = pytest.mark.slow
-
 
 def start_plain_valkey(folder: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
     """A real Valkey without the search module, on a loopback port."""

@@ -19,7 +19,6 @@ from clipsearch.errors import ServerError
 from clipsearch.server import EmbeddedServer, valkey_binary
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.slow
 
 
 def test_socket_is_private_and_there_is_no_tcp_port(embedded_server: EmbeddedServer) -> None:

@@ -103,9 +103,8 @@ def test_odd_paths_round_trip(client, settings: Settings) -> None:
     assert hit.path == odd and hit.photo.name == "caf\u00e9 \udcff.jpg"
 
 
-@pytest.mark.slow
-def test_data_and_index_survive_restart(tmp_path) -> None:
-    server = EmbeddedServer(tmp_path / "data")
+def test_data_and_index_survive_restart(own_server: EmbeddedServer) -> None:
+    server = own_server
     settings = Settings(data_dir=server.data_dir, index_name="persist")
     vectors = unit_vectors(np.random.default_rng(5), 50, 512)
     try:
