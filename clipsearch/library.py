@@ -27,7 +27,7 @@ from clipsearch.loader import LoadOptions, LoadReport, PhotoLoader, ProgressCall
 from clipsearch.photos import BadPhoto, decode_query_photo, file_under
 from clipsearch.query import BadQuery, combine, parse_query
 from clipsearch.results import Results, SearchOptions, find
-from clipsearch.schema import PHOTO_FIELDS, IndexSchema
+from clipsearch.schema import PHOTO_FIELDS, IndexSchema, Photo
 from clipsearch.server import LoadingCallback
 from clipsearch.settings import Settings
 from clipsearch.store import Hit, PhotoStore
@@ -261,6 +261,10 @@ class Library:
     ) -> Results:
         """The results of a query vector: near-duplicates folded, variety, the cut, the order (results.find)."""
         return find(self._any_store(), vector, options, where=where, fields=fields)
+
+    def photos(self, keys: Sequence[str], fields: Sequence[str] = PHOTO_FIELDS) -> list[Photo | None]:
+        """The fields of some of the index's photos (None for a key that is gone)."""
+        return self._any_store().get(keys, fields)
 
     def cameras(self) -> list[str]:
         return self.store().cameras()

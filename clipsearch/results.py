@@ -21,7 +21,7 @@ from clipsearch.store import Hit, PhotoStore
 MAX_CANDIDATES = 2000  # the most candidates one search reads back (2 KiB of vector each)
 EXTRA_CANDIDATES = 20  # beyond k: enough to see the drop of the scores after the k-th
 VARIETY_POOL = 4  # variety chooses among this many candidates per result wanted
-SIMILAR_IN_FULL = 8  # folded photos per result read with every field asked for; the rest with path and name
+NEAR_DUPLICATE_FIELDS = ("path", "name")  # what is read of a folded photo (a viewer reads more of those it shows)
 
 
 @dataclass(frozen=True)
@@ -91,8 +91,9 @@ def find(
     where: SearchFilter | None = None,
     fields: Sequence[str] = PHOTO_FIELDS,
 ) -> Results:
-    """The results of one query vector as `options` say, with `fields` read for every photo shown (folded
-    ones too). Asks the index for more candidates, up to MAX_CANDIDATES, until folding leaves k results."""
+    """The results of one query vector as `options` say, with `fields` read for every result (and the path
+    and name of the photos folded under them). Asks the index for more candidates, up to MAX_CANDIDATES, until
+    folding leaves k results."""
     with_vectors = options.fold or options.variety > 0
     per_result = VARIETY_POOL if options.variety else 2 if options.fold else 1
     pool = min(MAX_CANDIDATES, max(options.k + EXTRA_CANDIDATES, options.k * per_result))
@@ -183,12 +184,12 @@ def mmr_order(vectors: np.ndarray, query: np.ndarray, k: int, variety: float) ->
 
 
 def _with_fields(store: PhotoStore, results: Sequence[Result], fields: Sequence[str]) -> list[Result]:
-    """The results with `fields` read for each photo and its first folded ones, and the path and name of the
-    rest (a burst of fifty shots folds fifty thumbnails that nobody asked to see), in one round trip each."""
-    full = [hit.key for result in results for hit in (result.hit, *result.near_duplicates[:SIMILAR_IN_FULL])]
-    brief = [hit.key for result in results for hit in result.near_duplicates[SIMILAR_IN_FULL:]]
+    """The results with `fields` read for each photo, and the path and name of the photos folded under them (a
+    burst of fifty shots folds fifty thumbnails that nobody asked to see), in one round trip each."""
+    full = [result.hit.key for result in results]
+    brief = [hit.key for result in results for hit in result.near_duplicates]
     rows = dict(zip(full, store.get(full, list(dict.fromkeys([*fields, "taken"]))), strict=True))
-    rows |= dict(zip(brief, store.get(brief, ["path", "name"]), strict=True))
+    rows |= dict(zip(brief, store.get(brief, NEAR_DUPLICATE_FIELDS), strict=True))
 
     def filled(hit: Hit) -> Hit:
         row = rows[hit.key]

@@ -466,18 +466,21 @@ def planted(app_env: Settings, open_test_index, encoder, photo_folder: Path, pla
     return store
 
 
-def popovers(app: AppTest) -> dict[str, list[str]]:
-    """Each "+N near-duplicates" popover's label and the names of the photos in it."""
-    return {
-        popover.proto.popover.label: [
-            unescape(SIMILAR.match(caption)[2])
-            for image in popover.children.values()
-            if image.type == "image"
-            for caption in image.captions
+def near_duplicates(app: AppTest) -> dict[str, list[str]]:
+    """Each "+N near-duplicates" button's label and the names of the photos its dialog pictures (clicked one
+    after the other: a search itself sends none of their pictures)."""
+    folded = {}
+    for key, label in [(button.key, button.label) for button in app.button if re.match(NEAR, button.label)]:
+        assert not [caption for image in app.image for caption in image.captions if SIMILAR.match(caption)]
+        app.button(key=key).click().run()
+        folded[label] = [
+            unescape(match[2]) for image in app.image for caption in image.captions if (match := SIMILAR.match(caption))
         ]
-        for popover in app.get("popover")
-        if re.match(r"^\+\d+ near-duplicates?$", popover.proto.popover.label)
-    }
+        app.run()  # the dialog closes
+    return folded
+
+
+NEAR = re.compile(r"^\+\d+ near-duplicates?$")
 
 
 def test_near_duplicates_fold_under_the_best_and_the_toggle_round_trips(
@@ -489,7 +492,7 @@ def test_near_duplicates_fold_under_the_best_and_the_toggle_round_trips(
     assert app.toggle(key="fold").value is True
     shown = results(app)
     assert len(shown) == 5 and shown[0][2] in {"monuments-navajo.jpg", "monuments-navajo-png.png"}
-    folded = popovers(app)
+    folded = near_duplicates(app)
     copies = {"monuments-navajo.jpg", *(Path(path).name for path in planted_duplicates["monuments-navajo.jpg"])}
     assert {shown[0][2], *folded["+4 near-duplicates"]} == copies
     assert not copies & {name for _, _, name in shown[1:]}, "the other four results are other photos"
@@ -497,7 +500,9 @@ def test_near_duplicates_fold_under_the_best_and_the_toggle_round_trips(
     assert any(f"{total} near-duplicates folded" in md.value for md in app.markdown)
 
     plain = run_app(like=key, k="5", fold="false")
-    assert plain.toggle(key="fold").value is False and not popovers(plain)
+    assert plain.toggle(key="fold").value is False and not [
+        button for button in plain.button if NEAR.match(button.label)
+    ]
     assert {name for _, _, name in results(plain)} == copies, "unfolded, the copies fill the five places"
     app.toggle(key="fold").set_value(False).run()
     assert results(app) == results(plain)
@@ -511,8 +516,9 @@ def test_a_burst_shows_the_first_folded_photos_and_names_the_rest(
     PhotoLoader(indexed, lambda: encoder, LoadOptions(), show_bar=False).index_folder(photo_folder)
     app = run_app(like=_key_of(indexed, "kingfisher.jpg"), k="3")
     assert_clean(app)
-    [(label, pictured)] = popovers(app).items()
+    [(label, pictured)] = near_duplicates(app).items()
     assert label == "+12 near-duplicates" and len(pictured) == 8
+    app.button(key=next(button.key for button in app.button if NEAR.match(button.label))).click().run()
     [rest] = [caption.value for caption in app.caption if caption.value.startswith("and 4 more: ")]
     named = set(unescape(rest.removeprefix("and 4 more: ")).split(", "))
     assert (

@@ -252,8 +252,9 @@ def test_folding_the_cut_and_show_more_write_the_url_and_a_shared_link_restores_
         similar = page.get_by_role("button", name=re.compile(r"^\+\d+ near-duplicates?$"))  # the samples hold some
         expect(similar.first).to_be_visible()
         similar.first.click()
-        expect(page.get_by_text("≈ ", exact=False).first).to_be_visible(timeout=30_000)
+        expect(page.get_by_role("dialog").get_by_text("≈ ", exact=False).first).to_be_visible(timeout=30_000)
         page.keyboard.press("Escape")
+        expect(page.get_by_role("dialog")).to_have_count(0)
 
         page.get_by_role("button", name="Results", exact=True).click()
         page.get_by_text("Fold near-duplicates").click()

@@ -11,7 +11,7 @@ import pytest
 
 from clipsearch.duplicates import find_duplicates
 from clipsearch.loader import LoadOptions, PhotoLoader
-from clipsearch.results import SIMILAR_IN_FULL, Cut, SearchOptions, find
+from clipsearch.results import Cut, SearchOptions, find
 from clipsearch.schema import PHOTO_FIELDS
 from clipsearch.store import PhotoStore
 
@@ -180,8 +180,8 @@ def test_a_group_larger_than_the_first_ask_is_found_whole(
     options = SearchOptions(k=3, duplicate_similarity=planted_similarity)
     folded = find(store, store.vector_of(group.members[0].key), options, fields=(*PHOTO_FIELDS, "thumbnail")).shown[0]
     assert len(folded.near_duplicates) == 13
-    assert all(hit.photo.thumbnail for hit in folded.near_duplicates[:SIMILAR_IN_FULL]), "the first ones in full"
-    assert all(hit.photo.thumbnail is None and hit.path for hit in folded.near_duplicates[SIMILAR_IN_FULL:])
+    assert folded.hit.photo.thumbnail, "the result in full"
+    assert all(hit.photo.thumbnail is None and hit.path for hit in folded.near_duplicates), "the folded: named only"
 
 
 def test_cli_duplicates_and_search_flags(

@@ -15,10 +15,12 @@ from clipsearch.display import escape_markdown
 from clipsearch.labels import DEFAULT_LABELS, LabelList, rank_labels
 from clipsearch.library import Library
 from clipsearch.photos import BadPhoto, decode_photo, display_path, make_thumbnail, read_file, taken_iso
-from clipsearch.results import SIMILAR_IN_FULL, Result
+from clipsearch.results import Result
+from clipsearch.schema import PHOTO_FIELDS
 from clipsearch.store import Hit
 
 DIALOG_SIDE = 1600  # "Open" sends this much, not the camera's full file
+NEAR_DUPLICATES_PICTURED = 8  # of a result's near-duplicates; the rest are named
 TOP_LABELS = 5
 # Gallery tiles of one shape, cropped to fill; "Open" shows the whole photo.
 GALLERY_CSS = "<style>.st-key-gallery img {aspect-ratio: 4 / 3; object-fit: cover;}</style>"
@@ -120,15 +122,26 @@ def gallery_tile(rank: int, result: Result, library: Library) -> None:
         st.button("More like this", key=f"like-{hit.key}", on_click=more_like, args=(hit.key,))
         if st.button("Open", key=f"open-{hit.key}"):
             open_photo(hit, rank, library)
-        if result.near_duplicates:
-            folded = result.near_duplicates
+        if folded := result.near_duplicates:
             label = f"+{len(folded)} near-duplicate" + ("s" if len(folded) > 1 else "")
-            with st.popover(label, key=f"similar-{hit.key}"):
-                for other in folded[:SIMILAR_IN_FULL]:
-                    near_duplicate(other, library)
-                if rest := folded[SIMILAR_IN_FULL:]:
-                    names = ", ".join(escape_markdown(display_path(other.photo.name or other.path)) for other in rest)
-                    st.caption(f"and {len(rest)} more: {names}")
+            if st.button(label, key=f"similar-{hit.key}"):
+                near_duplicates(result, library)
+
+
+@st.dialog("Near-duplicates", width="large")
+def near_duplicates(result: Result, library: Library) -> None:
+    """The photos folded under a result: pictured when asked for, so that a search sends none of them."""
+    st.caption(f"Folded under {escape_markdown(display_path(result.hit.photo.name or result.hit.path))}.")
+    folded = result.near_duplicates
+    shown = folded[:NEAR_DUPLICATES_PICTURED]
+    photos = library.photos([hit.key for hit in shown], (*PHOTO_FIELDS, "thumbnail"))
+    cells = st.columns(4)
+    for place, (hit, photo) in enumerate(zip(shown, photos, strict=True)):
+        with cells[place % 4]:
+            near_duplicate(Hit(hit.key, hit.score, photo) if photo else hit, library)
+    if rest := folded[NEAR_DUPLICATES_PICTURED:]:
+        names = ", ".join(escape_markdown(display_path(other.photo.name or other.path)) for other in rest)
+        st.caption(f"and {len(rest)} more: {names}")
 
 
 def near_duplicate(hit: Hit, library: Library) -> None:
@@ -138,4 +151,4 @@ def near_duplicate(hit: Hit, library: Library) -> None:
         f"≈ {hit.score:.3f} · {escape_markdown(display_path(photo.name or hit.path))} · "
         f"{photo.width} x {photo.height} px"
     )
-    captioned_picture(hit, library, caption, resources.PREVIEW_SIDE)
+    captioned_picture(hit, library, caption, "stretch")
