@@ -87,17 +87,23 @@ class Export:
         return self
 
 
+def file_record(path: Path) -> dict[str, Any]:
+    """What an export records of each of its files, and what every load checks again: size and SHA-256."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
 def _file_problem(path: Path, recorded: dict[str, Any]) -> str | None:
     try:
         if path.stat().st_size != recorded["size"]:
             return "has another size than exported"
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 22):
-                digest.update(chunk)
+        found = file_record(path)
     except OSError as error:
         return f"cannot be read ({error.strerror})"
-    return None if digest.hexdigest() == recorded["sha256"] else "has changed since it was exported"
+    return None if found["sha256"] == recorded["sha256"] else "has changed since it was exported"
 
 
 def exported(settings: Settings, tower: str) -> Export:
@@ -150,14 +156,15 @@ def _run_export(settings: Settings, tower: str, folder: Path) -> None:
     raise OnnxUnusable(f"the export failed (exit {done.returncode}): {message}")
 
 
-def session(path: Path, batches: bool = False, threads: int = 0) -> onnxruntime.InferenceSession:
-    """An ONNX Runtime session of an exported tower, for queries or, with `batches`, for the loader's batches.
+def session(path: Path, packed: bool = False, threads: int = 0) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime session of an exported tower.
 
-    A session for queries reads the weights where they lie: without prepacking (MLAS's copy of each weight
-    matrix in its own layout) and without the memory arena, the external weights file is mapped, not copied,
-    so a page's towers take page cache that the kernel can share and reclaim instead of memory of their own,
-    for some of the speed of a single query (docs/public-app.md has the figures). The loader's batches keep
-    the prepacked weights, where they pay.
+    `packed`: MLAS copies each weight matrix into its own layout once (prepacking), and ONNX Runtime then
+    lets go of the mapped weights file: the same resident memory, as memory of the process's own rather than
+    page cache, and each run no longer packs every matrix again. The text tower (every search) and the
+    loader's batches run packed. Unpacked, without the memory arena, a session reads the weights where they
+    lie in the mapped file, page cache that the kernel can share and reclaim: the image tower of a page, used
+    only for an upload, runs so (docs/public-app.md has the figures).
 
     `threads`: each run's operators use that many threads (0: ONNX Runtime's choice, one per core), and one
     run's graph runs in order: a page's concurrent queries are many runs at once, each on its caller's thread.
@@ -167,7 +174,7 @@ def session(path: Path, batches: bool = False, threads: int = 0) -> onnxruntime.
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-    if not batches:
+    if not packed:
         options.enable_cpu_mem_arena = False
         options.add_session_config_entry("session.disable_prepacking", "1")
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -188,7 +195,7 @@ class OnnxTextEncoder:
         self.identity = ModelIdentity(manifest["model"], manifest["pretrained"], manifest["dim"])
         self.logit_scale = float(manifest["logit_scale"])
         self.tokenizer = ClipTokenizer(export.folder / VOCABULARY_FILE, manifest["context_length"])
-        self.session = session(export.folder / MODEL_FILE, threads=threads)
+        self.session = session(export.folder / MODEL_FILE, packed=True, threads=threads)
 
     @classmethod
     def load(cls, settings: Settings) -> Self:

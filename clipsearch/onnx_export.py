@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import gc
-import hashlib
 import json
 import os
 import shutil
@@ -36,6 +35,7 @@ from clipsearch.onnx_engine import (
     TOLERANCE,
     Export,
     clip_pixels,
+    file_record,
     normalised,
     numpy_reproduces,
     private_folder,
@@ -194,20 +194,12 @@ def export(model_name: str, pretrained: str, tower: str, folder: Path) -> None:
         work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         try:
             manifest = (export_text if tower == "text" else export_image)(model_name, pretrained, work)
-            manifest["files"] = {path.name: _file_record(path) for path in sorted(work.iterdir())}
+            manifest["files"] = {path.name: file_record(path) for path in sorted(work.iterdir())}
             (work / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
             _sync(work)
             _replace(work, folder)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-
-
-def _file_record(path: Path) -> dict[str, Any]:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
 
 
 def _sync(folder: Path) -> None:
