@@ -63,15 +63,15 @@ def test_cli_query_vector_is_the_weighted_sum_and_hits_equal_brute_force(
     store = open_test_index()
     rows = dict(store.scan(("path", "vector")))
     keys = list(rows)
-    matrix = np.stack([rows[key]["vector"] for key in keys])
-    like = next(key for key in keys if rows[key]["path"] == "chair.jpg")
+    matrix = np.stack([rows[key].vector for key in keys])
+    like = next(key for key in keys if rows[key].path == "chair.jpg")
     photo = sample_photos / "giraffe.jpg"
     query = "2:golden retriever + pool - 0.5:people"
     found = run_cli(cli_env, "search", query, "--image", str(photo), "--like", like, "--k", "8", "--json", "--no-dedup")
     assert found.returncode == 0, found.stderr
     texts = encoder.encode_text(["golden retriever", "pool", "people"])  # each term encoded on its own
     image = encoder.encode_images([encoder_photo(photo)])[0]
-    expected = 2 * texts[0] + texts[1] - 0.5 * texts[2] + image + rows[like]["vector"]
+    expected = 2 * texts[0] + texts[1] - 0.5 * texts[2] + image + rows[like].vector
     expected /= np.linalg.norm(expected)
     scores = matrix @ expected
     best = np.argsort(-scores)[:8]
@@ -81,7 +81,7 @@ def test_cli_query_vector_is_the_weighted_sum_and_hits_equal_brute_force(
 
     without_people = run_cli(cli_env, "search", "- people", "--like", like, "--k", "3", "--json", "--no-dedup")
     assert without_people.returncode == 0, "with a photo, the words may be only negative"
-    expected = rows[like]["vector"] - texts[2]
+    expected = rows[like].vector - texts[2]
     scores = matrix @ (expected / np.linalg.norm(expected))
     assert [hit["key"] for hit in json.loads(without_people.stdout)] == [keys[i] for i in np.argsort(-scores)[:3]]
     only_negative = run_cli(cli_env, "search", "- people")
