@@ -168,12 +168,16 @@ def session(path: Path, packed: bool = False, threads: int = 0) -> onnxruntime.I
 
     `threads`: each run's operators use that many threads (0: ONNX Runtime's choice, one per core), and one
     run's graph runs in order: a page's concurrent queries are many runs at once, each on its caller's thread.
+    Those threads sleep when a run ends instead of spinning while they wait for the next one: between two
+    searches a spinning pool takes the cores that the browser, the Valkey server and the page's own work
+    need (docs/public-app.md has the figures), and the loader's decoding threads need them too.
     """
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only: the graph optimiser's notes are not for users
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if not packed:
         options.enable_cpu_mem_arena = False
         options.add_session_config_entry("session.disable_prepacking", "1")

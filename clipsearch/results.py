@@ -21,6 +21,7 @@ from clipsearch.store import Hit, PhotoStore
 MAX_CANDIDATES = 2000  # the most candidates one search reads back (2 KiB of vector each)
 EXTRA_CANDIDATES = 20  # beyond k: enough to see the drop of the scores after the k-th
 VARIETY_POOL = 4  # variety chooses among this many candidates per result wanted
+ROUNDING = 1e-6  # a unit vector's float32 product with itself may come out this far under 1
 NEAR_DUPLICATE_FIELDS = ("path", "name")  # what is read of a folded photo (a viewer reads more of those it shows)
 
 
@@ -140,14 +141,14 @@ def fold(hits: Sequence[Hit], similarity: float | None) -> list[Result]:
 
 def fold_heads(vectors: np.ndarray, similarity: float) -> list[int]:
     """For rows best first, the row each one folds under: the most similar earlier head at least `similarity`
-    to it, or itself (a head)."""
+    to it (within float32 rounding: two identical photos fold at similarity 1), or itself (a head)."""
     heads: list[int] = []
     head_of: list[int] = []
     for place, vector in enumerate(vectors):
         if heads:
             similarities = vectors[heads] @ vector
             best = int(np.argmax(similarities))
-            if similarities[best] >= similarity:
+            if similarities[best] >= similarity - ROUNDING:
                 head_of.append(heads[best])
                 continue
         heads.append(place)

@@ -1,6 +1,6 @@
 """The search page in a real browser: query round trip, memory and cold start, against a bare Streamlit floor.
 
-Usage: python scripts/bench_page.py [--queries 12] [--pretrained TAG_OR_FILE] [--photos photos]
+Usage: python scripts/bench_page.py [--queries 30] [--pretrained TAG_OR_FILE] [--photos photos]
 
 Indexes the sample photos into a private embedded server, then starts `streamlit run` four times, one
 after the other: scripts/reference_page.py (a bare page with the same gallery shape and 12 cached
@@ -39,6 +39,7 @@ QUERIES = [
     "a cat", "snowy streets", "a red car", "old tools", "a bridge at night", "food on a plate", "a tower",
     "a woolen hat", "santa claus", "a man jumping", "a dog on a chair", "a harbour", "an old church",
 ]  # fmt: skip
+SCENES = ("", " at dusk", " in winter", " seen from above")
 # (column, script, CLIPSEARCH_ENGINE): the ONNX runs share one export cache, empty before the first.
 RUNS = (
     ("reference", "scripts/reference_page.py", "auto"),
@@ -83,11 +84,14 @@ def measure(script: str, env: dict[str, str], queries: list[str], page: Page, lo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--queries", type=int, default=12, help="round trips to time (after the cold start)")
+    parser.add_argument("--queries", type=int, default=30, help="round trips to time (after the cold start)")
     parser.add_argument("--pretrained", help=PRETRAINED_HELP)
     parser.add_argument("--photos", type=Path, default=ROOT / "photos")
     args = parser.parse_args()
-    queries = (QUERIES * 4)[: args.queries + 1]
+    if not 1 <= args.queries < len(QUERIES) * len(SCENES):
+        parser.error(f"--queries: 1 to {len(QUERIES) * len(SCENES) - 1} (the distinct queries it has)")
+    # All distinct: a repeated query would be served from the page's cache of encoded terms.
+    queries = [f"{query}{scene}" for scene in SCENES for query in QUERIES][: args.queries + 1]
 
     with scratch_and_weights(args.pretrained) as (scratch, pretrained):
         server = EmbeddedServer(scratch / "data")

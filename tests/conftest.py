@@ -6,6 +6,7 @@ unit tests that need neither, in seconds.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import shutil
@@ -248,16 +249,23 @@ def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
 
 @pytest.fixture(scope="session")
 def camera_jpeg() -> Callable[..., bytes]:
-    """Makes a camera-sized JPEG: a smooth scene with sensor-like noise, and an EXIF orientation."""
+    """Makes a camera-sized JPEG: a smooth scene with sensor-like noise, and an EXIF orientation (each size and
+    orientation made once for the session)."""
 
-    def make(width: int, height: int, orientation: int = 1) -> bytes:
+    @functools.cache
+    def scene(width: int, height: int) -> Image.Image:
         rng = np.random.default_rng(3)
-        scene = np.linspace(0, 255, width)[None, :, None] * np.linspace(0.3, 1, height)[:, None, None]
-        pixels = np.clip(scene + rng.normal(0, 8, (height, width, 3)), 0, 255).astype(np.uint8)
+        across, down = np.linspace(0, 255, width, dtype=np.float32), np.linspace(0.3, 1, height, dtype=np.float32)
+        light = across[None, :, None] * down[:, None, None]
+        noise = rng.standard_normal((height, width, 3), dtype=np.float32) * 8
+        return Image.fromarray(np.clip(light + noise, 0, 255).astype(np.uint8))
+
+    @functools.cache
+    def make(width: int, height: int, orientation: int = 1) -> bytes:
         exif = Image.Exif()
         exif[0x0112] = orientation
         buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, "JPEG", quality=90, exif=exif)
+        scene(width, height).save(buffer, "JPEG", quality=90, exif=exif)
         return buffer.getvalue()
 
     return make

@@ -172,9 +172,11 @@ def test_an_orientation_turns_the_shrunk_photo(tmp_path: Path) -> None:
     assert image.getpixel((224, 0)) == (255, 255, 255), "the stored top left is now the top right"
 
 
-def hostile_files(folder: Path) -> dict[str, Path]:
+@pytest.fixture(scope="module")
+def hostile_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The issue's small uploads that decode to a gigabyte: a 7071x7071 RGBA PNG, the same canvas in 16-bit
     grey, a progressive JPEG of it, and a 4000x3000 RGBA PNG that is in bounds."""
+    folder = tmp_path_factory.mktemp("hostile")
     side = 7071
     files = {name: folder / name for name in ("rgba.png", "grey16.png", "progressive.jpg", "rgba-12mpx.png")}
     Image.new("RGBA", (side, side), (10, 200, 30, 128)).save(files["rgba.png"])
@@ -218,9 +220,9 @@ def decode_uploads(*paths: Path) -> tuple[int, float, list[str]]:
     return int(rise_mb), float(cpu_s), outcomes.split("|")
 
 
-def test_a_small_upload_never_decodes_to_a_gigabyte(tmp_path: Path) -> None:
+def test_a_small_upload_never_decodes_to_a_gigabyte(hostile_files: dict[str, Path]) -> None:
     """On main the first three raised the peak by 1,146, 622 and 148 MB (2.8 s of CPU for the first)."""
-    files = hostile_files(tmp_path)
+    files = hostile_files
     for name in ("rgba.png", "grey16.png", "progressive.jpg", "rgba-12mpx.png"):
         rise_mb, cpu_s, [outcome] = decode_uploads(files[name])
         assert rise_mb < 200 and cpu_s < 1.0, (name, rise_mb, cpu_s, outcome)
@@ -230,9 +232,9 @@ def test_a_small_upload_never_decodes_to_a_gigabyte(tmp_path: Path) -> None:
             assert outcome.startswith("("), outcome  # decoded: a size
 
 
-def test_uploads_that_arrive_together_decode_one_at_a_time(tmp_path: Path) -> None:
+def test_uploads_that_arrive_together_decode_one_at_a_time(hostile_files: dict[str, Path]) -> None:
     """Four 16-bit uploads at once take the memory of one: each would take about 100 MB."""
-    files = hostile_files(tmp_path)
+    files = hostile_files
     one, _, _ = decode_uploads(files["grey16.png"])
     four, _, outcomes = decode_uploads(*[files["grey16.png"]] * 4)
     assert outcomes == ["(472, 472)"] * 4  # 7071 / 15, rounded up: the last block is part of a block

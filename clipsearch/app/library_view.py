@@ -34,15 +34,15 @@ def index_panel(settings: Settings, library: Library) -> None:
     changes reruns it alone, not the search."""
     try:
         store = library.store()
-        count, schema = store.count(), store.schema
+        version, schema = store.version(), store.schema
+        count = resources.count(library, schema.name, version)
     except IndexMissing:
-        store, count, schema = None, 0, library.schema()
+        version, count, schema = "", 0, library.schema()
     st.metric("Photos indexed", count)
     st.caption(f"**Model** {schema.model.name} · {schema.model.pretrained} · {schema.model.dim}-d")
     st.caption(f"**Index** `{schema.name}` ({schema.algorithm}, cosine)")
     st.caption(f"**Server** {settings.server_label}")
     if library.may_index(settings.photos_dir):
-        version = store.version() if store else ""
         waiting = resources.pending(library, schema.name, settings.photos_dir, version)
         if waiting:
             st.warning(f"{waiting} photos in `{settings.photos_dir}` are new, changed or gone.")

@@ -108,13 +108,19 @@ def labels_vectors(_encoder: TextEncoding, model: str, labels: tuple[str, ...]) 
     return label_vectors(_encoder, labels)
 
 
-@st.cache_data(show_spinner=False)
+@st.cache_data(max_entries=64, show_spinner=False)
 def cameras(_library: Library, index_name: str, version: str) -> list[str]:
     """The index's cameras, read once per index version (it reads every document)."""
     return _library.cameras()
 
 
-@st.cache_data(show_spinner=False)
+@st.cache_data(max_entries=64, show_spinner=False)
+def count(_library: Library, index_name: str, version: str) -> int:
+    """How many photos the index holds, asked of the server once per index version rather than on every rerun."""
+    return _library.store().count()
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
 def pending(_library: Library, index_name: str, photos_dir: Path, version: str) -> int:
     """Photos in the folder that the index lacks or holds stale: it walks the folder and reads every document's
     bookkeeping, so it runs once per index version ("Check for changes" runs it again)."""
