@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 import valkey
 from tqdm import tqdm
 
+from clipsearch.connection import LOST
 from clipsearch.errors import ClipsearchError, IndexMissing
 from clipsearch.filters import ORDERS, SearchFilter
 from clipsearch.library import Library
-from clipsearch.loader import LoadOptions
+from clipsearch.loader import LoadOptions, Part
 from clipsearch.photos import BadPhoto, display_path, read_file, taken_iso
 from clipsearch.results import Cut, Result, SearchOptions
 from clipsearch.server import EmbeddedServer
@@ -109,6 +110,12 @@ def add_index_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv-column", help="column of --from-csv (default: photo_image_url, image_url, url or path)")
     parser.add_argument("--prune", action="store_true", help="remove documents whose files are gone")
     parser.add_argument("--rebuild", action="store_true", help="drop the index first and encode everything again")
+    parser.add_argument(
+        "--part",
+        type=part_argument,
+        metavar="I/N",
+        help="only part I of N of the photos (by a hash of each path): N loaders, on N machines, fill one index",
+    )
     parser.add_argument("--strict", action="store_true", help="exit with status 1 if any photo failed")
     parser.add_argument("--no-thumbnails", action="store_true", help="store no thumbnails (very large collections)")
     parser.add_argument(
@@ -136,6 +143,13 @@ def add_index_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             f"--{name.replace('_', '-')}", type=positive_int, default=default, help=f"{help_text} ({default:,})"
         )
+
+
+def part_argument(text: str) -> Part:
+    try:
+        return Part.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def positive_int(text: str) -> int:
@@ -179,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ClipsearchError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
-    except (valkey.ConnectionError, valkey.TimeoutError) as error:
+    except LOST as error:
         print(
             f"error: lost the connection to the Valkey server ({error}). Every photo written before is complete: "
             "once the server is back (the embedded one starts again by itself), run the same command again to finish.",
@@ -213,9 +227,11 @@ def index_command(settings: Settings, args: argparse.Namespace) -> int:
         allow_other_folder=args.allow_other_folder,
         allow_any_path=args.allow_any_path,
         allow_private_hosts=args.allow_private_hosts,
+        part=args.part,
     )
     library = Library(settings)
-    print(f"indexing {args.from_csv or folder} into {settings.index_name!r} on {settings.server_label}")
+    part = f" (part {args.part})" if args.part else ""
+    print(f"indexing {args.from_csv or folder}{part} into {settings.index_name!r} on {settings.server_label}")
     if args.from_csv is not None:
         indexed = library.index_csv(args.from_csv, args.csv_column, options, rebuild=args.rebuild)
     else:
@@ -386,7 +402,7 @@ def drop_command(settings: Settings, yes: bool) -> int:
 
 
 def server_command(settings: Settings, action: str) -> int:
-    server = EmbeddedServer(settings.data_dir, allow_shared=settings.allow_shared_data_dir)
+    server = EmbeddedServer.of(settings)
     if action == "start":
         server.ensure_started()
         action = "status"

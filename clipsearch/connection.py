@@ -5,26 +5,31 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 import valkey
+from valkey.cluster import ValkeyCluster
+from valkey.exceptions import ClusterError, ValkeyClusterException
 
 from clipsearch.errors import NoVectorSearch, ServerUnreachable, TlsRefused, WrongCredentials
 from clipsearch.server import EmbeddedServer, LoadingCallback, report_loading
 from clipsearch.settings import TLS_SCHEMES, Settings, redact_url
 
 NO_VECTOR_SEARCH = "this server has no FT.CREATE with VECTOR: use Valkey with valkey-search, Redis 8, or Redis Stack"
+# A server, or a cluster of them: a cluster's client sends each key's command to the primary of its slot.
+Client: TypeAlias = valkey.Valkey | ValkeyCluster
 
 
-def connect(settings: Settings, on_loading: LoadingCallback | None = None) -> valkey.Valkey:
-    """A client that has reached the server, authenticated, and found vector search there.
+def connect(settings: Settings, on_loading: LoadingCallback | None = None) -> Client:
+    """A client that has reached the server, authenticated, and found vector search there; valkey-py's cluster
+    client where the server is a node of a cluster (any node's URL will do: it finds the others).
 
     A server still reading its data back after a restart is waited for (up to LOADING_TIMEOUT_S), and
     `on_loading` (by default: a logged warning every few seconds) hears how far it got.
     """
     on_loading = on_loading or _log_loading()
     if settings.valkey_url is None:
-        server = EmbeddedServer(settings.data_dir, allow_shared=settings.allow_shared_data_dir)
+        server = EmbeddedServer.of(settings)
         url = server.ensure_started(on_loading)
     else:
         url = settings.valkey_url
@@ -51,11 +56,26 @@ def connect(settings: Settings, on_loading: LoadingCallback | None = None) -> va
         if "NOAUTH" in str(error) or "WRONGPASS" in str(error):
             raise WrongCredentials(_credentials_message(shown, error)) from None
         raise
+    if is_cluster_node(client):
+        client.close()
+        client = ValkeyCluster.from_url(url, **options)
     try:
         client.execute_command("FT._LIST")
     except valkey.ResponseError as error:
         raise NoVectorSearch(f"{shown}: {NO_VECTOR_SEARCH} ({error})") from None
     return client
+
+
+# A server gone, or part of a cluster: once it is back, the same command or a reload carries on.
+LOST = (valkey.ConnectionError, valkey.TimeoutError, ClusterError, ValkeyClusterException)
+
+
+def is_cluster_node(client: valkey.Valkey) -> bool:
+    return str(client.info("cluster").get("cluster_enabled", 0)) == "1"
+
+
+def is_cluster(client: Client) -> bool:
+    return isinstance(client, ValkeyCluster)
 
 
 LOADING_TIMEOUT_S = 3600

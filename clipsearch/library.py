@@ -14,10 +14,9 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import valkey
 from PIL import Image
 
-from clipsearch.connection import connect
+from clipsearch.connection import Client, connect
 from clipsearch.duplicates import DuplicateReport, SharedScans, SimilarPairs, find_duplicates, similar_pairs
 from clipsearch.engine import ImageEncoding, TextEncoding, load_image_encoder, load_text_encoder, model_identity
 from clipsearch.errors import IndexMissing
@@ -69,7 +68,7 @@ class Library:
         self,
         settings: Settings,
         *,
-        client: valkey.Valkey | None = None,
+        client: Client | None = None,
         text_encoder: Callable[[], TextEncoding] | None = None,
         image_encoder: Callable[[], ImageEncoding] | None = None,
         batch_image_encoder: Callable[[], ImageEncoding] | None = None,
@@ -94,7 +93,7 @@ class Library:
     # --- what it is made of ------------------------------------------------------------
 
     @property
-    def client(self) -> valkey.Valkey:
+    def client(self) -> Client:
         if self._client is None:
             self._client = connect(self.settings, self._on_loading)
         return self._client
@@ -160,7 +159,7 @@ class Library:
         if not Path(folder).is_dir():
             raise NotADirectoryError(f"{folder} is not a folder")
         loader = self._loader(options, rebuild, on_progress, show_bar)
-        return self._indexed(loader.store, loader.index_folder(Path(folder)))
+        return self._indexed(loader, loader.index_folder(Path(folder)))
 
     def index_csv(
         self,
@@ -174,16 +173,25 @@ class Library:
     ) -> Indexed:
         """Index the photos a CSV/TSV file names (paths or URLs), then fit the algorithm."""
         loader = self._loader(options, rebuild, on_progress, show_bar)
-        return self._indexed(loader.store, loader.index_csv(Path(csv_path), column))
+        return self._indexed(loader, loader.index_csv(Path(csv_path), column))
 
     def _loader(
         self, options: LoadOptions | None, rebuild: bool, on_progress: ProgressCallback | None, show_bar: bool
     ) -> PhotoLoader:
+        if rebuild and options is not None and options.part is not None:
+            raise ValueError(
+                f"--rebuild with --part {options.part}: each loader would drop the index the others write to. "
+                "Rebuild once without --part (or drop the index), then run the parts."
+            )
         store = self.store(create=True, rebuild=rebuild)
         return PhotoLoader(store, self._load_batch_image, options, on_progress=on_progress, show_bar=show_bar)
 
-    def _indexed(self, store: PhotoStore, report: LoadReport) -> Indexed:
-        switched = store.fit_algorithm() if self.settings.algorithm == "AUTO" else None
+    def _indexed(self, loader: PhotoLoader, report: LoadReport) -> Indexed:
+        """The report, the count, and the algorithm fitted to the size; not by one of several loaders at once
+        (a part), which would remake the index under the others: a run without --part fits it afterwards."""
+        store = loader.store
+        fits = self.settings.algorithm == "AUTO" and loader.options.part is None
+        switched = store.fit_algorithm() if fits else None
         return Indexed(report, store.count(), switched)
 
     def pending(self, folder: Path) -> int:

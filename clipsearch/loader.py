@@ -10,6 +10,7 @@ job. A bad file is reported and never touches the store.
 from __future__ import annotations
 
 import csv
+import hashlib
 import ipaddress
 import os
 import socket
@@ -64,6 +65,34 @@ ProgressCallback = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
+class Part:
+    """Part `number` of `count` of a collection, for loaders that run at once on several machines into one
+    index: a photo belongs to the part its stored path hashes to, so the parts never overlap and their union
+    is the whole collection, whatever machine computes them."""
+
+    number: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.number <= self.count:
+            raise ValueError(f"part {self.number}/{self.count}: give i/n with 1 <= i <= n, e.g. 2/3")
+
+    @classmethod
+    def parse(cls, text: str) -> Part:
+        number, slash, count = text.partition("/")
+        if not slash or not number.strip().isdigit() or not count.strip().isdigit():
+            raise ValueError(f"part {text!r}: give i/n, e.g. 2/3 for the second of three loaders")
+        return cls(int(number), int(count))
+
+    def holds(self, path: str) -> bool:
+        digest = hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+        return int.from_bytes(digest, "big") % self.count == self.number - 1
+
+    def __str__(self) -> str:
+        return f"{self.number}/{self.count}"
+
+
+@dataclass(frozen=True)
 class LoadOptions:
     batch_size: int = 32
     thumbnail_size: int | None = 256  # None: store no thumbnails
@@ -77,6 +106,7 @@ class LoadOptions:
     download_timeout: float = 20.0  # for each connect and read
     download_deadline: float = 120.0  # for a whole download, so a slow-drip server cannot hold a worker
     download_retries: int = 3
+    part: Part | None = None  # only this part of the photos: one of several loaders of one index
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_pixels", "max_bytes", "workers", "download_retries"):
@@ -84,6 +114,11 @@ class LoadOptions:
                 raise ValueError(f"{name.replace('_', '-')} must be above 0")
         if self.thumbnail_size is not None and self.thumbnail_size <= 0:
             raise ValueError("thumbnail-size must be above 0")
+        if self.part is not None and self.prune:
+            raise ValueError(
+                f"--prune with --part {self.part}: each part sees only its own photos, so it would take every other "
+                "part's photos for gone. Prune in a run over the whole folder, without --part."
+            )
 
 
 @dataclass(frozen=True)
@@ -198,15 +233,19 @@ class PhotoLoader:
         def gone(path: str) -> bool:
             return path not in seen and not path.startswith(tuple(unlisted))
 
-        self._run(sources, report, gone if self.options.prune else None)
+        self._run(self._this_part(sources), report, gone if self.options.prune else None)
         self.store.record_photos_root(root)
         return report
 
     def index_csv(self, csv_path: Path, column: str | None = None) -> LoadReport:
         report = LoadReport()
         self._upgrade(None, report)
-        self._run(csv_sources(Path(csv_path), column, self.options), report, None)
+        self._run(self._this_part(csv_sources(Path(csv_path), column, self.options)), report, None)
         return report
+
+    def _this_part(self, sources: list[Source]) -> list[Source]:
+        part = self.options.part
+        return sources if part is None else [source for source in sources if part.holds(source.path)]
 
     @property
     def encoder(self) -> ImageEncoding:

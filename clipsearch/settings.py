@@ -38,6 +38,7 @@ ENV_NAMES = {
     "hnsw_ef_runtime": "CLIPSEARCH_HNSW_EF_RUNTIME",
     "tls_ca_file": "CLIPSEARCH_TLS_CA_FILE",
     "allow_shared_data_dir": "CLIPSEARCH_ALLOW_SHARED_DATA_DIR",
+    "search_module": "CLIPSEARCH_SEARCH_MODULE",
     "upload_max_bytes": "CLIPSEARCH_UPLOAD_MAX_BYTES",
     "upload_max_pixels": "CLIPSEARCH_UPLOAD_MAX_PIXELS",
     "upload_max_memory_mb": "CLIPSEARCH_UPLOAD_MAX_MEMORY_MB",
@@ -62,6 +63,9 @@ class Settings:
     hnsw_ef_runtime: int = 100
     tls_ca_file: Path | None = None  # CA certificates that a TLS server's certificate may chain to
     allow_shared_data_dir: bool = False  # let other local users read the embedded server's data
+    # valkey-search's module (libsearch.so) for the embedded server to load instead of RediSearch: the
+    # engine of Aiven for Valkey, tried on the laptop.
+    search_module: Path | None = None
     upload_max_bytes: int = 20 * 1024 * 1024
     upload_max_pixels: int = 50_000_000
     # What decoding one uploaded photo may take, estimated from its header before any pixel is decoded.
@@ -94,6 +98,11 @@ class Settings:
         ca_file = env.get("CLIPSEARCH_TLS_CA_FILE")
         if ca_file is not None and not Path(ca_file).is_file():
             raise ConfigError(f"CLIPSEARCH_TLS_CA_FILE={ca_file!r} is not a file (expected CA certificates in PEM)")
+        search_module = env.get("CLIPSEARCH_SEARCH_MODULE")
+        if search_module is not None and not Path(search_module).is_file():
+            raise ConfigError(
+                f"CLIPSEARCH_SEARCH_MODULE={search_module!r} is not a file (expected valkey-search's libsearch.so)"
+            )
         return cls(
             valkey_url=url,
             data_dir=Path(env.get("CLIPSEARCH_DATA_DIR", defaults.data_dir)),
@@ -107,6 +116,7 @@ class Settings:
             hnsw_ef_runtime=_positive_int(env, "CLIPSEARCH_HNSW_EF_RUNTIME", defaults.hnsw_ef_runtime),
             tls_ca_file=Path(ca_file) if ca_file else None,
             allow_shared_data_dir=_flag(env, "CLIPSEARCH_ALLOW_SHARED_DATA_DIR"),
+            search_module=Path(search_module).resolve() if search_module else None,
             upload_max_bytes=_positive_int(env, "CLIPSEARCH_UPLOAD_MAX_BYTES", defaults.upload_max_bytes),
             upload_max_pixels=_positive_int(env, "CLIPSEARCH_UPLOAD_MAX_PIXELS", defaults.upload_max_pixels),
             upload_max_memory_mb=_positive_int(env, "CLIPSEARCH_UPLOAD_MAX_MEMORY_MB", defaults.upload_max_memory_mb),
@@ -131,7 +141,8 @@ class Settings:
     def server_label(self) -> str:
         """Where the data lives, safe to show: the embedded server or the redacted URL."""
         if self.valkey_url is None:
-            return f"embedded Valkey in {self.data_dir}"
+            engine = " with valkey-search" if self.search_module else ""
+            return f"embedded Valkey{engine} in {self.data_dir}"
         return redact_url(self.valkey_url)
 
 

@@ -6,6 +6,10 @@ FT.CREATE ON HASH with PREFIX and VECTOR, NUMERIC and TAG fields; FT.SEARCH with
 a pre-filter of NUMERIC ranges and TAG sets, PARAMS, LIMIT, RETURN of the score alias only and
 DIALECT 2; FT.INFO; FT.DROPINDEX; FT._LIST. Other fields are fetched with HMGET, and hits are sorted
 here rather than with SORTBY.
+
+On a cluster every command is slot-safe: each names one key (no multi-key DEL, MGET or transaction across
+slots), pipelines are split by node (valkey-py's cluster pipeline), scans visit every primary, counts are the
+whole index's (FT.INFO ... PRIMARY), and FT.SEARCH goes to one node, whose coordinator asks every shard.
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 import valkey
+from valkey.cluster import ValkeyCluster
 from valkey.commands.search.indexDefinition import IndexDefinition, IndexType
 from valkey.commands.search.query import Query
 from valkey.commands.search.result import Result
 
-from clipsearch.connection import NO_VECTOR_SEARCH
+from clipsearch.connection import NO_VECTOR_SEARCH, Client, is_cluster
 from clipsearch.errors import (
     ClipsearchError,
     FolderMismatch,
@@ -53,6 +58,7 @@ SCORE_ALIAS = "score"
 PHOTOS_ROOT_META = "photos_root"  # meta field: the folder the index was last loaded from
 CREATED_META = "created"  # meta field: a token of this index's creation (a dropped and remade index has another)
 CHANGES_META = "changes"  # meta field: counts the writes, touches, deletes and remakes of the index
+INDEXING_FLAGS = ("indexing", "backfill_in_progress", "mutation_queue_size")  # FT.INFO's: 0 once caught up
 WRITE_BATCH = 500  # commands per pipelined round trip when writing or deleting many photos
 T = TypeVar("T")
 
@@ -68,7 +74,7 @@ class Hit:
         return self.photo.path or ""
 
 
-def stored_schema(client: valkey.Valkey, name: str) -> IndexSchema | None:
+def stored_schema(client: Client, name: str) -> IndexSchema | None:
     """The schema index `name` was made with, read from its metadata; None if there is no such index.
 
     Needs no model, so an index can be described or dropped by a process that has none.
@@ -97,27 +103,27 @@ def batched(items: Iterable[T], size: int = WRITE_BATCH) -> Iterator[list[T]]:
         yield batch
 
 
-def _search_indexes(client: valkey.Valkey) -> set[str]:
+def _search_indexes(client: Client) -> set[str]:
     return {os.fsdecode(existing) for existing in client.execute_command("FT._LIST")}
 
 
-def _index_exists(client: valkey.Valkey, name: str) -> bool:
+def _index_exists(client: Client, name: str) -> bool:
     return name in _search_indexes(client)
 
 
-def _drop_search_index(client: valkey.Valkey, name: str) -> None:
+def _drop_search_index(client: Client, name: str) -> None:
     """FT.DROPINDEX with the name alone: the documents stay (valkey-search takes no other form)."""
     if _index_exists(client, name):
         client.execute_command("FT.DROPINDEX", name)
 
 
 class PhotoStore:
-    def __init__(self, client: valkey.Valkey, schema: IndexSchema) -> None:
+    def __init__(self, client: Client, schema: IndexSchema) -> None:
         self.client = client
         self.schema = schema
 
     @classmethod
-    def open(cls, client: valkey.Valkey, schema: IndexSchema, *, create: bool = False) -> PhotoStore:
+    def open(cls, client: Client, schema: IndexSchema, *, create: bool = False) -> PhotoStore:
         """The index, checked to hold vectors of this schema's model; with `create`, made if missing.
 
         An index keeps the algorithm and graph parameters it was built with until it is rebuilt;
@@ -150,7 +156,7 @@ class PhotoStore:
         return store
 
     @classmethod
-    def existing(cls, client: valkey.Valkey, name: str) -> PhotoStore:
+    def existing(cls, client: Client, name: str) -> PhotoStore:
         """An existing index as it was made, whatever its model: to describe it or drop it."""
         stored = stored_schema(client, name)
         if stored is None:
@@ -215,13 +221,19 @@ class PhotoStore:
         _drop_search_index(self.client, old.search_index)
 
     def wait_indexed(self, schema: IndexSchema | None = None, timeout: float = 3600) -> None:
-        """Until the server has indexed the documents that were there before FT.CREATE (it does so in the
-        background: RediSearch reports `indexing`, valkey-search `backfill_in_progress`)."""
+        """Until the server (every primary of a cluster) has indexed the documents that were there before
+        FT.CREATE and the writes it queued: it does so in the background, and says so in FT.INFO (RediSearch
+        `indexing`, valkey-search `backfill_in_progress` and `mutation_queue_size`)."""
+        name = (schema or self.schema).search_index
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            info = self.client.ft((schema or self.schema).search_index).info()
-            busy = [info.get(flag, 0) for flag in ("indexing", "backfill_in_progress")]
-            if all(str(os.fsdecode(value) if isinstance(value, bytes) else value) in ("0", "0.0") for value in busy):
+            if is_cluster(self.client):
+                replies = self.client.execute_command("FT.INFO", name, target_nodes=ValkeyCluster.PRIMARIES)
+                infos = [_pairs(reply) for reply in replies.values()]
+            else:
+                infos = [_pairs(self.client.execute_command("FT.INFO", name))]
+            busy = [info.get(flag, "0") for info in infos for flag in INDEXING_FLAGS]
+            if all(value in ("0", "0.0") for value in busy):
                 return
             time.sleep(0.05)
 
@@ -313,13 +325,14 @@ class PhotoStore:
         pipe.execute()
 
     def delete(self, keys: Iterable[str | bytes], batch_size: int = 1000) -> int:
-        """Delete keys in batches of one command each; returns how many existed."""
+        """Delete keys in pipelined batches, one DEL per key (slot-safe); returns how many existed."""
         deleted = 0
         for batch in batched(keys, batch_size):
             pipe = self.client.pipeline(transaction=False)
-            pipe.delete(*batch)
+            for key in batch:
+                pipe.delete(key)
             self._changed(pipe)
-            deleted += int(pipe.execute()[0])
+            deleted += sum(int(found) for found in pipe.execute()[: len(batch)])
         return deleted
 
     # --- query path ---------------------------------------------------------------------
@@ -328,7 +341,12 @@ class PhotoStore:
         return self._on_the_current_index(self._count)
 
     def _count(self) -> int:
+        """The documents the search index holds: of every shard on a cluster (a plain FT.INFO there counts the
+        shard that answers)."""
         try:
+            if is_cluster(self.client):
+                reply = self.client.execute_command("FT.INFO", self.schema.search_index, "PRIMARY")
+                return int(_pairs(reply)["num_docs"])
             return int(self.client.ft(self.schema.search_index).info()["num_docs"])
         except valkey.ResponseError as error:
             raise refusal(self.schema.name, error) from None
@@ -376,7 +394,7 @@ class PhotoStore:
     def _nearest_each(
         self, vectors: Sequence[np.ndarray], k: int, ef_runtime: int | None, where: SearchFilter | None
     ) -> list[list[tuple[str, float]]]:
-        pipe = self.client.ft(self.schema.search_index).pipeline(transaction=False)
+        pipe = self._search_node().ft(self.schema.search_index).pipeline(transaction=False)
         for vector in vectors:
             query, params = self._knn(vector, k, ef_runtime, where)
             pipe.search(query, query_params=params)
@@ -399,6 +417,17 @@ class PhotoStore:
         prefilter = (where or SearchFilter()).query()
         query = Query(f"{prefilter}=>[{knn} AS {SCORE_ALIAS}]").return_fields(SCORE_ALIAS).paging(0, int(k)).dialect(2)
         return query, {"query_vector": query_vector.tobytes()}
+
+    def _search_node(self) -> valkey.Valkey:
+        """Where FT.SEARCH goes: the server, or on a cluster one node (its coordinator asks every shard), whose
+        own client can pipeline searches."""
+        if isinstance(self.client, ValkeyCluster):
+            node = self.client.get_default_node()
+            connection = node.valkey_connection if node is not None else None
+            if connection is None:
+                raise valkey.ConnectionError("no node of the cluster answers")
+            return connection
+        return self.client
 
     def get(self, keys: Sequence[str], fields: Sequence[str] = PHOTO_FIELDS) -> list[Photo | None]:
         """Stored fields of each key, with one pipelined HMGET each; None where the key is gone or is no hash
@@ -457,25 +486,35 @@ def _ranked(docs: Iterable[Any]) -> list[tuple[str, float]]:
     return sorted(pairs, key=lambda pair: pair[1], reverse=True)
 
 
-def _claim(client: valkey.Valkey, schema: IndexSchema) -> IndexSchema:
+# The metadata, written whole if no process wrote it first: one key, so one slot on a cluster.
+CLAIM_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
+
+def _claim(client: Client, schema: IndexSchema) -> IndexSchema:
     """Record this schema as the index's, unless a racing process recorded its own first; return the winner's.
 
-    The metadata is written before FT.CREATE, in one transaction that fails if it appeared meanwhile,
-    so two processes with different models can never both believe the index is theirs.
+    The metadata is written before FT.CREATE, by a script that writes it only if it is not there (atomic on
+    the server), so two processes with different models can never both believe the index is theirs.
     """
-    with client.pipeline(transaction=True) as pipe:
-        try:
-            pipe.watch(schema.meta_key)
-            if not pipe.exists(schema.meta_key):
-                pipe.multi()
-                pipe.hset(schema.meta_key, mapping=schema.meta() | {CREATED_META: uuid.uuid4().hex})
-                pipe.execute()
-                return schema
-        except valkey.WatchError:
-            pass
+    fields = schema.meta() | {CREATED_META: uuid.uuid4().hex}
+    if client.eval(CLAIM_SCRIPT, 1, schema.meta_key, *[item for pair in fields.items() for item in pair]):
+        return schema
     stored = stored_schema(client, schema.name)
     assert stored is not None, "the metadata that won the race cannot have vanished"
     return stored
+
+
+def _pairs(reply: Any) -> dict[str, Any]:
+    """A reply of alternating names and values as a dict, names and scalar values as text."""
+    items = list(reply)
+    return {
+        os.fsdecode(name): os.fsdecode(value) if isinstance(value, bytes) else value
+        for name, value in zip(items[::2], items[1::2], strict=True)
+    }
 
 
 def _check_compatible(wanted: IndexSchema, stored: IndexSchema, writer: bool) -> None:

@@ -15,12 +15,15 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from clipsearch.cluster import LocalCluster
 from clipsearch.connection import connect
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
@@ -28,7 +31,7 @@ from clipsearch.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 # Tests never download weights: a missing checkpoint must fail at once, not after network time-outs.
 os.environ["HF_HUB_OFFLINE"] = "1"
-SLOW_FIXTURES = {"embedded_server", "own_server", "random_checkpoint", "run_cli"}  # a server, the model, a subprocess
+SLOW_FIXTURES = {"search_server", "own_server", "random_checkpoint", "run_cli"}  # a server, the model, a subprocess
 SLOW_MODULES = {"test_connection", "test_server", "test_benchmarks"}  # each test starts servers of its own
 
 
@@ -138,12 +141,83 @@ def as_other_user() -> list[str]:
     return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
+VALKEY_SEARCH = ROOT.parent / "shared" / "valkey-search" / "libsearch.so"
+# What a test that talks to a server runs against: the embedded server with RediSearch, with valkey-search,
+# and (in the modules that name it in their own ENGINES) a local 3-primary cluster with valkey-search.
+ENGINES = ("redisearch", "valkey-search")
+
+
+def valkey_search_module() -> Path:
+    """valkey-search's module, which is not on PyPI: CI has it beside the project; elsewhere its tests skip."""
+    if not VALKEY_SEARCH.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI tests both engines, and {VALKEY_SEARCH} is missing")
+        pytest.skip(f"valkey-search is not here ({VALKEY_SEARCH} is missing)")
+    return VALKEY_SEARCH
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that reaches a server runs once per engine of its module (ENGINES, or the module's own)."""
+    if "search_engine" in metafunc.fixturenames:
+        engines = getattr(metafunc.module, "ENGINES", ENGINES)
+        metafunc.parametrize("search_engine", engines, indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
-    server = EmbeddedServer(tmp_path_factory.mktemp("valkey-data"))
+def valkey_search() -> Path:
+    """valkey-search's module, for a test of its own."""
+    return valkey_search_module()
+
+
+@pytest.fixture(scope="session")
+def search_engine(request: pytest.FixtureRequest) -> str:
+    engine: str = request.param
+    return engine
+
+
+@dataclass(frozen=True)
+class ServerUnderTest:
+    """The shared server of one engine: the embedded one, or a local cluster (valkey_url names a node)."""
+
+    engine: str
+    embedded: EmbeddedServer | None = None
+    cluster: LocalCluster | None = None
+
+    def settings(self, **values: Any) -> Settings:
+        if self.cluster is not None:
+            return Settings(valkey_url=self.cluster.url, **values)
+        assert self.embedded is not None
+        return Settings(data_dir=self.embedded.data_dir, search_module=self.embedded.search_module, **values)
+
+    def environment(self) -> dict[str, str]:
+        """The variables that point a clipsearch process at this server."""
+        if self.cluster is not None:
+            return {"VALKEY_URL": self.cluster.url}
+        assert self.embedded is not None
+        module = str(self.embedded.search_module or "")
+        return {"CLIPSEARCH_DATA_DIR": str(self.embedded.data_dir), "CLIPSEARCH_SEARCH_MODULE": module}
+
+
+@pytest.fixture(scope="session")
+def search_server(tmp_path_factory: pytest.TempPathFactory, search_engine: str) -> Iterator[ServerUnderTest]:
+    if search_engine == "cluster":
+        cluster = LocalCluster(tmp_path_factory.mktemp("cluster"), valkey_search_module()).start()
+        yield ServerUnderTest(search_engine, cluster=cluster)
+        cluster.stop()
+        return
+    module = valkey_search_module() if search_engine == "valkey-search" else None
+    server = EmbeddedServer(tmp_path_factory.mktemp(f"valkey-data-{search_engine}"), search_module=module)
     server.ensure_started()
-    yield server
+    yield ServerUnderTest(search_engine, embedded=server)
     server.stop()
+
+
+@pytest.fixture
+def embedded_server(search_server: ServerUnderTest) -> EmbeddedServer:
+    """The shared embedded server, for what only it has (a data folder, a socket)."""
+    if search_server.embedded is None:
+        pytest.skip("the embedded server's own behaviour")
+    return search_server.embedded
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -156,11 +230,9 @@ def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def settings(embedded_server: EmbeddedServer, onnx_cache: Path) -> Settings:
+def settings(search_server: ServerUnderTest, onnx_cache: Path) -> Settings:
     """Settings for the shared test server with an index name of this test's own."""
-    return Settings(
-        data_dir=embedded_server.data_dir, index_name=f"test-{uuid.uuid4().hex[:10]}", onnx_cache=onnx_cache
-    )
+    return search_server.settings(index_name=f"test-{uuid.uuid4().hex[:10]}", onnx_cache=onnx_cache)
 
 
 @pytest.fixture
@@ -222,12 +294,12 @@ def indexed_store(open_test_index, encoder, photo_folder: Path):
 
 
 @pytest.fixture
-def cli_env(settings: Settings, random_checkpoint: Path) -> dict[str, str]:
+def cli_env(search_server: ServerUnderTest, settings: Settings, random_checkpoint: Path) -> dict[str, str]:
     """Environment for a clipsearch subprocess that uses this test's index and the random model."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLIPSEARCH_", "VALKEY_URL"))}
     return {
         **env,
-        "CLIPSEARCH_DATA_DIR": str(settings.data_dir),
+        **search_server.environment(),
         "CLIPSEARCH_INDEX": settings.index_name,
         "CLIPSEARCH_PRETRAINED": str(random_checkpoint),
         "CLIPSEARCH_ONNX_CACHE": str(settings.onnx_cache),
@@ -280,7 +352,7 @@ def downgrade_to_version_1() -> Callable[..., None]:
         """Make an index look as the previous clipsearch left it: no facts, version 1, a vector-only index."""
         from valkey.commands.search.indexDefinition import IndexDefinition, IndexType
 
-        client.ft(store.schema.name).dropindex(delete_documents=False)
+        client.execute_command("FT.DROPINDEX", store.schema.name)  # the name alone: both engines take it
         for key, _ in store.scan(("path",)):
             client.hdel(key, *(name for name, spec in FIELDS.items() if spec.since == 2))
         client.hset(store.schema.meta_key, "schema_version", "1")

@@ -33,7 +33,12 @@ CAPTION = re.compile(r"^#(\d+) · (-?\d\.\d{3}) · (.+?)(?: · (\d{4}-\d\d-\d\d)
 
 @pytest.fixture
 def app_env(
-    monkeypatch, settings: Settings, random_checkpoint: Path, photo_folder: Path, planted_similarity: float
+    monkeypatch,
+    search_server,
+    settings: Settings,
+    random_checkpoint: Path,
+    photo_folder: Path,
+    planted_similarity: float,
 ) -> Settings:
     """The app's environment: this test's index, the random model, the test photo folder, and a near-duplicate
     similarity measured for the random model (its 34 photos are at most 0.982 apart, so none folds; the
@@ -41,7 +46,8 @@ def app_env(
     for name in ("VALKEY_URL", "CLIPSEARCH_MODEL", "CLIPSEARCH_ALGORITHM"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CLIPSEARCH_DUPLICATE_SIMILARITY", str(planted_similarity))
-    monkeypatch.setenv("CLIPSEARCH_DATA_DIR", str(settings.data_dir))
+    for name, value in search_server.environment().items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("CLIPSEARCH_INDEX", settings.index_name)
     monkeypatch.setenv("CLIPSEARCH_PRETRAINED", str(random_checkpoint))
     monkeypatch.setenv("CLIPSEARCH_PHOTOS", str(photo_folder))

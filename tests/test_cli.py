@@ -197,11 +197,11 @@ def test_prune_keeps_the_photos_of_a_folder_it_could_not_list(
 
 
 def test_a_server_killed_during_a_load_is_an_error_and_a_rerun_finishes(
-    tmp_path: Path, cli_env: dict[str, str], copy_photos, sample_photos: Path, run_cli
+    tmp_path: Path, cli_env: dict[str, str], copy_photos, sample_photos: Path, run_cli, settings: Settings
 ) -> None:
-    server = EmbeddedServer(tmp_path / "own-data")
+    server = EmbeddedServer(tmp_path / "own-data", search_module=settings.search_module)
     env = {**cli_env, "CLIPSEARCH_DATA_DIR": str(server.data_dir)}
-    settings = Settings(data_dir=server.data_dir, index_name=env["CLIPSEARCH_INDEX"])
+    settings = Settings(data_dir=server.data_dir, search_module=server.search_module, index_name=settings.index_name)
     names = sorted(p.name for p in sample_photos.glob("*.jpg"))[:60]
     folder = copy_photos(tmp_path / "photos", names)
     command = [sys.executable, "-m", "clipsearch", "index", str(folder), "--batch-size", "4"]
@@ -230,7 +230,7 @@ def _opened_once_loading(settings: Settings, run: subprocess.Popen[str]) -> Phot
     """The index, as soon as the loader has started the server and made it."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and run.poll() is None:
-        if EmbeddedServer(settings.data_dir).is_running():
+        if EmbeddedServer.of(settings).is_running():
             try:
                 return PhotoStore.existing(connect(settings), settings.index_name)
             except IndexMissing:
@@ -243,7 +243,7 @@ def test_a_full_server_is_an_error_that_says_so(
     tmp_path: Path, cli_env: dict[str, str], copy_photos, run_cli, settings: Settings
 ) -> None:
     folder = copy_photos(tmp_path / "photos", ["chair.jpg", "pan.jpg"])
-    server = EmbeddedServer(tmp_path / "full-data")
+    server = EmbeddedServer(tmp_path / "full-data", search_module=settings.search_module)
     env = {**cli_env, "CLIPSEARCH_DATA_DIR": str(server.data_dir)}
     try:
         server.ensure_started()
@@ -330,3 +330,52 @@ def test_search_filters_and_order_equal_brute_force_and_json_says_when_and_where
     assert undated[0]["camera"] is None and undated[0]["taken_from"] == "file"
     bad = run_cli(cli_env, *args, "--after", "14/07/2021")
     assert bad.returncode == 2 and "write it as YYYY-MM-DD" in bad.stderr
+
+
+def test_three_parts_at_once_fill_the_index_as_one_loader_does(
+    tmp_path: Path, cli_env: dict[str, str], copy_photos, sample_photos: Path, run_cli, open_test_index
+) -> None:
+    """`index --part i/3` in three processes at once against one server: the parts never overlap, and their
+    documents equal one loader's over the whole folder (same keys, vectors, facts and thumbnails)."""
+    names = sorted(p.name for p in sample_photos.glob("*.jpg"))[:30]
+    folder = copy_photos(tmp_path / "photos", names)
+    command = [sys.executable, "-m", "clipsearch", "index", str(folder), "--batch-size", "4", "--strict"]
+    runs = [
+        subprocess.Popen(
+            [*command, "--part", f"{i}/3"], env=cli_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in (1, 2, 3)
+    ]  # fmt: skip
+    outputs = [run.communicate(timeout=600) for run in runs]
+    assert all(run.returncode == 0 for run in runs), [err for _, err in outputs]
+    indexed = [int(out.split("indexed ")[1].split(",")[0]) for out, _ in outputs]
+    assert sum(indexed) == len(names) and all(indexed), indexed  # each part did some, and none twice
+    fields = ("path", "vector", "thumbnail", "content_hash", "width", "height", "taken", "folders")
+    parts = {key: photo for key, photo in open_test_index().scan(fields)}
+
+    whole_env = {**cli_env, "CLIPSEARCH_INDEX": cli_env["CLIPSEARCH_INDEX"] + "-whole"}
+    assert run_cli(whole_env, "index", str(folder), "--strict").returncode == 0
+    whole_settings = Settings.from_env(whole_env)
+    whole = PhotoStore.existing(connect(whole_settings), whole_settings.index_name)
+    one_loader = {key.rpartition(":")[2]: photo for key, photo in whole.scan(fields)}
+    assert sorted(photo.path for photo in parts.values()) == names
+    assert {key.rpartition(":")[2]: photo for key, photo in parts.items()}.keys() == one_loader.keys()
+    for key, photo in parts.items():
+        other = one_loader[key.rpartition(":")[2]]
+        assert np.array_equal(photo.vector, other.vector) and photo.thumbnail == other.thumbnail
+        assert (photo.path, photo.content_hash, photo.width, photo.taken, photo.folders) == (
+            other.path, other.content_hash, other.width, other.taken, other.folders
+        )  # fmt: skip
+
+
+def test_a_part_refuses_to_prune_or_rebuild_and_says_why(
+    tmp_path: Path, cli_env: dict[str, str], copy_photos, run_cli
+) -> None:
+    folder = copy_photos(tmp_path / "photos", ["pan.jpg"])
+    pruning = run_cli(cli_env, "index", str(folder), "--part", "1/2", "--prune")
+    assert pruning.returncode == 2 and "each part sees only its own photos" in pruning.stderr, pruning.stderr
+    rebuilding = run_cli(cli_env, "index", str(folder), "--part", "1/2", "--rebuild")
+    assert rebuilding.returncode == 2 and "would drop the index the others write to" in rebuilding.stderr
+    bad = run_cli(cli_env, "index", str(folder), "--part", "3/2")
+    assert bad.returncode == 2 and "1 <= i <= n" in bad.stderr and "Traceback" not in bad.stderr

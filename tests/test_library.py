@@ -15,6 +15,8 @@ from clipsearch.query import BadQuery
 from clipsearch.schema import PhotoRecord
 from clipsearch.settings import Settings
 
+ENGINES = ("redisearch", "valkey-search", "cluster")  # the store's operations on a cluster too
+
 
 def test_encoders_are_made_once_by_their_functions(settings: Settings, random_checkpoint: Path, encoder) -> None:
     settings = dataclasses.replace(settings, pretrained=str(random_checkpoint))
@@ -52,7 +54,8 @@ def test_rebuild_empties_the_index(settings: Settings, encoder) -> None:
 
 def test_index_search_and_compose_agree_with_the_store(settings: Settings, encoder, photo_folder: Path) -> None:
     library = Library(settings, text_encoder=lambda: encoder, image_encoder=lambda: encoder)
-    assert library.may_index(photo_folder) and library.pending(photo_folder) == len(list(photo_folder.glob("*.jpg")))
+    assert library.may_index(photo_folder) == (settings.valkey_url is None)  # the page indexes the embedded only
+    assert library.pending(photo_folder) == len(list(photo_folder.glob("*.jpg")))
     indexed = library.index_folder(photo_folder, LoadOptions(prune=True), show_bar=False)
     assert indexed.count == indexed.report.indexed == len(list(photo_folder.glob("*.jpg")))
     assert library.pending(photo_folder) == 0

@@ -19,7 +19,7 @@ from clipsearch.duplicates import keep_first
 from clipsearch.filters import SearchFilter, escape_tag, in_order
 from clipsearch.identity import ModelIdentity
 from clipsearch.library import Library, TermVectors
-from clipsearch.loader import Known, LoadOptions, Source, _plan, check_download_url, csv_sources
+from clipsearch.loader import Known, LoadOptions, Part, Source, _plan, check_download_url, csv_sources
 from clipsearch.photos import BadPhoto, PhotoFacts, day_start
 from clipsearch.query import BadQuery
 from clipsearch.results import Cut, Result, SearchOptions, fold, fold_heads, mmr_order
@@ -263,3 +263,19 @@ def test_composing_a_query_weights_unit_terms_and_photos() -> None:
         Library.compose(None, [])
     with pytest.raises(BadQuery, match="cancel"):
         Library.compose(TermVectors((1.0, -1.0), np.array([[1, 0], [2, 0]], np.float32)))
+
+
+@given(st.lists(st.text(min_size=1, max_size=40), min_size=1, max_size=60, unique=True), st.integers(1, 7))
+def test_the_parts_of_a_collection_never_overlap_and_cover_it(paths: list[str], count: int) -> None:
+    parts = [Part(number, count) for number in range(1, count + 1)]
+    for path in paths:
+        assert sum(part.holds(path) for part in parts) == 1, path
+
+
+def test_a_part_is_read_as_i_of_n() -> None:
+    assert Part.parse("2/3") == Part(2, 3) and str(Part(2, 3)) == "2/3"
+    for text in ("0/3", "4/3", "2", "a/b", "/3", "-1/2"):
+        with pytest.raises(ValueError, match="i/n|1 <= i <= n"):
+            Part.parse(text)
+    with pytest.raises(ValueError, match="each part sees only its own photos"):
+        LoadOptions(part=Part(1, 2), prune=True)

@@ -15,6 +15,8 @@ from clipsearch.results import Cut, SearchOptions, find
 from clipsearch.schema import PHOTO_FIELDS
 from clipsearch.store import PhotoStore
 
+ENGINES = ("redisearch", "valkey-search", "cluster")  # the store's operations on a cluster too
+
 
 @pytest.fixture
 def planted_store(open_test_index, encoder, photo_folder: Path, planted_duplicates: dict[str, list[str]]):

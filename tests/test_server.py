@@ -169,6 +169,36 @@ def test_a_server_of_another_data_folder_on_our_socket_is_refused(tmp_path: Path
         ours.ensure_started()
 
 
+def test_the_other_search_engine_on_one_data_folder_is_refused_and_says_what_to_do(
+    tmp_path: Path, valkey_search: Path
+) -> None:
+    """RediSearch's saved data cannot be read by valkey-search: a running server with the other module, or data
+    it wrote, is an error naming the way out, and the data is left as it was."""
+    module = valkey_search
+    redisearch = EmbeddedServer(tmp_path / "data")
+    redisearch.ensure_started()
+    try:
+        with redisearch.client() as client:
+            client.execute_command("FT.CREATE", "photos", "SCHEMA", "n", "NUMERIC")
+            client.hset("photo:1", "n", 1)
+            client.bgrewriteaof()
+            while client.info("persistence")["aof_rewrite_in_progress"]:
+                time.sleep(0.05)
+        refused = "runs with another search module than valkey-search.*own CLIPSEARCH_DATA_DIR"
+        with pytest.raises(ServerError, match=refused):
+            EmbeddedServer(redisearch.data_dir, search_module=module).ensure_started()
+    finally:
+        redisearch.stop()
+    with pytest.raises(ServerError, match="written with another search module.*own CLIPSEARCH_DATA_DIR"):
+        EmbeddedServer(redisearch.data_dir, search_module=module).ensure_started()
+    redisearch.ensure_started()  # nothing was lost
+    try:
+        with redisearch.client() as client:
+            assert client.hget("photo:1", "n") == b"1" and client.execute_command("FT._LIST") == [b"photos"]
+    finally:
+        redisearch.stop()
+
+
 def test_a_server_reading_its_data_back_reports_how_far_it_got(tmp_path: Path) -> None:
     """A restart with an HNSW index of 8,000 photos takes seconds (RediSearch rebuilds the graph while
     loading): both the embedded server's start and a client of its URL report the progress meanwhile."""

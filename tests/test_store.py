@@ -21,6 +21,8 @@ from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
 from clipsearch.store import PhotoStore, refusal
 
+ENGINES = ("redisearch", "valkey-search", "cluster")  # the store's operations on a cluster too
+
 MODEL = ModelIdentity("ViT-B-32", "random-test", 512)
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import streamlit as st
-import valkey
 
 from clipsearch.app import duplicates, library_view, resources, search
+from clipsearch.connection import LOST
 from clipsearch.display import escape_markdown
 from clipsearch.errors import ClipsearchError, IndexMissing
 from clipsearch.library import Library
@@ -85,7 +85,7 @@ def run() -> None:
         main()
     except ClipsearchError as problem:
         st.error(f"**{problem.title}.** {escape_markdown(str(problem))}")
-    except valkey.ConnectionError as problem:
+    except LOST as problem:
         resources.forget_client()
         st.error(
             f"**Lost the connection to the Valkey server** ({escape_markdown(str(problem))}). "

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import streamlit as st
-import valkey
 
-from clipsearch.connection import connect
+from clipsearch.connection import Client, connect
 from clipsearch.duplicates import SharedScans
 from clipsearch.engine import ImageEncoding, TextEncoding, load_image_encoder, load_text_encoder
 from clipsearch.labels import label_vectors
@@ -38,11 +37,11 @@ def load_settings() -> Settings:
 
 
 @st.cache_resource(show_spinner="Connecting to Valkey…")
-def _client(settings: Settings, _on_loading: LoadingCallback) -> valkey.Valkey:
+def _client(settings: Settings, _on_loading: LoadingCallback) -> Client:
     return connect(settings, _on_loading)
 
 
-def client(settings: Settings) -> valkey.Valkey:
+def client(settings: Settings) -> Client:
     """One client per server for the process; while the server reads its data back after a restart (minutes
     for a large HNSW index), a progress bar says how far it got."""
     bar = st.empty()
