@@ -38,6 +38,7 @@ from clipsearch.errors import (
     IndexMissing,
     NoVectorSearch,
     SearchRefused,
+    ServerError,
 )
 from clipsearch.filters import SearchFilter, in_order
 from clipsearch.photos import PhotoFacts
@@ -232,10 +233,11 @@ class PhotoStore:
                 infos = [_pairs(reply) for reply in replies.values()]
             else:
                 infos = [_pairs(self.client.execute_command("FT.INFO", name))]
-            busy = [info.get(flag, "0") for info in infos for flag in INDEXING_FLAGS]
+            busy = [str(info.get(flag, 0)) for info in infos for flag in INDEXING_FLAGS]
             if all(value in ("0", "0.0") for value in busy):
                 return
             time.sleep(0.05)
+        raise ServerError(f"the server did not finish indexing {name!r} within {timeout:.0f} s")
 
     def fit_algorithm(self) -> tuple[str, str] | None:
         """For CLIPSEARCH_ALGORITHM=auto: the algorithm that fits the index's size, made so by rebuilding the

@@ -1,18 +1,24 @@
-"""The index at library scale: insert rate, memory per photo, restart time, KNN latency and recall.
+"""The index at library scale on each engine: insert rate, memory per photo, restart time, KNN latency and recall.
 
-Usage: python scripts/bench_search.py [--count 100000] [--queries 200] [--quick]
+Usage: python scripts/bench_search.py [--count 100000] [--queries 200] [--engines redisearch,valkey-search,cluster]
+                                      [--quick]
 
 For each of two synthetic sets of CLIP-like unit vectors (512-d):
   clustered  many small clusters (50 photos each, tight): similar photos lie close together;
   hard       few large clusters (500 photos each) whose members are all about equally far from one
              another: the case where a graph index has the most trouble telling the true nearest apart,
-and for FLAT and for HNSW (M 16, EF_CONSTRUCTION 200), each in an embedded server of its own: the
-insert rate of PhotoStore.upsert (documents with folders and capture times, no thumbnails), the
-server's memory per photo (INFO used_memory, after less before), the restart time (stop, then start
-until it answers: RediSearch rebuilds an HNSW graph while loading), and PhotoStore.search's p50/p95
+for FLAT and for HNSW (M 16, EF_CONSTRUCTION 200), and for each engine, each index in servers of its own:
+  redisearch     the embedded Valkey with RediSearch 2.10;
+  valkey-search  the embedded Valkey with valkey-search (../shared/valkey-search/libsearch.so);
+  cluster        a local cluster of 3 primaries with valkey-search and its coordinator (clipsearch.cluster):
+it measures the insert rate of PhotoStore.upsert (documents with folders and capture times, no thumbnails),
+the memory per photo (INFO used_memory after less before, summed over the shards; and the largest shard's
+share), the restart time (the server, or one primary of the cluster, stopped and started until the index
+answers a search again: RediSearch rebuilds an HNSW graph while loading), and PhotoStore.nearest's p50/p95
 and recall@10 against numpy brute force, without a filter and with a folder filter that passes about
 one photo in ten (recall against brute force over the filtered photos), at several EF_RUNTIME values
 for HNSW. A last run adds a 256-px JPEG-sized thumbnail (11 KiB) to every photo, for its memory.
+An engine that is not here (valkey-search's module missing) is left out and said so.
 --quick (2,000 photos, 20 queries) is what CI runs: the numbers are not checked there.
 """
 
@@ -25,8 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import valkey
 
-from clipsearch.connection import connect
+from clipsearch.cluster import LocalCluster
+from clipsearch.connection import LOST, connect
+from clipsearch.errors import ClipsearchError
 from clipsearch.filters import SearchFilter
 from clipsearch.identity import ModelIdentity
 from clipsearch.photos import DAY, PhotoFacts, day_start
@@ -55,39 +64,99 @@ def photo(i: int, vector: np.ndarray, thumbnail: bytes | None) -> PhotoRecord:
     return PhotoRecord(f"f{i % FOLDERS}/{i}.jpg", vector, facts=facts, thumbnail=thumbnail)
 
 
-def used_memory(server: EmbeddedServer) -> int:
-    with server.client() as client:
-        return int(client.info("memory")["used_memory"])
+VALKEY_SEARCH = Path(__file__).resolve().parent.parent.parent / "shared" / "valkey-search" / "libsearch.so"
+ENGINES = ("redisearch", "valkey-search", "cluster")
+
+
+class Servers:
+    """The servers one index of one engine lives in: an embedded server, or a local cluster."""
+
+    def __init__(self, engine: str, scratch: Path) -> None:
+        self.engine = engine
+        self.embedded: EmbeddedServer | None = None
+        self.cluster: LocalCluster | None = None
+        if engine == "cluster":
+            self.cluster = LocalCluster(scratch / "cluster", VALKEY_SEARCH).start()
+        else:
+            module = VALKEY_SEARCH if engine == "valkey-search" else None
+            self.embedded = EmbeddedServer(scratch / "data", search_module=module)
+            self.embedded.ensure_started()
+
+    def settings(self, algorithm: str) -> Settings:
+        if self.cluster is not None:
+            return Settings(valkey_url=self.cluster.url, index_name="bench", algorithm=algorithm)
+        assert self.embedded is not None
+        return Settings(
+            data_dir=self.embedded.data_dir, search_module=self.embedded.search_module, index_name="bench",
+            algorithm=algorithm,
+        )  # fmt: skip
+
+    def used_memory(self) -> list[int]:
+        """INFO used_memory of each server (each primary of a cluster)."""
+        clients = [node.client() for node in self.cluster.nodes] if self.cluster else [self._embedded().client()]
+        memory = []
+        for client in clients:
+            with client:
+                memory.append(int(client.info("memory")["used_memory"]))
+        return memory
+
+    def restart(self) -> None:
+        """Stop the server (one primary of a cluster) and start it again, on its saved data."""
+        if self.cluster is not None:
+            node = self.cluster.nodes[0]
+            with node.client() as client:
+                client.bgrewriteaof()
+                while client.info("persistence")["aof_rewrite_in_progress"]:
+                    time.sleep(0.1)
+            self.cluster.stop_node(node)
+            self.cluster.restart_node(node)
+        else:
+            self._embedded().stop()
+            self._embedded().ensure_started()
+
+    def _embedded(self) -> EmbeddedServer:
+        assert self.embedded is not None
+        return self.embedded
+
+    def stop(self) -> None:
+        if self.cluster is not None:
+            self.cluster.stop()
+        else:
+            self._embedded().stop()
 
 
 @dataclass
 class Measured:
     insert_per_s: float
     bytes_per_photo: float
+    largest_shard_share: float  # of the memory the photos took: the largest shard's (1.0 on one server)
     restart_s: float = 0.0
     queries: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # p50 ms, p95 ms, recall@10
 
     def line(self) -> str:
         kib = self.bytes_per_photo / 1024
-        return f"{self.insert_per_s:,.0f} inserts/s, {kib:.1f} KiB per photo, restart {self.restart_s:.1f} s"
+        shard = f" ({self.largest_shard_share:.0%} on the largest shard)" if self.largest_shard_share < 1 else ""
+        return f"{self.insert_per_s:,.0f} inserts/s, {kib:.1f} KiB per photo{shard}, restart {self.restart_s:.1f} s"
 
 
 def measure(
-    vectors: np.ndarray, queries: np.ndarray, algorithm: str, scratch: Path, thumbnails: bool = False
+    engine: str, vectors: np.ndarray, queries: np.ndarray, algorithm: str, scratch: Path, thumbnails: bool = False
 ) -> Measured:
-    """One index in a server of its own: fill it, time its queries, restart it."""
-    server = EmbeddedServer(scratch / f"{algorithm}-{time.monotonic_ns()}")
-    server.ensure_started()
-    settings = Settings(data_dir=server.data_dir, index_name="bench", algorithm=algorithm)
+    """One index in servers of its own: fill it, time its queries, restart it."""
+    servers = Servers(engine, scratch / f"{engine}-{algorithm}-{time.monotonic_ns()}")
+    settings = servers.settings(algorithm)
     model = ModelIdentity("synthetic", "vectors", DIM)
     try:
         client = connect(settings)
         store = PhotoStore.open(client, IndexSchema.from_settings(settings, model), create=True)
-        before = used_memory(server)
+        before = servers.used_memory()
         thumbnail = np.random.default_rng(1).integers(0, 256, THUMBNAIL_BYTES, dtype=np.uint8).tobytes()
         started = time.perf_counter()
         store.upsert(photo(i, vector, thumbnail if thumbnails else None) for i, vector in enumerate(vectors))
-        result = Measured(len(vectors) / (time.perf_counter() - started), (used_memory(server) - before) / len(vectors))
+        store.wait_indexed()
+        seconds = time.perf_counter() - started
+        grown = [after - earlier for after, earlier in zip(servers.used_memory(), before, strict=True)]
+        result = Measured(len(vectors) / seconds, sum(grown) / len(vectors), max(grown) / max(sum(grown), 1))
         if not thumbnails:
             folder_zero = np.arange(len(vectors)) % FOLDERS == 0
             for ef in EF_RUNTIMES if algorithm == "HNSW" else (None,):
@@ -97,13 +166,30 @@ def measure(
                     store, vectors, queries, ef, SearchFilter(folder="f0"), folder_zero
                 )
         client.close()
-        server.stop()
         started = time.perf_counter()
-        server.ensure_started()
+        servers.restart()
+        answers(settings, model, vectors[0])
         result.restart_s = time.perf_counter() - started
         return result
     finally:
-        server.stop()
+        servers.stop()
+
+
+def answers(settings: Settings, model: ModelIdentity, vector: np.ndarray) -> None:
+    """Once the index answers a search again (valkey-search answers with an error while it loads its index)."""
+    deadline = time.monotonic() + 3600
+    while True:
+        try:
+            client = connect(settings)
+            try:
+                PhotoStore.open(client, IndexSchema.from_settings(settings, model)).nearest(vector, k=1, fields=())
+                return
+            finally:
+                client.close()
+        except (ClipsearchError, *LOST, valkey.ResponseError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def timed_queries(
@@ -131,25 +217,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--engines", default=",".join(ENGINES), help="of " + ", ".join(ENGINES))
     parser.add_argument("--quick", action="store_true", help="2,000 photos and 20 queries: that it runs")
     args = parser.parse_args()
     if args.quick:
         args.count, args.queries = 2_000, 20
+    engines = [engine.strip() for engine in args.engines.split(",") if engine.strip()]
+    if unknown := set(engines) - set(ENGINES):
+        parser.error(f"--engines: {', '.join(sorted(unknown))}? choose among {', '.join(ENGINES)}")
+    if not VALKEY_SEARCH.is_file() and {"valkey-search", "cluster"} & set(engines):
+        print(f"valkey-search and the cluster left out: {VALKEY_SEARCH} is missing")
+        engines = [engine for engine in engines if engine == "redisearch"]
     rng = np.random.default_rng(0)
     sets = {
         "clustered": unit_vectors(rng, args.count + args.queries, cluster_size=50, spread=0.04),
         "hard": unit_vectors(rng, args.count + args.queries, cluster_size=500, spread=0.06),
     }
     with tempfile.TemporaryDirectory(prefix="clipsearch-bench-") as scratch:
-        for name, everything in sets.items():
-            vectors, queries = everything[: args.count], everything[args.count :]
-            for algorithm in ("FLAT", "HNSW"):
-                result = measure(vectors, queries, algorithm, Path(scratch))
-                print(f"{name} {args.count:,} photos, {algorithm}: {result.line()}", flush=True)
-                for label, (p50, p95, recall) in result.queries.items():
-                    print(f"    {label:<32} p50 {p50:6.2f} ms  p95 {p95:6.2f} ms  recall@10 {recall:.4f}")
-        thumbnails = measure(sets["clustered"][: args.count], np.empty((0, DIM)), "FLAT", Path(scratch), True)
-        print(f"clustered {args.count:,} photos, FLAT, with 11 KiB thumbnails: {thumbnails.line()}")
+        for engine in engines:
+            for name, everything in sets.items():
+                vectors, queries = everything[: args.count], everything[args.count :]
+                for algorithm in ("FLAT", "HNSW"):
+                    result = measure(engine, vectors, queries, algorithm, Path(scratch))
+                    print(f"{engine}: {name} {args.count:,} photos, {algorithm}: {result.line()}", flush=True)
+                    for label, (p50, p95, recall) in result.queries.items():
+                        print(f"    {label:<32} p50 {p50:6.2f} ms  p95 {p95:6.2f} ms  recall@10 {recall:.4f}")
+            clustered = sets["clustered"][: args.count]
+            thumbnails = measure(engine, clustered, np.empty((0, DIM)), "FLAT", Path(scratch), True)
+            print(f"{engine}: clustered {args.count:,} photos, FLAT, with 11 KiB thumbnails: {thumbnails.line()}")
 
 
 if __name__ == "__main__":

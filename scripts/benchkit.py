@@ -14,6 +14,8 @@ from pathlib import Path
 import open_clip
 import torch
 
+from clipsearch.cluster import free_port
+
 PRETRAINED_HELP = "tag or checkpoint file (default: random weights)"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
@@ -29,13 +31,6 @@ def scratch_and_weights(pretrained: str | None) -> Iterator[tuple[Path, str]]:
             torch.manual_seed(0)  # the same file every run: its ONNX export is then made once, and reused
             torch.save(open_clip.create_model("ViT-B-32").state_dict(), pretrained)
         yield Path(scratch), pretrained
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def memory_kb(pid: int, field: str) -> int:

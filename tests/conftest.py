@@ -10,7 +10,6 @@ import functools
 import io
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import uuid
@@ -23,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipsearch.cluster import LocalCluster
+from clipsearch.cluster import LocalCluster, free_port
 from clipsearch.connection import connect
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
@@ -71,12 +70,9 @@ def copy_photos(sample_photos: Path) -> Callable[[Path, list[str]], Path]:
     return copy
 
 
-@pytest.fixture
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+@pytest.fixture(name="free_port")
+def a_free_port() -> int:
+    return free_port()
 
 
 class MemoryCgroup:
