@@ -1,7 +1,10 @@
 """Groups of near-identical photos in the index: the same shot resized, re-encoded, converted or lightly
-edited. Each photo's neighbours come from the index's own KNN (pipelined, a batch of photos per round trip),
-so nothing compares all pairs here; photos linked by a similarity at or above the threshold, directly or
-through one another, form a group.
+edited. Photos linked by a similarity at or above the threshold, directly or through one another, form a
+group. How the similar pairs are found depends on the index (docs/benchmarks.md has the measurements):
+an HNSW index answers each photo's KNN in about a millisecond, so each photo's neighbours come from the
+index (pipelined, a batch of photos per round trip); a FLAT index would compare each photo with every other
+inside the server, one query at a time, so instead the vectors are read once, in a scan, and compared here
+in blocks (exact, with memory bounded by the vectors and one block of similarities).
 
 The scan keeps every similar pair it finds at or above a floor (SimilarPairs), so that groups at any
 threshold above the floor come from memory: a page scans once per index version, whatever threshold each
@@ -23,6 +26,7 @@ from clipsearch.store import Hit, PhotoStore
 
 NEIGHBOURS = 8  # asked for each photo; one whose every neighbour is a duplicate is asked again with more
 BATCH = 64  # photos per pipelined round trip
+BLOCK = 2048  # photos per side of a block of similarities compared at once (16 MiB of float32)
 ORDER_FIELDS = ("width", "height", "size", "path")  # what puts a group's members in order
 
 
@@ -102,10 +106,78 @@ def similar_pairs(
     max_neighbours: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> SimilarPairs:
-    """Every pair of the index's photos at least `floor` similar, through each photo's KNN in the index,
-    asking again with more neighbours while all of them pass, up to `max_neighbours` (None: the whole index).
-    `on_progress(done, total)` is called after each batch."""
+    """Every pair of the index's photos at least `floor` similar: of each photo, all the photos that similar,
+    or its `max_neighbours` most similar of them (None: no limit). A FLAT index's vectors are compared in
+    blocks here, an HNSW index is asked each photo's KNN. `on_progress(done, total)` is called as it goes."""
     check_similarity(floor)
+    if store.schema.algorithm == "FLAT":
+        return _compared_in_blocks(store, floor, max_neighbours, on_progress)
+    return _through_the_index(store, floor, max_neighbours, on_progress)
+
+
+def _compared_in_blocks(
+    store: PhotoStore, floor: float, max_neighbours: int | None, on_progress: Callable[[int, int], None] | None
+) -> SimilarPairs:
+    """The vectors read in one scan, then each block of photos compared with every photo, a block at a time."""
+    started = time.perf_counter()
+    keys: list[str] = []
+    vectors: list[np.ndarray] = []
+    for key, photo in store.scan((VECTOR_FIELD,)):
+        if photo.vector is not None and len(photo.vector) == store.schema.model.dim:
+            keys.append(key)
+            vectors.append(photo.vector)
+    matrix = np.stack(vectors).astype(np.float32, copy=False) if vectors else np.empty((0, store.schema.model.dim))
+    del vectors
+    columns: list[np.ndarray] = []
+    rows: list[np.ndarray] = []
+    scores: list[np.ndarray] = []
+    capped = 0
+    for start in range(0, len(keys), BLOCK):
+        block = matrix[start : start + BLOCK]
+        row, column, score = [], [], []
+        for across in range(0, len(keys), BLOCK):
+            similarity = block @ matrix[across : across + BLOCK].T
+            at_row, at_column = np.nonzero(similarity >= floor)
+            distinct = start + at_row != across + at_column
+            row.append(start + at_row[distinct])
+            column.append(across + at_column[distinct])
+            score.append(similarity[at_row[distinct], at_column[distinct]])
+        found = [np.concatenate(part) for part in (row, column, score)]
+        if max_neighbours is not None:
+            kept, more = _most_similar(found[0], found[2], max_neighbours)
+            found, capped = [part[kept] for part in found], capped + more
+        rows.append(found[0])
+        columns.append(found[1])
+        scores.append(found[2])
+        if on_progress is not None:
+            on_progress(min(start + BLOCK, len(keys)), len(keys))
+    return SimilarPairs(
+        keys=keys,
+        first=np.concatenate(rows).astype(np.int64) if rows else np.empty(0, np.int64),
+        second=np.concatenate(columns).astype(np.int64) if columns else np.empty(0, np.int64),
+        similarity=np.concatenate(scores).astype(np.float32) if scores else np.empty(0, np.float32),
+        floor=floor,
+        photos=len(keys),
+        seconds=time.perf_counter() - started,
+        capped=capped,
+    )
+
+
+def _most_similar(row: np.ndarray, score: np.ndarray, most: int) -> tuple[np.ndarray, int]:
+    """Of pairs (row, score), the positions of each row's `most` best, and how many rows had more."""
+    order = np.lexsort((-score, row))  # by row, best first within each row
+    ranked_row = row[order]
+    first_of_row = np.searchsorted(ranked_row, ranked_row, side="left")
+    rank = np.arange(len(order)) - first_of_row
+    over = np.unique(ranked_row[rank >= most])
+    return np.sort(order[rank < most]), len(over)
+
+
+def _through_the_index(
+    store: PhotoStore, floor: float, max_neighbours: int | None, on_progress: Callable[[int, int], None] | None
+) -> SimilarPairs:
+    """Each photo's KNN in the index, asking again with more neighbours while all of them pass, up to
+    `max_neighbours` (None: the whole index)."""
     started = time.perf_counter()
     total = store.count()
     most = total if max_neighbours is None else min(total, max_neighbours + 1)

@@ -1,15 +1,18 @@
 """`duplicates` at library scale: how fast it checks a collection, and whether it finds every group.
 
-Usage: python scripts/bench_duplicates.py [--count 100000] [--algorithm auto|FLAT|HNSW] [--quick]
+Usage: python scripts/bench_duplicates.py [--count 100000] [--algorithm auto|FLAT|HNSW]
+                                          [--engines redisearch,valkey-search,cluster] [--quick]
 
 A synthetic collection of CLIP-like 512-d unit vectors: clusters of 50 loosely similar photos (cosine about
 0.55 within a cluster, as bench_search.py's "clustered" set), plus planted groups of near-duplicates (2 to 6
 copies of one photo, each at about 0.99 to it, 0.98 to one another) on about 5 % of the photos, and as many
-near misses (variants at about 0.91: the same scene, not the same photo). clipsearch.duplicates finds the
-groups with the index's own KNN (in an embedded server; the algorithm CLIPSEARCH_ALGORITHM=auto would choose
-for the count, unless --algorithm says otherwise). The baseline, in the same process, is what `duplicates`
-avoids: reading every vector out of the server and comparing all pairs with numpy (exact). Both are timed;
-the baseline's groups are the truth that the index's groups are checked against.
+near misses (variants at about 0.91: the same scene, not the same photo). On each engine (the embedded
+server with RediSearch, with valkey-search, a local 3-primary cluster), with the algorithm
+CLIPSEARCH_ALGORITHM=auto would choose for the count unless --algorithm says otherwise, clipsearch.duplicates
+finds the groups: on HNSW with the index's own KNN, on FLAT by comparing the vectors of one scan in blocks.
+The baseline, in the same process, reads every vector out of the server and compares all pairs with numpy
+in blocks of rows (exact). Both are timed; the baseline's groups are the truth that clipsearch's are checked
+against.
 --quick (2,000 photos) is what CI runs: the numbers are not checked there.
 """
 
@@ -21,13 +24,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from benchkit import ENGINES, VALKEY_SEARCH, Servers
 
 from clipsearch.connection import connect
 from clipsearch.duplicates import find_duplicates
 from clipsearch.identity import ModelIdentity
 from clipsearch.schema import AUTO_FLAT_UP_TO, VECTOR_FIELD, IndexSchema, PhotoRecord
-from clipsearch.server import EmbeddedServer
-from clipsearch.settings import Settings
 from clipsearch.store import PhotoStore
 
 DIM = 512
@@ -85,37 +87,45 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--algorithm", choices=("auto", "FLAT", "HNSW"), default="auto")
+    parser.add_argument("--engines", default=",".join(ENGINES), help="of " + ", ".join(ENGINES))
     parser.add_argument("--quick", action="store_true", help="2,000 photos: that it runs")
     args = parser.parse_args()
     if args.quick:
         args.count = 2_000
     algorithm = args.algorithm if args.algorithm != "auto" else "HNSW" if args.count > AUTO_FLAT_UP_TO else "FLAT"
+    engines = [engine.strip() for engine in args.engines.split(",") if engine.strip()]
+    if unknown := set(engines) - set(ENGINES):
+        parser.error(f"--engines: {', '.join(sorted(unknown))}? choose among {', '.join(ENGINES)}")
+    if not VALKEY_SEARCH.is_file() and {"valkey-search", "cluster"} & set(engines):
+        print(f"valkey-search and the cluster left out: {VALKEY_SEARCH} is missing")
+        engines = [engine for engine in engines if engine == "redisearch"]
     vectors, planted = collection(np.random.default_rng(0), args.count)
-    with tempfile.TemporaryDirectory(prefix="clipsearch-bench-") as scratch:
-        server = EmbeddedServer(Path(scratch) / "valkey")
-        server.ensure_started()
-        try:
-            settings = Settings(data_dir=server.data_dir, index_name="bench", algorithm=algorithm)
-            schema = IndexSchema.from_settings(settings, ModelIdentity("synthetic", "vectors", DIM))
-            store = PhotoStore.open(connect(settings), schema, create=True)
-            started = time.perf_counter()
-            store.upsert(PhotoRecord(f"{i}.jpg", vector) for i, vector in enumerate(vectors))
-            store.wait_indexed()
-            print(f"{args.count:,} photos, {algorithm}, {planted:,} planted groups: loaded in "
-                  f"{time.perf_counter() - started:.0f} s", flush=True)  # fmt: skip
-            report = find_duplicates(store, THRESHOLD, fields=("path",))
-            found = {frozenset(hit.key for hit in group.members) for group in report.groups}
-            truth, brute_seconds = brute_force_groups(store, THRESHOLD)
-        finally:
-            server.stop()
-    print(f"clipsearch duplicates (index KNN): {report.seconds:.1f} s, {report.rate:,.0f} photos/s, "
-          f"{len(report.groups):,} groups")  # fmt: skip
-    print(f"baseline (all vectors read, numpy all pairs): {brute_seconds:.1f} s, "
-          f"{args.count / brute_seconds:,.0f} photos/s, {len(truth):,} groups")  # fmt: skip
-    print(f"ratio clipsearch/baseline time: {report.seconds / brute_seconds:.2f}x")
-    exact = len(found & truth)
-    print(f"groups found exactly: {exact:,} of {len(truth):,} ({exact / max(len(truth), 1):.4f}); "
-          f"groups not in the truth: {len(found - truth):,}")  # fmt: skip
+    method = "index KNN" if algorithm == "HNSW" else "blocks of vectors"
+    for engine in engines:
+        with tempfile.TemporaryDirectory(prefix="clipsearch-bench-") as scratch:
+            servers = Servers(engine, Path(scratch))
+            try:
+                settings = servers.settings(algorithm)
+                schema = IndexSchema.from_settings(settings, ModelIdentity("synthetic", "vectors", DIM))
+                store = PhotoStore.open(connect(settings), schema, create=True)
+                started = time.perf_counter()
+                store.upsert(PhotoRecord(f"{i}.jpg", vector) for i, vector in enumerate(vectors))
+                store.wait_indexed()
+                print(f"{engine}: {args.count:,} photos, {algorithm}, {planted:,} planted groups: loaded in "
+                      f"{time.perf_counter() - started:.0f} s", flush=True)  # fmt: skip
+                report = find_duplicates(store, THRESHOLD, fields=("path",))
+                found = {frozenset(hit.key for hit in group.members) for group in report.groups}
+                truth, brute_seconds = brute_force_groups(store, THRESHOLD)
+            finally:
+                servers.stop()
+        print(f"  clipsearch duplicates ({method}): {report.seconds:.1f} s, {report.rate:,.0f} photos/s, "
+              f"{len(report.groups):,} groups")  # fmt: skip
+        print(f"  baseline (all vectors read, numpy all pairs): {brute_seconds:.1f} s, "
+              f"{args.count / brute_seconds:,.0f} photos/s, {len(truth):,} groups")  # fmt: skip
+        print(f"  ratio clipsearch/baseline time: {report.seconds / brute_seconds:.2f}x")
+        exact = len(found & truth)
+        print(f"  groups found exactly: {exact:,} of {len(truth):,} ({exact / max(len(truth), 1):.4f}); "
+              f"groups not in the truth: {len(found - truth):,}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -32,15 +32,14 @@ from pathlib import Path
 
 import numpy as np
 import valkey
+from benchkit import ENGINES, VALKEY_SEARCH, Servers
 
-from clipsearch.cluster import LocalCluster
 from clipsearch.connection import LOST, connect
 from clipsearch.errors import ClipsearchError
 from clipsearch.filters import SearchFilter
 from clipsearch.identity import ModelIdentity
 from clipsearch.photos import DAY, PhotoFacts, day_start
 from clipsearch.schema import IndexSchema, PhotoRecord
-from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
 from clipsearch.store import PhotoStore
 
@@ -62,67 +61,6 @@ def unit_vectors(rng: np.random.Generator, count: int, cluster_size: int, spread
 def photo(i: int, vector: np.ndarray, thumbnail: bytes | None) -> PhotoRecord:
     facts = PhotoFacts(day_start("2015-01-01") + (i % 3650) * DAY, "exif", camera="Camera")
     return PhotoRecord(f"f{i % FOLDERS}/{i}.jpg", vector, facts=facts, thumbnail=thumbnail)
-
-
-VALKEY_SEARCH = Path(__file__).resolve().parent.parent.parent / "shared" / "valkey-search" / "libsearch.so"
-ENGINES = ("redisearch", "valkey-search", "cluster")
-
-
-class Servers:
-    """The servers one index of one engine lives in: an embedded server, or a local cluster."""
-
-    def __init__(self, engine: str, scratch: Path) -> None:
-        self.engine = engine
-        self.embedded: EmbeddedServer | None = None
-        self.cluster: LocalCluster | None = None
-        if engine == "cluster":
-            self.cluster = LocalCluster(scratch / "cluster", VALKEY_SEARCH).start()
-        else:
-            module = VALKEY_SEARCH if engine == "valkey-search" else None
-            self.embedded = EmbeddedServer(scratch / "data", search_module=module)
-            self.embedded.ensure_started()
-
-    def settings(self, algorithm: str) -> Settings:
-        if self.cluster is not None:
-            return Settings(valkey_url=self.cluster.url, index_name="bench", algorithm=algorithm)
-        assert self.embedded is not None
-        return Settings(
-            data_dir=self.embedded.data_dir, search_module=self.embedded.search_module, index_name="bench",
-            algorithm=algorithm,
-        )  # fmt: skip
-
-    def used_memory(self) -> list[int]:
-        """INFO used_memory of each server (each primary of a cluster)."""
-        clients = [node.client() for node in self.cluster.nodes] if self.cluster else [self._embedded().client()]
-        memory = []
-        for client in clients:
-            with client:
-                memory.append(int(client.info("memory")["used_memory"]))
-        return memory
-
-    def restart(self) -> None:
-        """Stop the server (one primary of a cluster) and start it again, on its saved data."""
-        if self.cluster is not None:
-            node = self.cluster.nodes[0]
-            with node.client() as client:
-                client.bgrewriteaof()
-                while client.info("persistence")["aof_rewrite_in_progress"]:
-                    time.sleep(0.1)
-            self.cluster.stop_node(node)
-            self.cluster.restart_node(node)
-        else:
-            self._embedded().stop()
-            self._embedded().ensure_started()
-
-    def _embedded(self) -> EmbeddedServer:
-        assert self.embedded is not None
-        return self.embedded
-
-    def stop(self) -> None:
-        if self.cluster is not None:
-            self.cluster.stop()
-        else:
-            self._embedded().stop()
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: a scratch folder, the weights to time, and a page to drive."""
+"""What the benchmark scripts share: a scratch folder, the weights to time, a page to drive, and the servers of
+each search engine."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from pathlib import Path
 import open_clip
 import torch
 
-from clipsearch.cluster import free_port
+from clipsearch.cluster import LocalCluster, free_port
+from clipsearch.server import EmbeddedServer
+from clipsearch.settings import Settings
 
 PRETRAINED_HELP = "tag or checkpoint file (default: random weights)"
 CHROMIUM = "/usr/bin/chromium"
@@ -72,3 +75,64 @@ def streamlit_page(
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+VALKEY_SEARCH = Path(__file__).resolve().parent.parent.parent / "shared" / "valkey-search" / "libsearch.so"
+ENGINES = ("redisearch", "valkey-search", "cluster")
+
+
+class Servers:
+    """The servers one index of one engine lives in: an embedded server, or a local cluster."""
+
+    def __init__(self, engine: str, scratch: Path) -> None:
+        self.engine = engine
+        self.embedded: EmbeddedServer | None = None
+        self.cluster: LocalCluster | None = None
+        if engine == "cluster":
+            self.cluster = LocalCluster(scratch / "cluster", VALKEY_SEARCH).start()
+        else:
+            module = VALKEY_SEARCH if engine == "valkey-search" else None
+            self.embedded = EmbeddedServer(scratch / "data", search_module=module)
+            self.embedded.ensure_started()
+
+    def settings(self, algorithm: str) -> Settings:
+        """Settings of an index named "bench" on these servers."""
+        if self.cluster is not None:
+            return Settings(valkey_url=self.cluster.url, index_name="bench", algorithm=algorithm)
+        return Settings(
+            data_dir=self._embedded().data_dir, search_module=self._embedded().search_module, index_name="bench",
+            algorithm=algorithm,
+        )  # fmt: skip
+
+    def used_memory(self) -> list[int]:
+        """INFO used_memory of each server (each primary of a cluster)."""
+        clients = [node.client() for node in self.cluster.nodes] if self.cluster else [self._embedded().client()]
+        memory = []
+        for client in clients:
+            with client:
+                memory.append(int(client.info("memory")["used_memory"]))
+        return memory
+
+    def restart(self) -> None:
+        """Stop the server (one primary of a cluster) and start it again, on its saved data."""
+        if self.cluster is not None:
+            node = self.cluster.nodes[0]
+            with node.client() as client:
+                client.bgrewriteaof()
+                while client.info("persistence")["aof_rewrite_in_progress"]:
+                    time.sleep(0.1)
+            self.cluster.stop_node(node)
+            self.cluster.restart_node(node)
+        else:
+            self._embedded().stop()
+            self._embedded().ensure_started()
+
+    def _embedded(self) -> EmbeddedServer:
+        assert self.embedded is not None
+        return self.embedded
+
+    def stop(self) -> None:
+        if self.cluster is not None:
+            self.cluster.stop()
+        else:
+            self._embedded().stop()

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from clipsearch.chart import score_chart_svg
-from clipsearch.duplicates import keep_first
+from clipsearch.duplicates import _most_similar, keep_first
 from clipsearch.filters import SearchFilter, escape_tag, in_order
 from clipsearch.identity import ModelIdentity
 from clipsearch.library import Library, TermVectors
@@ -279,3 +279,14 @@ def test_a_part_is_read_as_i_of_n() -> None:
             Part.parse(text)
     with pytest.raises(ValueError, match="each part sees only its own photos"):
         LoadOptions(part=Part(1, 2), prune=True)
+
+
+@given(st.lists(st.tuples(st.integers(0, 6), st.floats(0, 1, width=32)), max_size=60), st.integers(1, 4))
+def test_each_photo_keeps_its_most_similar_pairs(pairs: list[tuple[int, float]], most: int) -> None:
+    rows = np.array([row for row, _ in pairs], dtype=np.int64)
+    scores = np.array([score for _, score in pairs], dtype=np.float32)
+    kept, over = _most_similar(rows, scores, most)
+    for row in set(rows.tolist()):
+        own = sorted(scores[rows == row].tolist(), reverse=True)
+        assert sorted(scores[kept][rows[kept] == row].tolist(), reverse=True) == own[:most]
+    assert over == sum(1 for row in set(rows.tolist()) if (rows == row).sum() > most)

@@ -480,3 +480,43 @@ def test_searches_during_the_algorithm_switch_keep_answering_from_the_old_index(
     ], "the old search index is dropped"
     writer.drop()
     assert not {name for name in clipsearch.store._search_indexes(client) if name.startswith(settings.index_name)}
+
+
+def planted_vectors(rng: np.random.Generator) -> np.ndarray:
+    """400 photos: 380 unlike one another, and a group of 20 near-copies of one photo (more than a first KNN
+    ask), each at about 0.99 to it."""
+    vectors = unit_vectors(rng, 400, 512)
+    copies = vectors[0] + 0.005 * rng.standard_normal((19, 512)).astype(np.float32)
+    vectors[381:] = copies / np.linalg.norm(copies, axis=1, keepdims=True)
+    return vectors
+
+
+@pytest.mark.parametrize("algorithm", ["FLAT", "HNSW"])
+def test_similar_pairs_equal_brute_force_on_either_index(
+    client, settings: Settings, algorithm: str, monkeypatch
+) -> None:
+    """FLAT: compared in blocks here (several each way); HNSW: each photo's KNN, asked again while all pass."""
+    from clipsearch import duplicates
+
+    monkeypatch.setattr(duplicates, "BLOCK", 64)
+    vectors = planted_vectors(np.random.default_rng(11))
+    schema = IndexSchema.from_settings(dataclasses.replace(settings, algorithm=algorithm), MODEL)
+    store = PhotoStore.open(client, schema, create=True)
+    keys = store.upsert(records(vectors))
+    similarity = vectors @ vectors.T
+    np.fill_diagonal(similarity, -1)
+    truth = {(keys[a], keys[b]) for a, b in zip(*np.nonzero(similarity >= 0.95), strict=True)}
+    assert len(truth) == 20 * 19
+
+    pairs = duplicates.similar_pairs(store, 0.95)
+    found = {(pairs.keys[a], pairs.keys[b]) for a, b in zip(pairs.first, pairs.second, strict=True)}
+    assert found == truth and pairs.photos == 400 and pairs.capped == 0
+    assert [len(group) for group in pairs.groups(0.95)] == [20]
+
+    capped = duplicates.similar_pairs(store, 0.95, max_neighbours=3)
+    per_photo = np.bincount(capped.first, minlength=len(capped.keys))
+    assert per_photo.max() == 3 and capped.capped == 20  # each copy has 19, and keeps its 3 best
+    for a, b, score in zip(capped.first, capped.second, capped.similarity, strict=True):
+        row = keys.index(capped.keys[a])
+        assert score == pytest.approx(similarity[row, keys.index(capped.keys[b])], abs=1e-5)
+        assert score >= np.sort(similarity[row])[-3] - 1e-5, "one of its three most similar"
