@@ -190,6 +190,7 @@ class Library:
         """The report, the count, and the algorithm fitted to the size; not by one of several loaders at once
         (a part), which would remake the index under the others: a run without --part fits it afterwards."""
         store = loader.store
+        store.wait_indexed()  # valkey-search may index the last writes in the background: count them all
         fits = self.settings.algorithm == "AUTO" and loader.options.part is None
         switched = store.fit_algorithm() if fits else None
         return Indexed(report, store.count(), switched)

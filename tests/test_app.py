@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import streamlit as st
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -279,7 +280,9 @@ def test_weights_unavailable_offline_is_explained(app_env: Settings, monkeypatch
 
 @pytest.fixture
 def text_encodes(monkeypatch) -> list[list[str]]:
-    """Every batch of texts the page encodes, in order."""
+    """Every batch of texts the page encodes, in order, from empty caches (as in a fresh page process: the
+    same test ran before on another engine in this process)."""
+    st.cache_data.clear()
     calls: list[list[str]] = []
     for engine in (TorchTextEncoder, OnnxTextEncoder):
 
