@@ -37,6 +37,7 @@ START_TIMEOUT_S = 10.0
 # A live server process that has not opened its socket yet (loading the search module on a busy
 # machine) is waited for this long in all.
 STARTING_TIMEOUT_S = 60.0
+SAVE_TIMEOUT_S = 600.0  # what a server that is saving its data as it stops is given
 
 
 def valkey_binary() -> Path:
@@ -289,7 +290,8 @@ class EmbeddedServer:
         """Shut the server down cleanly (it saves its data first); False if none was running.
 
         A server that cannot take SHUTDOWN (still starting, no socket yet) is sent SIGTERM, on which
-        Valkey exits cleanly too.
+        Valkey exits cleanly too. Saving a large index takes a while (gigabytes of thumbnails): a server that
+        is still at it is given up to SAVE_TIMEOUT_S.
         """
         if not self.is_running():
             return False
@@ -300,17 +302,18 @@ class EmbeddedServer:
         except valkey.BusyLoadingError:
             if pid is not None:
                 os.kill(pid, signal.SIGTERM)  # it exits cleanly on SIGTERM while loading too
-        except valkey.ConnectionError:
-            pass  # the server closes the connection as it exits, or is not listening yet
-        for attempt in ("SHUTDOWN", "SIGTERM"):
-            deadline = time.monotonic() + timeout
+        except (valkey.ConnectionError, valkey.TimeoutError):
+            pass  # the server closes the connection as it exits, is not listening yet, or is still saving
+        started = time.monotonic()
+        for attempt, allowed in (("SHUTDOWN", timeout), ("SIGTERM", SAVE_TIMEOUT_S)):
+            deadline = time.monotonic() + allowed
             while time.monotonic() < deadline:
                 if self.state() is ServerState.DOWN:
                     return True
                 time.sleep(0.02)
             if attempt == "SHUTDOWN" and pid is not None and self._process_alive():
                 os.kill(pid, signal.SIGTERM)
-        raise ServerError(f"the embedded Valkey (pid {pid}) did not stop within {2 * timeout:.0f} s")
+        raise ServerError(f"the embedded Valkey (pid {pid}) did not stop within {time.monotonic() - started:.0f} s")
 
     def status(self) -> ServerStatus:
         state = self.state()
