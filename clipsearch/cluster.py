@@ -61,9 +61,13 @@ class LocalCluster:
         self.folder = Path(folder)
         self.search_module = Path(search_module).resolve()
         self.nodes: list[Node] = []
-        for number in range(primaries):
-            port = free_port(BUS_OFFSET, COORDINATOR_OFFSET)
-            self.nodes.append(Node(port, self.folder / f"node-{number}"))
+        offsets = (0, BUS_OFFSET, COORDINATOR_OFFSET)
+        taken: set[int] = set()
+        while len(self.nodes) < primaries:
+            port = free_port(*offsets[1:])
+            if taken.isdisjoint(port + offset for offset in offsets):  # no two nodes share a port of theirs
+                taken.update(port + offset for offset in offsets)
+                self.nodes.append(Node(port, self.folder / f"node-{len(self.nodes)}"))
 
     @property
     def url(self) -> str:

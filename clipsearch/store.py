@@ -169,7 +169,9 @@ class PhotoStore:
         try:
             self.client.ft(schema.search_index).create_index(schema.fields(), definition=definition)
         except valkey.ResponseError as error:
-            if "Index already exists" not in str(error):  # another process won the race
+            # Another process won the race: RediSearch says "Index already exists", valkey-search
+            # "Index NAME in database 0 already exists".
+            if "already exists" not in str(error):
                 raise NoVectorSearch(f"FT.CREATE failed ({error}): {NO_VECTOR_SEARCH}") from None
 
     # --- the index itself ---------------------------------------------------------------

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from benchkit import ENGINES, VALKEY_SEARCH, Servers
+from benchkit import ENGINES, Servers, chosen_engines
 
 from clipsearch.connection import connect
 from clipsearch.duplicates import find_duplicates
@@ -93,12 +93,7 @@ def main() -> None:
     if args.quick:
         args.count = 2_000
     algorithm = args.algorithm if args.algorithm != "auto" else "HNSW" if args.count > AUTO_FLAT_UP_TO else "FLAT"
-    engines = [engine.strip() for engine in args.engines.split(",") if engine.strip()]
-    if unknown := set(engines) - set(ENGINES):
-        parser.error(f"--engines: {', '.join(sorted(unknown))}? choose among {', '.join(ENGINES)}")
-    if not VALKEY_SEARCH.is_file() and {"valkey-search", "cluster"} & set(engines):
-        print(f"valkey-search and the cluster left out: {VALKEY_SEARCH} is missing")
-        engines = [engine for engine in engines if engine == "redisearch"]
+    engines = chosen_engines(parser, args.engines)
     vectors, planted = collection(np.random.default_rng(0), args.count)
     method = "index KNN" if algorithm == "HNSW" else "blocks of vectors"
     for engine in engines:

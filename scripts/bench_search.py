@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import valkey
-from benchkit import ENGINES, VALKEY_SEARCH, Servers
+from benchkit import ENGINES, Servers, chosen_engines
 
 from clipsearch.connection import LOST, connect
 from clipsearch.errors import ClipsearchError
@@ -160,12 +160,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.count, args.queries = 2_000, 20
-    engines = [engine.strip() for engine in args.engines.split(",") if engine.strip()]
-    if unknown := set(engines) - set(ENGINES):
-        parser.error(f"--engines: {', '.join(sorted(unknown))}? choose among {', '.join(ENGINES)}")
-    if not VALKEY_SEARCH.is_file() and {"valkey-search", "cluster"} & set(engines):
-        print(f"valkey-search and the cluster left out: {VALKEY_SEARCH} is missing")
-        engines = [engine for engine in engines if engine == "redisearch"]
+    engines = chosen_engines(parser, args.engines)
     rng = np.random.default_rng(0)
     sets = {
         "clustered": unit_vectors(rng, args.count + args.queries, cluster_size=50, spread=0.04),

@@ -3,6 +3,7 @@ each search engine."""
 
 from __future__ import annotations
 
+import argparse
 import socket
 import subprocess
 import sys
@@ -136,3 +137,14 @@ class Servers:
             self.cluster.stop()
         else:
             self._embedded().stop()
+
+
+def chosen_engines(parser: argparse.ArgumentParser, text: str) -> list[str]:
+    """The engines --engines names (comma-separated), less those that are not here, which it says."""
+    engines = [engine.strip() for engine in text.split(",") if engine.strip()]
+    if unknown := set(engines) - set(ENGINES):
+        parser.error(f"--engines: {', '.join(sorted(unknown))}? choose among {', '.join(ENGINES)}")
+    if not VALKEY_SEARCH.is_file() and {"valkey-search", "cluster"} & set(engines):
+        print(f"valkey-search and the cluster left out: {VALKEY_SEARCH} is missing")
+        engines = [engine for engine in engines if engine == "redisearch"]
+    return engines
