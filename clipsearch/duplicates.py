@@ -135,13 +135,18 @@ def _compared_in_blocks(
     for start in range(0, len(keys), BLOCK):
         block = matrix[start : start + BLOCK]
         row, column, score = [], [], []
-        for across in range(0, len(keys), BLOCK):
+        # Capped, each photo needs all its pairs at once; uncapped, a block pair is compared once (the blocks
+        # from this one on) and each pair found above the diagonal of blocks stands for both directions.
+        for across in range(0 if max_neighbours is not None else start, len(keys), BLOCK):
             similarity = block @ matrix[across : across + BLOCK].T
             at_row, at_column = np.nonzero(similarity >= floor)
             distinct = start + at_row != across + at_column
-            row.append(start + at_row[distinct])
-            column.append(across + at_column[distinct])
-            score.append(similarity[at_row[distinct], at_column[distinct]])
+            pair = (start + at_row[distinct], across + at_column[distinct])
+            value = similarity[at_row[distinct], at_column[distinct]]
+            mirrored = max_neighbours is None and across != start
+            row.extend([pair[0], pair[1]] if mirrored else [pair[0]])
+            column.extend([pair[1], pair[0]] if mirrored else [pair[1]])
+            score.extend([value, value] if mirrored else [value])
         found = [np.concatenate(part) for part in (row, column, score)]
         if max_neighbours is not None:
             kept, more = _most_similar(found[0], found[2], max_neighbours)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -432,3 +433,22 @@ def planted_duplicates(photo_folder: Path) -> dict[str, list[str]]:
             image.save(photo_folder / path, file_format, **options)
             groups[name].append(path)
     return groups
+
+
+@pytest.fixture
+def search_equals_brute_force(run_cli, encoder) -> Callable[..., None]:
+    """Checks `search TEXT --json` against brute force over every vector of the index (`rows`: key to a
+    Photo with its vector and path): the same 10 keys in order, the same scores."""
+
+    def check(env: dict[str, str], rows: dict, texts: tuple[str, ...] = ("a photo of a cat", "snowy streets")) -> None:
+        keys = list(rows)
+        matrix = np.stack([rows[key].vector for key in keys])
+        for text in texts:
+            found = json.loads(run_cli(env, "search", text, "--k", "10", "--json", "--no-fold").stdout)
+            scores = matrix @ encoder.encode_text([text])[0]
+            best = np.argsort(-scores)[:10]
+            assert [hit["key"] for hit in found] == [keys[i] for i in best]
+            np.testing.assert_allclose([hit["score"] for hit in found], scores[best], atol=1e-5)
+            assert all(hit["path"] == rows[hit["key"]].path for hit in found)
+
+    return check

@@ -7,14 +7,12 @@ that loses a primary and gets it back.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -42,7 +40,13 @@ def shard_counts(cluster: LocalCluster, prefix: str) -> list[int]:
 
 
 def test_the_cli_life_cycle_on_a_cluster(
-    search_server, tmp_path: Path, cli_env: dict[str, str], copy_photos, sample_photos: Path, run_cli, encoder
+    search_server,
+    tmp_path: Path,
+    cli_env: dict[str, str],
+    copy_photos,
+    sample_photos: Path,
+    run_cli,
+    search_equals_brute_force,
 ) -> None:
     """index (three parts at once), search, info, a second run, prune, --rebuild and drop, against a cluster named
     by one node's URL: every result equals brute force over the documents of all shards."""
@@ -64,15 +68,7 @@ def test_the_cli_life_cycle_on_a_cluster(
     assert sum(counts) == len(names) and all(counts), counts  # spread over the three shards
     assert f"{len(names)} photos" in run_cli(cli_env, "info").stdout  # the count of all shards
 
-    rows = {key: row for key, row in store.scan(("path", "vector"))}
-    keys = list(rows)
-    matrix = np.stack([rows[key].vector for key in keys])
-    for text in ("a photo of a cat", "snowy streets"):
-        found = json.loads(run_cli(cli_env, "search", text, "--k", "10", "--json", "--no-fold").stdout)
-        scores = matrix @ encoder.encode_text([text])[0]
-        best = np.argsort(-scores)[:10]
-        assert [hit["key"] for hit in found] == [keys[i] for i in best]
-        np.testing.assert_allclose([hit["score"] for hit in found], scores[best], atol=1e-5)
+    search_equals_brute_force(cli_env, {key: row for key, row in store.scan(("path", "vector"))})
 
     again = run_cli(cli_env, "index", str(folder))
     assert f"Nothing to encode: all {len(names)} photos are unchanged." in again.stdout
