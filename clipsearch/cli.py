@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,7 @@ from clipsearch.filters import ORDERS, SearchFilter
 from clipsearch.library import Library
 from clipsearch.loader import LoadOptions, Part
 from clipsearch.photos import BadPhoto, display_path, read_file, taken_iso
+from clipsearch.places import DEFAULT_WITHIN_KM, Near, parse_position
 from clipsearch.results import Cut, Result, SearchOptions
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
@@ -52,6 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--before", metavar="YYYY-MM-DD", help="only photos taken on or before this day")
     search.add_argument("--folder", metavar="PATH", help="only photos in this folder of the collection (or below it)")
     search.add_argument("--camera", metavar="TEXT", help="only photos from this camera, e.g. 'Apple iPhone 12'")
+    search.add_argument(
+        "--place", metavar="NAME", help="only photos taken in this city, region or country (any case and accents)"
+    )
+    search.add_argument(
+        "--near", metavar="LAT,LON", type=position_argument, help="only photos taken near this position, in degrees"
+    )
+    search.add_argument(
+        "--within",
+        metavar="KM",
+        type=float,
+        default=DEFAULT_WITHIN_KM,
+        help=f"with --near: how near, in kilometres (default {DEFAULT_WITHIN_KM:g})",
+    )
     search.add_argument("--order", choices=ORDERS, default="relevance", help="of the k results (default relevance)")
     search.add_argument(
         "--fold",
@@ -148,6 +163,13 @@ def add_index_arguments(parser: argparse.ArgumentParser) -> None:
 def part_argument(text: str) -> Part:
     try:
         return Part.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def position_argument(text: str) -> tuple[float, float]:
+    try:
+        return parse_position(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
@@ -252,7 +274,14 @@ def search_command(settings: Settings, args: argparse.Namespace) -> int:
         raise ValueError("give TEXT, --image FILE or --like KEY (or several: they are added up)")
     if args.k <= 0:
         raise ValueError("--k must be above 0")
-    where = SearchFilter.of_days(after=args.after, before=args.before, folder=args.folder, camera=args.camera)
+    where = SearchFilter.of_days(
+        after=args.after,
+        before=args.before,
+        folder=args.folder,
+        camera=args.camera,
+        place=args.place,
+        near=None if args.near is None else Near(args.near[0], args.near[1], args.within),
+    )
     options = SearchOptions(
         k=args.k,
         fold=args.fold,
@@ -361,6 +390,9 @@ def _json_row(hit: Hit) -> dict[str, object]:
         "taken": None if photo.taken is None else taken_iso(photo.taken, photo.offset or ""),
         "camera": photo.camera or None,
         "folder": _folder_of(hit),
+        "latitude": photo.latitude,
+        "longitude": photo.longitude,
+        "place": None if (place := photo.place) is None else asdict(place),
     }
     if row["path"] != hit.path:
         row["path_bytes"] = base64.b64encode(os.fsencode(hit.path)).decode()

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from clipsearch.photos import DAY, day_start
+from clipsearch.places import Near, fold_name
 from clipsearch.schema import Photo, tag_value
 
 ORDERS = ("relevance", "newest", "oldest")
@@ -16,16 +17,25 @@ ORDERS = ("relevance", "newest", "oldest")
 @dataclass(frozen=True)
 class SearchFilter:
     """Which photos a search may return: taken in [after, before) (PhotoFacts time), in a folder (and its
-    subfolders), by a camera. Every user-given value is escaped into the query."""
+    subfolders), by a camera, in a place (its city, region or country), within a radius of a position. Every
+    user-given value is escaped into the query."""
 
     after: float | None = None
     before: float | None = None
     folder: str | None = None
     camera: str | None = None
+    place: str | None = None
+    near: Near | None = None
 
     @classmethod
     def of_days(
-        cls, after: str | None, before: str | None, folder: str | None = None, camera: str | None = None
+        cls,
+        after: str | None,
+        before: str | None,
+        folder: str | None = None,
+        camera: str | None = None,
+        place: str | None = None,
+        near: Near | None = None,
     ) -> SearchFilter:
         """The filter a person sets: days as YYYY-MM-DD, both included (ValueError for a malformed one)."""
         return cls(
@@ -33,7 +43,14 @@ class SearchFilter:
             before=day_start(before) + DAY if before else None,
             folder=folder or None,
             camera=camera or None,
+            place=place or None,
+            near=near,
         )
+
+    def admits(self, photo: Photo) -> bool:
+        """The part of the filter the index's pre-filter only bounds: a photo in the box around the radius is
+        admitted if it is within the circle (read its latitude and longitude)."""
+        return self.near is None or self.near.holds(photo.latitude, photo.longitude)
 
     def query(self) -> str:
         """The pre-filter of a KNN query, or "*" for none."""
@@ -42,7 +59,11 @@ class SearchFilter:
             low = "-inf" if self.after is None else repr(float(self.after))
             high = "+inf" if self.before is None else f"({float(self.before)!r}"
             clauses.append(f"@taken:[{low} {high}]")
-        for field_name, value in (("folders", self.folder), ("camera_tag", self.camera)):
+        if self.near is not None:
+            south, north, west, east = self.near.box()
+            clauses.append(f"@latitude:[{south!r} {north!r}] @longitude:[{west!r} {east!r}]")
+        place = fold_name(self.place or "")
+        for field_name, value in (("folders", self.folder), ("camera_tag", self.camera), ("places", place)):
             if tag := tag_value((value or "").strip().strip("/")):  # " ", "/ /", a tab: no filter
                 clauses.append(f"@{field_name}:{{{escape_tag(tag)}}}")
         return f"({' '.join(clauses)})" if clauses else "*"

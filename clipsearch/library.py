@@ -23,6 +23,7 @@ from clipsearch.errors import IndexMissing
 from clipsearch.filters import SearchFilter
 from clipsearch.identity import ModelIdentity
 from clipsearch.loader import LoadOptions, LoadReport, PhotoLoader, ProgressCallback, pending_photos
+from clipsearch.overview import OVERVIEW_FIELDS, Overview, overview
 from clipsearch.photos import BadPhoto, decode_query_photo, file_under
 from clipsearch.query import BadQuery, combine, parse_query
 from clipsearch.results import Results, SearchOptions, find
@@ -277,6 +278,11 @@ class Library:
 
     def cameras(self) -> list[str]:
         return self.store().cameras()
+
+    def overview(self) -> Overview:
+        """What the collection holds, counted per month, camera, place and folder, with the spots of its map: one
+        scan of the index's own fields (FT.AGGREGATE is not in the subset valkey-search shares)."""
+        return overview(photo for _, photo in self._any_store().scan(OVERVIEW_FIELDS))
 
     def photo_file(self, hit: Hit) -> Path | None:
         """The photo's own file, only from the configured photo folder: never from a folder the index names,

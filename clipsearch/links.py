@@ -14,6 +14,7 @@ from typing import Literal
 
 from clipsearch.filters import ORDERS
 from clipsearch.photos import day_start
+from clipsearch.places import MAX_WITHIN_KM, parse_position
 from clipsearch.query import MAX_QUERY_CHARS
 
 MAX_RESULTS = 100  # the Results slider
@@ -30,9 +31,9 @@ MAX_NUMBER_CHARS = 32  # no number the page takes is longer
 @dataclass(frozen=True)
 class Param:
     """One URL parameter: text (cut to `max_chars`), a whole number or a number in [low, high], one of
-    `choices`, or a day as YYYY-MM-DD."""
+    `choices`, a day as YYYY-MM-DD, or a position as LAT,LON."""
 
-    kind: Literal["text", "whole", "number", "choice", "day"]
+    kind: Literal["text", "whole", "number", "choice", "day", "position"]
     low: float = 0.0
     high: float = 0.0
     choices: tuple[str, ...] = ()
@@ -46,9 +47,9 @@ class Param:
             return None
         if self.kind == "choice":
             return value if value in self.choices else None
-        if self.kind == "day":
+        if self.kind in ("day", "position"):
             try:
-                day_start(value)
+                day_start(value) if self.kind == "day" else parse_position(value)
             except ValueError:
                 return None
             return value
@@ -65,6 +66,9 @@ PARAMS: dict[str, Param] = {
     "like": Param("text", max_chars=MAX_NAME_CHARS),  # "More like this": a photo's key
     "folder": Param("text", max_chars=MAX_NAME_CHARS),
     "camera": Param("text", max_chars=MAX_NAME_CHARS),
+    "place": Param("text", max_chars=MAX_NAME_CHARS),  # a city, region or country
+    "near": Param("position", max_chars=64),  # LAT,LON
+    "within": Param("number", 0.1, MAX_WITHIN_KM),  # km, with near
     "after": Param("day"),
     "before": Param("day"),
     "order": Param("choice", choices=ORDERS),

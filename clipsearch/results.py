@@ -78,6 +78,7 @@ class Results:
     scores: list[float]  # every candidate's similarity, best first: what a chart of the drop shows
     threshold: float | None  # the cut's similarity for this query (None: no cut)
     more: bool  # asking for more results could show more
+    times: list[float] = field(default_factory=list)  # capture times of the candidates that pass: the timeline
 
     @property
     def hidden(self) -> int:
@@ -96,20 +97,24 @@ def find(
     and name of the photos folded under them). Asks the index for more candidates, up to MAX_CANDIDATES, until
     folding leaves k results."""
     with_vectors = options.fold or options.variety > 0
+    near = where is not None and where.near is not None
+    read = [*([VECTOR_FIELD] if with_vectors else []), *(["latitude", "longitude"] if near else []), "taken"]
     per_result = VARIETY_POOL if options.variety else 2 if options.fold else 1
     pool = min(MAX_CANDIDATES, max(options.k + EXTRA_CANDIDATES, options.k * per_result))
-    vectors: dict[str, np.ndarray | None] = {}  # read once, however often the index is asked again
+    rows: dict[str, Photo | None] = {}  # read once, however often the index is asked again
     while True:
         ranked = [(hit.key, hit.score) for hit in store.nearest(vector, pool, fields=(), where=where)]
         threshold = options.cut.threshold(ranked[0][1]) if ranked else None
         passing = [(key, score) for key, score in ranked if threshold is None or score >= threshold]
         cut_reached = len(passing) < len(ranked)  # no later candidate can pass either
-        if with_vectors:
-            missing = [key for key, _ in passing if key not in vectors]
-            for key, photo in zip(missing, store.get(missing, (VECTOR_FIELD,)), strict=True):
-                vectors[key] = photo.vector if photo else None  # None: deleted since the KNN query
-            passing = [(key, score) for key, score in passing if vectors[key] is not None]
-        hits = [Hit(key, score, Photo(vector=vectors[key] if with_vectors else None)) for key, score in passing]
+        missing = [key for key, _ in passing if key not in rows]
+        rows |= dict(zip(missing, store.get(missing, read), strict=True))  # None: deleted since the KNN query
+        admitted = [
+            (key, score, row)
+            for key, score in passing
+            if (row := rows[key]) is not None and (where is None or where.admits(row))
+        ]
+        hits = [Hit(key, score, Photo(vector=row.vector if with_vectors else None)) for key, score, row in admitted]
         groups = fold(hits, options.folding)
         exhausted = len(ranked) < pool or cut_reached or pool >= MAX_CANDIDATES
         if len(groups) > options.k or exhausted:
@@ -123,6 +128,7 @@ def find(
         scores=[score for _, score in ranked],
         threshold=threshold,
         more=len(groups) > options.k or not exhausted,
+        times=[row.taken for _, _, row in admitted if row.taken is not None],
     )
 
 

@@ -18,11 +18,12 @@ from valkey.commands.search.field import Field, NumericField, TagField, VectorFi
 from clipsearch.errors import IndexMismatch
 from clipsearch.identity import ModelIdentity
 from clipsearch.photos import PhotoFacts, folders_of
+from clipsearch.places import Place, fold_name, places_at
 from clipsearch.settings import Settings
 
 # The layout of keys and hash fields. Each step of the ladder (clipsearch.store.UPGRADES) brings an index one
 # version up in place; an index newer than this, or older than the ladder reaches, is refused.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 TAG_SEPARATOR = "|"
 # CLIPSEARCH_ALGORITHM=auto: exact FLAT search up to this many photos, HNSW above (docs/index.md says why);
 # back to FLAT only below 80 % of it, so that a collection around the limit does not switch back and forth.
@@ -67,18 +68,25 @@ FIELDS: dict[str, FieldSpec] = {
         FieldSpec("taken_from", bytes.decode, since=2),  # "exif" or "file"
         FieldSpec("offset", bytes.decode, since=2),
         FieldSpec("camera", bytes.decode, since=2),
-        FieldSpec("latitude", float, since=2),
-        FieldSpec("longitude", float, since=2),
+        FieldSpec("latitude", float, "numeric", since=2),  # degrees (indexed since 3: the radius filter)
+        FieldSpec("longitude", float, "numeric", since=2),
         FieldSpec("folders", bytes.decode, "tag", since=2),  # every folder a photo is in, lower case
         FieldSpec("camera_tag", bytes.decode, "tag", since=2),  # make and model, lower case
+        FieldSpec("city", bytes.decode, since=3),  # the place nearest the position (clipsearch.places)
+        FieldSpec("region", bytes.decode, since=3),
+        FieldSpec("country", bytes.decode, since=3),
+        FieldSpec("places", bytes.decode, "tag", since=3),  # city, region and country, folded (places.fold_name)
     )
 }
 VECTOR_FIELD = "vector"
 # What a result shows (the thumbnail is asked for apart: it is the largest field).
 PHOTO_FIELDS = (
     "path", "name", "width", "height", "size", "mtime", "content_hash", "source", "taken", "taken_from", "offset",
-    "camera",
+    "camera", "latitude", "longitude", "city", "region", "country",
 )  # fmt: skip
+# What a photo may lack (no EXIF, no GPS, no place near): rewriting a photo removes those its new file lacks.
+OPTIONAL_FIELDS = ("thumbnail", "taken", "taken_from", "offset", "camera", "camera_tag", "latitude", "longitude",
+                   "city", "region", "country", "places")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,21 @@ class Photo:
     longitude: float | None = None
     folders: str | None = None
     camera_tag: str | None = None
+    city: str | None = None
+    region: str | None = None
+    country: str | None = None
+    places: str | None = None
+
+    @property
+    def place(self) -> Place | None:
+        """Where it was taken, in words; None without a position or a populated place near it (or not read)."""
+        if not (self.city or self.region or self.country):
+            return None
+        return Place(self.city or "", self.region or "", self.country or "")
+
+    @property
+    def position(self) -> tuple[float, float] | None:
+        return None if self.latitude is None or self.longitude is None else (self.latitude, self.longitude)
 
     @classmethod
     def decoded(cls, names: Sequence[str], raw: Sequence[bytes | None]) -> Photo:
@@ -273,9 +296,19 @@ def fact_mapping(path: str, source: str, facts: PhotoFacts | None) -> HashMappin
         }
         if facts.latitude is not None and facts.longitude is not None:
             mapping |= {"latitude": repr(facts.latitude), "longitude": repr(facts.longitude)}
+            [place] = places_at([(facts.latitude, facts.longitude)])
+            mapping |= place_mapping(place)
     unknown = mapping.keys() - FIELDS.keys()
     assert not unknown, f"fields missing from FIELDS: {unknown}"
     return mapping
+
+
+def place_mapping(place: Place | None) -> HashMapping:
+    """The hash fields of a photo's place (none for no place)."""
+    if place is None:
+        return {}
+    tags = dict.fromkeys(tag_value(fold_name(name)) for name in place.names())
+    return {"city": place.city, "region": place.region, "country": place.country, "places": TAG_SEPARATOR.join(tags)}
 
 
 def tag_value(text: str) -> str:

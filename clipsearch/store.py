@@ -42,7 +42,9 @@ from clipsearch.errors import (
 )
 from clipsearch.filters import SearchFilter, in_order
 from clipsearch.photos import PhotoFacts
+from clipsearch.places import places_at
 from clipsearch.schema import (
+    OPTIONAL_FIELDS,
     PHOTO_FIELDS,
     SCHEMA_VERSION,
     VECTOR_FIELD,
@@ -53,6 +55,7 @@ from clipsearch.schema import (
     fact_mapping,
     fitting_algorithm,
     meta_key,
+    place_mapping,
 )
 
 SCORE_ALIAS = "score"
@@ -207,6 +210,21 @@ class PhotoStore:
             upgraded += len(batch)
         return upgraded
 
+    def _add_places(self, facts_of: Callable[[str, str], PhotoFacts | None]) -> int:
+        """Version 2 to 3: every photo with a GPS position gains its place, from the position stored (read from
+        its file's header when it was indexed): no file is read again. The search index is made again with
+        latitude and longitude as NUMERIC fields and the places as a TAG field."""
+        upgraded = 0
+        for batch in batched(self.scan(("path", "latitude", "longitude"))):
+            located = [(key, photo.position) for key, photo in batch if photo.position is not None]
+            pipe = self.client.pipeline(transaction=False)
+            for (key, _), place in zip(located, places_at([position for _, position in located]), strict=True):
+                if place is not None:
+                    pipe.hset(key, mapping=place_mapping(place))
+            pipe.execute()
+            upgraded += len(batch)
+        return upgraded
+
     def _remake_index(self, schema: IndexSchema) -> None:
         """Make the search index again as `schema` says, over the stored documents (none is rewritten), while
         the current one goes on answering: the next generation is built beside it over the same prefix, and
@@ -313,9 +331,10 @@ class PhotoStore:
             pipe = self.client.pipeline(transaction=False)
             for record in batch:
                 key = self.schema.key_for(record.path)
-                pipe.hset(key, mapping=record.to_mapping(self.schema.model.dim))
-                if record.thumbnail is None:  # HSET keeps fields the new mapping lacks
-                    pipe.hdel(key, "thumbnail")
+                mapping = record.to_mapping(self.schema.model.dim)
+                pipe.hset(key, mapping=mapping)
+                if lacking := [name for name in OPTIONAL_FIELDS if name not in mapping]:
+                    pipe.hdel(key, *lacking)  # HSET keeps the fields a new mapping lacks: a GPS tag removed
                 keys.append(key)
             self._changed(pipe)
             pipe.execute()
@@ -526,7 +545,8 @@ def _check_compatible(wanted: IndexSchema, stored: IndexSchema, writer: bool) ->
     if upgradable and not writer:
         raise IndexMismatch(
             f"index {wanted.name!r} was made by an older clipsearch (key schema version {stored.version}) and "
-            "lacks the dates, folders and cameras that filters need. Run the loader once "
+            f"lacks {' and '.join(WHAT_UPGRADES_ADD[v] for v in range(stored.version, SCHEMA_VERSION))}. "
+            "Run the loader once "
             "(`python -m clipsearch index FOLDER`): it upgrades the index in place, without encoding anything again."
         )
     if stored.version != SCHEMA_VERSION and not upgradable:
@@ -548,4 +568,9 @@ def _check_compatible(wanted: IndexSchema, stored: IndexSchema, writer: bool) ->
 # (the search index is made again after the last step).
 UPGRADES: dict[int, Callable[[PhotoStore, Callable[[str, str], PhotoFacts | None]], int]] = {
     1: PhotoStore._add_facts,
+    2: PhotoStore._add_places,
+}
+WHAT_UPGRADES_ADD = {
+    1: "the dates, folders and cameras that filters need",
+    2: "the places of photos with a GPS position",
 }

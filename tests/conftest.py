@@ -341,6 +341,27 @@ def camera_jpeg() -> Callable[..., bytes]:
 
 
 @pytest.fixture(scope="session")
+def downgrade_to_version_2() -> Callable[..., None]:
+    from clipsearch.schema import FIELDS
+    from clipsearch.store import PhotoStore
+
+    def downgrade_to_version_2(client, store: PhotoStore) -> None:
+        """Make an index look as the previous clipsearch left it: no places, version 2, and a search index
+        without them or the positions."""
+        from valkey.commands.search.indexDefinition import IndexDefinition, IndexType
+
+        client.execute_command("FT.DROPINDEX", store.schema.search_index)
+        for key, _ in store.scan(("path",)):
+            client.hdel(key, *(name for name, spec in FIELDS.items() if spec.since == 3))
+        client.hset(store.schema.meta_key, "schema_version", "2")
+        definition = IndexDefinition(prefix=[store.schema.prefix], index_type=IndexType.HASH)
+        version_2 = [field for field in store.schema.fields() if field.name not in ("latitude", "longitude", "places")]
+        client.ft(store.schema.search_index).create_index(version_2, definition=definition)
+
+    return downgrade_to_version_2
+
+
+@pytest.fixture(scope="session")
 def downgrade_to_version_1() -> Callable[..., None]:
     from clipsearch.schema import FIELDS
     from clipsearch.store import PhotoStore
@@ -351,7 +372,7 @@ def downgrade_to_version_1() -> Callable[..., None]:
 
         client.execute_command("FT.DROPINDEX", store.schema.name)  # the name alone: both engines take it
         for key, _ in store.scan(("path",)):
-            client.hdel(key, *(name for name, spec in FIELDS.items() if spec.since == 2))
+            client.hdel(key, *(name for name, spec in FIELDS.items() if spec.since >= 2))
         client.hset(store.schema.meta_key, "schema_version", "1")
         definition = IndexDefinition(prefix=[store.schema.prefix], index_type=IndexType.HASH)
         client.ft(store.schema.name).create_index(store.schema.fields()[:1], definition=definition)
@@ -369,6 +390,75 @@ def dated_photo(source: Path, taken: str, camera: tuple[str, str], offset: str |
     buffer = io.BytesIO()
     Image.open(source).convert("RGB").save(buffer, "JPEG", quality=90, exif=exif)
     return buffer.getvalue()
+
+
+def located_photo(source: Path, position: tuple[float, float] | None, taken: str = "2022:05:01 10:00:00") -> bytes:
+    """A sample photo re-saved with the EXIF of a phone: capture time, and the GPS tags of `position` (none for
+    None), in degrees, minutes and seconds as cameras write them."""
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "Apple", "iPhone 12"
+    exif.get_ifd(0x8769)[0x9003] = taken
+    if position is not None:
+
+        def dms(value: float) -> tuple[float, float, float]:
+            degrees, rest = divmod(abs(value) * 3600, 3600)
+            minutes, seconds = divmod(rest, 60)
+            return float(degrees), float(minutes), round(seconds, 4)
+
+        latitude, longitude = position
+        exif.get_ifd(0x8825).update(
+            {1: "N" if latitude >= 0 else "S", 2: dms(latitude), 3: "E" if longitude >= 0 else "W", 4: dms(longitude)}
+        )
+    buffer = io.BytesIO()
+    Image.open(source).convert("RGB").save(buffer, "JPEG", quality=90, exif=exif)
+    return buffer.getvalue()
+
+
+# Where the photos of `located_library` were taken: cities on four continents, two photos in Kyoto, a photo
+# at sea (no populated place within clipsearch.places.MAX_PLACE_KM) and one without GPS tags.
+LOCATIONS: dict[str, tuple[float, float] | None] = {
+    "kyoto-1": (35.0116, 135.7681),
+    "kyoto-2": (34.9949, 135.7850),
+    "lisbon": (38.7223, -9.1393),
+    "sao-paulo": (-23.5505, -46.6333),
+    "new-york": (40.7128, -74.0060),
+    "reykjavik": (64.1466, -21.9426),
+    "at-sea": (0.0, -30.0),
+    "no-gps": None,
+}
+
+
+@pytest.fixture
+def located_library(tmp_path: Path, sample_photos: Path) -> Path:
+    """One photo per LOCATIONS entry (named after it), each from another sample photo, taken in 2022, month by
+    month."""
+    names = sorted(path.name for path in sample_photos.glob("*.jpg"))[: len(LOCATIONS)]
+    folder = tmp_path / "located"
+    folder.mkdir()
+    for month, (name, (where, position)) in enumerate(zip(names, LOCATIONS.items(), strict=True), 1):
+        taken = f"2022:{month:02d}:15 10:00:00"
+        (folder / f"{where}.jpg").write_bytes(located_photo(sample_photos / name, position, taken))
+    return folder
+
+
+@pytest.fixture
+def travel_library(tmp_path: Path, sample_photos: Path) -> Path:
+    """40 sample photos from three years of travels: each taken in one of the LOCATIONS (a few hundred metres
+    apart in a city), in a month of 2021 to 2023, in a folder per year."""
+    names = sorted(path.name for path in sample_photos.glob("*.jpg"))[::5][:40]
+    places = list(LOCATIONS.values())
+    folder = tmp_path / "travels"
+    for i, name in enumerate(names):
+        position = places[i % len(places)]
+        if position is not None:
+            position = (position[0] + 0.002 * (i % 5), position[1] - 0.002 * (i % 3))
+        year, month = 2021 + i % 3, 1 + (i * 5) % 12
+        target = folder / str(year) / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(
+            located_photo(sample_photos / name, position, f"{year}:{month:02d}:{1 + i % 27:02d} 10:00:00")
+        )
+    return folder
 
 
 @pytest.fixture

@@ -49,3 +49,12 @@ def test_the_full_size_loader_benchmark_runs(
     assert done.returncode == 0, done.stderr
     for line in ("model forward alone", "ratio clipsearch/onnx forward alone", "1 HEIC photos", "scaled against full"):
         assert line in done.stdout
+
+
+def test_the_library_view_benchmark_runs(run_cli, bench_env: dict[str, str], random_checkpoint: Path) -> None:
+    args = ["--count", "500", "--engines", ",".join(ENGINES), "--pretrained", str(random_checkpoint)]
+    done = run_cli(bench_env, *args, script="scripts/bench_library.py", timeout=900)
+    assert done.returncode == 0, done.stderr
+    for line in ("library view over 500 synthetic photos", "first render (s)", "ratio to the scan", "months drawn"):
+        assert line in done.stdout
+    assert done.stdout.split("\n")[1].split() == list(ENGINES)

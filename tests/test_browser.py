@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from clipsearch.display import WORD_JOINER
 from clipsearch.engine import uses_onnx
 from clipsearch.loader import LoadOptions, PhotoLoader
+from clipsearch.overview import per_month
 from clipsearch.photos import display_path
 from clipsearch.results import SearchOptions, find
 from clipsearch.server import EmbeddedServer
@@ -59,10 +61,12 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 60) -> No
 
 @pytest.fixture
 def library(request: pytest.FixtureRequest, sample_photos: Path) -> Path:
-    """The photos the page serves: the sample photos, or with @pytest.mark.dated_library the dated library."""
-    return (
-        request.getfixturevalue("dated_library") if request.node.get_closest_marker("dated_library") else sample_photos
-    )
+    """The photos the page serves: the sample photos, or the library a marker names (dated_library,
+    travel_library)."""
+    for marker in ("dated_library", "travel_library"):
+        if request.node.get_closest_marker(marker):
+            return request.getfixturevalue(marker)
+    return sample_photos
 
 
 @contextmanager
@@ -363,4 +367,113 @@ def test_a_shared_link_shows_photos_on_the_first_screen_and_names_every_setting(
         page.get_by_role("button", name=re.compile("^in 2021")).click()  # a chip removes its setting
         page.wait_for_url(lambda url: "folder=" not in url, timeout=60_000)
         expect(page.get_by_role("button", name=re.compile("^in 2021"))).to_have_count(0)
+        browser.close()
+
+
+@pytest.mark.travel_library
+def test_results_show_on_a_map_and_a_timeline_whose_span_filters_them(
+    streamlit_server: str, open_test_index, encoder
+) -> None:
+    """The map holds a point per result with a position, labelled with its rank; the timeline a bar per month
+    of the matching photos; dragging across months sets the date filter, the URL and the results."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from clipsearch.filters import SearchFilter
+
+    store = open_test_index()
+    query = encoder.encode_text(["a photo"])[0]
+    options = SearchOptions(k=12, duplicate_similarity=Settings().duplicate_similarity)
+    results = find(store, query, options)
+    ranks = sorted(str(rank) for rank, result in enumerate(results.shown, 1) if result.hit.photo.position)
+    months = per_month(results.times)
+    assert 0 < len(ranks) < len(results.shown) and len(months) > 3  # some results have no position
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{streamlit_server}/?q=a+photo")
+        captions = page.locator('.st-key-gallery [data-testid="stImageCaption"]')
+        expect(captions).to_have_count(len(results.shown), timeout=120_000)
+        points = page.locator(".points_marks path")
+        expect(points).to_have_count(len(ranks), timeout=60_000)
+        assert sorted(page.locator(".labels_marks text").all_text_contents()) == ranks
+        land = page.locator(".layer_1_marks path")  # the outline, served by the page itself: no tile server
+        expect(land.first).to_be_attached()
+        bars = page.locator(".months_marks path")
+        expect(bars).to_have_count(len(months))
+        OUTPUT.mkdir(exist_ok=True)
+        page.screenshot(path=str(OUTPUT / "browser-map-timeline.png"))
+
+        first, last = bars.nth(1).bounding_box(), bars.nth(3).bounding_box()
+        assert first is not None and last is not None
+        page.mouse.move(first["x"] + first["width"] / 2, first["y"] + first["height"] - 2)
+        page.mouse.down()
+        page.mouse.move(last["x"] + last["width"] / 2, last["y"] + last["height"] - 2, steps=8)
+        page.mouse.up()
+        page.wait_for_url(lambda url: "after=" in url and "before=" in url, timeout=60_000)
+        link = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(page.url).query))
+        assert (link["after"], link["before"][:7]) == (f"{months[1][0]}-01", months[3][0])
+        where = SearchFilter.of_days(link["after"], link["before"])
+        expected = find(store, query, options, where=where).shown
+        expect(captions).to_have_count(len(expected), timeout=60_000)
+        expect(page.get_by_role("button", name=re.compile(f"^taken on or after {link['after']}"))).to_be_visible()
+        names = [text.split(" · ")[2] for text in captions.all_inner_texts()]
+        assert names == [display_path(result.hit.photo.name or "") for result in expected]
+        assert len(expected) < len(results.shown)
+        browser.close()
+
+
+def aria_counts(page, marks: str) -> dict[str, int]:
+    """What each bar of a chart says it counts, from the labels Vega gives its marks: {name: photos}."""
+    counts = {}
+    for label in page.locator(f".{marks}_marks path").evaluate_all("marks => marks.map(m => m.ariaLabel)"):
+        fields = dict(part.split(": ", 1) for part in label.split("; "))
+        photos = int(fields.pop("photos"))
+        counts[next(iter(fields.values()))] = photos
+    return counts
+
+
+@pytest.mark.travel_library
+def test_the_library_view_counts_what_the_files_hold_and_opens_search_with_a_filter(
+    streamlit_server: str, travel_library: Path
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    from clipsearch.photos import read_facts
+    from clipsearch.places import places_at
+
+    files = sorted(travel_library.rglob("*.jpg"))
+    facts = [read_facts(path.read_bytes(), path.stat().st_mtime) for path in files]
+    positions = [(fact.latitude, fact.longitude) for fact in facts if fact.latitude is not None]
+    places = places_at(positions)  # type: ignore[arg-type]
+    countries = Counter(place.country for place in places if place is not None)
+    spots = {place for place in places if place} | {
+        (round(lat, 1), round(lon, 1)) for (lat, lon), place in zip(positions, places, strict=True) if not place
+    }
+    folders = Counter(path.relative_to(travel_library).parts[0] for path in files)
+    months = per_month([fact.taken for fact in facts])
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        page.goto(f"{streamlit_server}/library")
+        expect(page.locator(".months_marks path")).to_have_count(len(months), timeout=120_000)
+        expect(page.get_by_text(f"{len(files)}", exact=True).first).to_be_visible()
+        assert list(aria_counts(page, "months").values()) == [photos for _, photos in months]
+        bars = page.locator(".st-key-library-country .bars_marks path")
+        expect(bars).to_have_count(len(countries))
+        charts = {key: aria_counts(page.locator(f".st-key-library-{key}"), "bars") for key in ("country", "folder")}
+        assert charts == {"country": countries, "folder": folders}
+        camera = aria_counts(page.locator(".st-key-library-camera"), "bars")
+        assert camera == {"Apple iPhone 12": len(files)}
+        expect(page.locator(".st-key-library-places .points_marks path")).to_have_count(len(spots))
+        OUTPUT.mkdir(exist_ok=True)
+        page.screenshot(path=str(OUTPUT / "browser-library.png"), full_page=True)
+
+        japan = page.locator(".st-key-library-country .bars_marks path[aria-label*='Japan']")
+        japan.click()
+        page.wait_for_url(lambda url: "place=Japan" in url, timeout=60_000)
+        page.get_by_placeholder(re.compile("Describe a photo")).fill("a photo")
+        page.keyboard.press("Enter")
+        captions = page.locator('.st-key-gallery [data-testid="stImageCaption"]')
+        expect(captions.first).to_be_visible(timeout=60_000)
+        expect(page.get_by_role("button", name=re.compile("^in Japan"))).to_be_visible()
         browser.close()

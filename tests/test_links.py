@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from clipsearch.filters import SearchFilter
 from clipsearch.links import PARAMS, held_link
+from clipsearch.places import DEFAULT_WITHIN_KM, Near, parse_position
 from clipsearch.query import BadQuery, parse_query
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,8 +39,13 @@ def page_reads(held: dict[str, str]) -> None:
         if name in held:
             with contextlib.suppress(BadQuery):
                 parse_query(held[name], with_photos=name == "also")
-    where = SearchFilter.of_days(held.get("after"), held.get("before"), held.get("folder"), held.get("camera"))
-    assert len(where.query()) < 4 * 256 + 200
+    near = None
+    if "near" in held:
+        near = Near(*parse_position(held["near"]), float(held.get("within", DEFAULT_WITHIN_KM)))
+    where = SearchFilter.of_days(
+        held.get("after"), held.get("before"), held.get("folder"), held.get("camera"), held.get("place"), near
+    )
+    assert len(where.query()) < 6 * 256 + 400
     for name in ("k", "cols", "pages"):
         if name in held:
             assert PARAMS[name].low <= int(held[name]) <= PARAMS[name].high
@@ -74,6 +80,10 @@ def test_any_link_is_held_and_read_within_budget(link: dict[str, str]) -> None:
         ({"after": "9999-99-99", "before": "2021-02-30"}, {}),
         ({"q": "x" * 90_000, "folder": "f" * 5_000}, {"q": "x" * 1000, "folder": "f" * 256}),
         ({"unknown": "1", "q": "cat"}, {"q": "cat"}),
+        ({"place": "São Paulo", "near": "35.01,135.77", "within": "25"},) * 2,
+        ({"near": "91,0", "within": "0"}, {}),
+        ({"near": "1,2,3", "within": "20001"}, {}),
+        ({"near": "nan,0", "within": "nan", "place": "p" * 300}, {"place": "p" * 256}),
     ],
 )
 def test_links_held_to_their_bounds(link: dict[str, str], held: dict[str, str]) -> None:

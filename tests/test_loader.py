@@ -21,6 +21,7 @@ from clipsearch.errors import FolderMismatch
 from clipsearch.filters import SearchFilter
 from clipsearch.loader import LoadOptions, PhotoLoader
 from clipsearch.photos import decode_photo
+from clipsearch.schema import SCHEMA_VERSION
 from clipsearch.store import PhotoStore
 from clipsearch.torch_engine import TorchImageEncoder
 
@@ -453,7 +454,7 @@ def test_an_index_of_the_previous_version_is_upgraded_by_the_loader_without_enco
     assert upgraded.needs_upgrade
     report = quiet_loader(upgraded, never_loaded).index_folder(dated_library)  # the model is never loaded
     assert (report.upgraded, report.indexed, report.unchanged) == (len(before), 0, len(before))
-    assert report.summary().startswith("upgraded the index to key schema v2 without encoding anything again")
+    assert report.summary().startswith(f"upgraded the index to key schema v{SCHEMA_VERSION} without encoding anything")
     after = stored_vectors(upgraded)
     assert all(np.array_equal(after[path], vector) for path, vector in before.items())
     hits = upgraded.nearest(before[next(iter(before))], k=50, where=SearchFilter(camera="apple iphone 12"))

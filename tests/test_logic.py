@@ -5,6 +5,7 @@ query. Every one of these is also exercised end to end against a real server and
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -180,6 +181,9 @@ def test_the_schema_table_drives_reading_and_the_search_index() -> None:
         "taken": "NumericField",
         "folders": "TagField",
         "camera_tag": "TagField",
+        "latitude": "NumericField",
+        "longitude": "NumericField",
+        "places": "TagField",
     }
     key = schema.key_for("a/b.jpg")
     assert schema.is_photo_key(key) and not schema.is_photo_key("idx:meta") and key == schema.key_for("a/b.jpg")
@@ -190,6 +194,10 @@ def test_a_record_writes_only_fields_of_the_table() -> None:
     mapping = PhotoRecord("2021/japan/x.jpg", np.ones(4), facts=facts).to_mapping(4)
     assert mapping.keys() <= FIELDS.keys()
     assert mapping["folders"] == "2021|2021/japan" and mapping["camera_tag"] == "canon / r6"
+    assert "places" not in mapping and mapping["latitude"] == "1.5"  # in the Gulf of Guinea: no place near
+    in_kyoto = dataclasses.replace(facts, latitude=35.0116, longitude=135.7681)
+    mapping = PhotoRecord("x.jpg", np.ones(4), facts=in_kyoto).to_mapping(4)
+    assert mapping["country"] == "Japan" and "japan" in str(mapping["places"]).split("|")
     with pytest.raises(ValueError, match="shape"):
         PhotoRecord("x.jpg", np.ones(3)).to_mapping(4)
 

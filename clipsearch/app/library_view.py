@@ -1,22 +1,78 @@
-"""The library view and the sidebar's index panel: what the index holds, from which model, on which server,
-and (on the embedded server, over its own folder) the button that indexes the photo folder."""
+"""The library view and the sidebar's index panel: what the collection holds (photos per month, camera,
+country, city and folder, and a map of its places, each a way into Search with that filter), what the index
+is, from which model, on which server, and (on the embedded server, over its own folder) the button that
+indexes the photo folder."""
 
 from __future__ import annotations
 
-import streamlit as st
+from typing import Any
 
-from clipsearch.app import resources
+import streamlit as st
+from streamlit.navigation.page import StreamlitPage
+
+from clipsearch.app import charts, resources
 from clipsearch.display import escape_markdown
 from clipsearch.errors import IndexMissing
 from clipsearch.labels import DEFAULT_LABELS, MAX_LABEL_CHARS, MAX_LABELS, LabelList
 from clipsearch.library import Library
 from clipsearch.loader import LoadOptions
+from clipsearch.overview import Overview, month_of, month_span
 from clipsearch.settings import Settings
 
+LISTED_CITIES = 12  # cities named under the map, each a link
 
-def view(settings: Settings, library: Library) -> None:
+
+def view(settings: Settings, library: Library, search: StreamlitPage) -> None:
     st.subheader("Your library")
-    index_panel(settings, library)
+    try:
+        store = library.store()
+    except IndexMissing:
+        index_panel(settings, library)
+        return
+    summary = resources.overview(library, store.schema.name, store.version())
+    collection(summary, search)
+    with st.expander("The index", expanded=summary.photos == 0):
+        index_panel(settings, library)
+
+
+def collection(summary: Overview, search: StreamlitPage) -> None:
+    """The counts and the map; a click on a bar, a span of months or a city opens Search with that filter."""
+    with st.container(horizontal=True, key="library-metrics"):
+        st.metric("Photos", f"{summary.photos:,}")
+        st.metric("With a date", f"{summary.photos - summary.undated:,}")
+        st.metric("With a position", f"{summary.located:,}")
+        st.metric("Countries", f"{len(summary.countries):,}")
+    if summary.months:
+        st.markdown("**Photos per month** · drag across months to search them")
+        event = st.altair_chart(
+            charts.timeline(summary.months), key="library-months", on_select="rerun", width="stretch"
+        )
+        if (span := charts.selected_months(event.selection)) is not None:
+            first, last = month_span(month_of(span[0] / 1000), month_of((span[1] - 1) / 1000))
+            st.switch_page(search, query_params={"after": first.isoformat(), "before": last.isoformat()})
+    left, right = st.columns(2)
+    with left:
+        if summary.spots:
+            st.markdown("**Where** · each point a place, hover to name it")
+            with st.container(key="library-places"):
+                st.vega_lite_chart(charts.spots_map(summary.spots), width="stretch")
+                for place, photos in summary.cities[:LISTED_CITIES]:
+                    st.page_link(search, label=f"{place.describe()} · {photos}", query_params={"place": place.city})
+        clickable_bars("Countries", summary.countries, "country", "place", search)
+    with right:
+        clickable_bars("Cameras", summary.cameras, "camera", "camera", search)
+        folders = [(name, photos) for name, photos in summary.folders if name]
+        clickable_bars("Folders", folders, "folder", "folder", search)
+
+
+def clickable_bars(title: str, counts: list[tuple[str, int]], what: str, param: str, search: StreamlitPage) -> None:
+    """Photos per value as bars; a click opens Search filtered to that value (URL parameter `param`)."""
+    if not counts:
+        return
+    st.markdown(f"**{title}** · click one to search it")
+    event: Any = st.altair_chart(charts.bars(counts, what), key=f"library-{what}", on_select="rerun", width="stretch")
+    if (value := charts.picked(event.selection)) is not None:
+        st.switch_page(search, query_params={param: value})
 
 
 def sidebar(settings: Settings, library: Library, with_index: bool) -> None:

@@ -54,10 +54,11 @@ def main() -> None:
     settings = resources.load_settings()
     library = resources.library(settings)
     library.schema()  # the model, and the index checked against it: here, where its errors reach run()
+    search_page = st.Page(
+        needs_index(settings, library, search.view), title="Search", icon=":material/search:", default=True
+    )
     pages = {
-        "search": st.Page(
-            needs_index(settings, library, search.view), title="Search", icon=":material/search:", default=True
-        ),
+        "search": search_page,
         "duplicates": st.Page(
             needs_index(settings, library, duplicates.view),
             title="Duplicates",
@@ -65,7 +66,7 @@ def main() -> None:
             url_path="duplicates",
         ),
         "library": st.Page(
-            lambda: library_view.view(settings, library),
+            lambda: library_view.view(settings, library, search_page),
             title="Library",
             icon=":material/photo_library:",
             url_path="library",

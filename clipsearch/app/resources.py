@@ -16,6 +16,7 @@ from clipsearch.duplicates import SharedScans
 from clipsearch.engine import ImageEncoding, TextEncoding, load_image_encoder, load_text_encoder
 from clipsearch.labels import label_vectors
 from clipsearch.library import Library, PhotoQuery, TermVectors
+from clipsearch.overview import Overview
 from clipsearch.photos import make_thumbnail
 from clipsearch.server import LoadingCallback
 from clipsearch.settings import Settings
@@ -111,6 +112,12 @@ def labels_vectors(_encoder: TextEncoding, model: str, labels: tuple[str, ...]) 
 def cameras(_library: Library, index_name: str, version: str) -> list[str]:
     """The index's cameras, read once per index version (it reads every document)."""
     return _library.cameras()
+
+
+@st.cache_data(max_entries=8, show_spinner="Counting the photos of the library…")
+def overview(_library: Library, index_name: str, version: str) -> Overview:
+    """The library view's counts, made once per index version for every visitor (it reads every document)."""
+    return _library.overview()
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

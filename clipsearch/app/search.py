@@ -10,16 +10,18 @@ from dataclasses import dataclass
 import numpy as np
 import streamlit as st
 
-from clipsearch.app import resources
+from clipsearch.app import charts, resources
 from clipsearch.app.pictures import gallery, show_labels
 from clipsearch.chart import score_chart_svg
 from clipsearch.display import escape_markdown
 from clipsearch.filters import ORDERS, SearchFilter
 from clipsearch.library import Library
 from clipsearch.links import CUT_MODES, MAX_BELOW_BEST, MAX_COLUMNS, MAX_NAME_CHARS, MAX_RESULTS, MAX_SHOWN
+from clipsearch.overview import month_of, month_span, per_month
 from clipsearch.photos import BadPhoto, display_path
+from clipsearch.places import DEFAULT_WITHIN_KM, MAX_WITHIN_KM, Near, parse_position
 from clipsearch.query import MAX_QUERY_CHARS, BadQuery
-from clipsearch.results import Cut, Results, SearchOptions
+from clipsearch.results import Cut, Result, Results, SearchOptions
 from clipsearch.schema import PHOTO_FIELDS
 from clipsearch.settings import Settings
 
@@ -28,7 +30,6 @@ UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "heic", "heif", "avif"]
 DEFAULT_RESULTS = 12
 DEFAULT_COLUMNS = 4
 DEFAULT_BELOW_BEST = 0.05
-FILTERS = ("after", "before", "folder", "camera")
 TUNING = ("k", "fold", "variety", "cut", "min_similarity", "below_best", "order")  # a change starts from page 1
 
 
@@ -64,6 +65,16 @@ def reset(key: str, default: object) -> None:
     st.session_state[key] = default
 
 
+def select_span() -> None:
+    """The months dragged across on the timeline become the date filter (and so the URL's after and before)."""
+    span = charts.selected_months(st.session_state.timeline.selection)
+    if span is not None:
+        first, last = span
+        st.session_state.after, st.session_state.before = month_span(
+            month_of(first / 1000), month_of((last - 1) / 1000)
+        )
+
+
 # --- the view ---------------------------------------------------------------------------
 
 
@@ -96,11 +107,43 @@ def view(settings: Settings, library: Library) -> None:
     chips(active_settings(settings))
     if results.scores and not results.shown:
         st.info(f"No result reaches similarity {results.threshold:.3f}; the best has {results.scores[0]:.3f}.")
-    gallery(results.shown, st.session_state.columns, library)
-    if results.more and options.k < MAX_SHOWN:
-        st.button(f"Show more (another {st.session_state.k})", on_click=show_more, key="more")
+    located = [(rank, result) for rank, result in enumerate(results.shown, 1) if result.hit.photo.position]
+    photos, beside = st.columns([3, 1]) if located or results.times else (st.container(), None)
+    with photos:
+        gallery(results.shown, st.session_state.columns, library)
+        if results.more and options.k < MAX_SHOWN:
+            st.button(f"Show more (another {st.session_state.k})", on_click=show_more, key="more")
+    if beside is not None:
+        with beside:
+            where_and_when(located, len(results.shown), results.times)
     if results.scores:
         score_chart(results)
+
+
+def where_and_when(located: list[tuple[int, Result]], shown: int, times: list[float]) -> None:
+    """The results on a map (each point its rank), and the candidates per month on a timeline."""
+    if located:
+        points = [
+            {
+                "latitude": result.hit.photo.latitude,
+                "longitude": result.hit.photo.longitude,
+                "label": str(rank),
+                "name": f"#{rank} {display_path(result.hit.photo.name or result.hit.path)}",
+                "place": place.describe() if (place := result.hit.photo.place) else "no place near",
+            }
+            for rank, result in located
+        ]
+        st.vega_lite_chart(charts.world_map(points, labelled=True), key="map", width="stretch")
+        st.caption(f"Where {len(located)} of the {shown} results were taken.")
+    if times:
+        st.altair_chart(
+            charts.timeline(per_month(times)),
+            key="timeline",
+            on_select=select_span,
+            selection_mode=charts.SPAN,
+            width="stretch",
+        )
+        st.caption(f"When the {len(times)} matching photos were taken, per month: drag across months to filter.")
 
 
 def search_bar(settings: Settings, library: Library) -> None:
@@ -194,6 +237,23 @@ def filter_controls(library: Library) -> None:
     store = library.store()
     choices = resources.cameras(library, store.schema.name, store.version())
     st.selectbox("Camera", choices, index=None, key="camera", bind="query-params", placeholder="any")
+    st.text_input(
+        "Place", key="place", bind="query-params", placeholder="a city, region or country, e.g. Kyoto",
+        max_chars=MAX_NAME_CHARS,
+    )  # fmt: skip
+    st.text_input(
+        "Near", key="near", bind="query-params", placeholder="LAT,LON, e.g. 35.01,135.77", max_chars=64,
+        help="Photos taken within the distance below of this position, in degrees.",
+    )  # fmt: skip
+    st.number_input(
+        "Within (km)", 0.1, MAX_WITHIN_KM, DEFAULT_WITHIN_KM, key="within", bind="query-params",
+        disabled=not (st.session_state.get("near") or "").strip(),
+    )  # fmt: skip
+    if (text := (st.session_state.get("near") or "").strip()) and near_filter() is None:
+        try:
+            parse_position(text)
+        except ValueError as problem:
+            st.error(f"**No radius filter:** {escape_markdown(str(problem))}")
 
 
 def active_settings(settings: Settings) -> list[Active]:
@@ -218,6 +278,10 @@ def active_settings(settings: Settings) -> list[Active]:
         active.append(Active(f"in {display_path(state.folder.strip())}", "folder", ""))
     if state.get("camera"):
         active.append(Active(f"camera {state.camera}", "camera", None))
+    if (state.get("place") or "").strip():
+        active.append(Active(f"in {state.place.strip()}", "place", ""))
+    if (near := near_filter()) is not None:
+        active.append(Active(near.describe(), "near", ""))
     return active
 
 
@@ -320,7 +384,21 @@ def search_filter() -> SearchFilter:
         before=state.before.isoformat() if state.get("before") else None,
         folder=state.get("folder"),
         camera=state.get("camera"),
+        place=state.get("place"),
+        near=near_filter(),
     )
+
+
+def near_filter() -> Near | None:
+    """The radius filter, or None where none is set or its position cannot be read (the box says why)."""
+    state = st.session_state
+    text = (state.get("near") or "").strip()
+    if not text:
+        return None
+    try:
+        return Near(*parse_position(text), float(state.get("within") or DEFAULT_WITHIN_KM))
+    except ValueError:
+        return None
 
 
 def search_options(settings: Settings) -> SearchOptions:

@@ -1,0 +1,42 @@
+"""The page's chart specifications, on plain values: what the browser tests then find drawn."""
+
+from __future__ import annotations
+
+from clipsearch.app import charts
+
+
+def test_the_timeline_has_a_bar_per_month_and_reads_its_span() -> None:
+    spec = charts.timeline([("2021-12", 3), ("2022-02", 1)]).to_dict()
+    values = spec["data"]["values"]
+    assert values == [
+        {"month": "2021-12-01", "end": "2022-01-01", "photos": 3},
+        {"month": "2022-02-01", "end": "2022-03-01", "photos": 1},
+    ]
+    assert spec["params"][0]["name"] == charts.SPAN and spec["usermeta"] == charts.SVG
+    assert charts.selected_months({charts.SPAN: {"month": [20.0, 10.0]}}) == (10.0, 20.0)
+    assert charts.selected_months({}) is None and charts.selected_months({charts.SPAN: {}}) is None
+
+
+def test_a_map_holds_its_points_and_fits_them_with_a_margin() -> None:
+    points = [
+        {"latitude": 35.0, "longitude": 135.7, "label": "1", "name": "#1 a.jpg", "place": "Kyoto, Japan"},
+        {"latitude": 35.1, "longitude": 135.8, "label": "2", "name": "#2 b.jpg", "place": "Kyoto, Japan"},
+    ]
+    spec = charts.world_map(points, labelled=True)
+    layers = {layer.get("name"): layer for layer in spec["layer"]}
+    assert layers["points"]["data"]["values"] == points and layers["labels"]["data"]["values"] == points
+    assert spec["layer"][1]["data"]["url"] == charts.LAND_URL
+    corners = spec["projection"]["fit"]["geometry"]["coordinates"]
+    west, south = corners[0]
+    east, north = corners[2]
+    assert east - west >= charts.MIN_SPAN_DEGREES and north - south >= charts.MIN_SPAN_DEGREES
+    assert west < 135.7 and east > 135.8 and south < 35.0 and north > 35.1
+    assert "labels" not in {layer.get("name") for layer in charts.world_map(points, labelled=False)["layer"]}
+    assert charts.world_map(points[:1], labelled=True)["layer"][3]["data"]["values"] == points[:1]  # not shared
+
+
+def test_bars_name_the_value_a_click_picks() -> None:
+    spec = charts.bars([("Apple iPhone 12", 3), ("", 1)], "folder").to_dict()
+    assert [row["folder"] for row in spec["data"]["values"]] == ["Apple iPhone 12", "(top)"]
+    assert charts.picked({"pick": [{"value": "Apple iPhone 12"}]}) == "Apple iPhone 12"
+    assert charts.picked({"pick": []}) is None and charts.picked({}) is None
