@@ -324,7 +324,7 @@ def test_a_first_start_in_1_gib_serves_words_then_a_photo(
 SCREENSHOTS = Path(os.environ.get("CLIPSEARCH_SCREENSHOTS", OUTPUT))  # docs/images for the README's
 
 
-@pytest.mark.dated_library
+@pytest.mark.travel_library
 @pytest.mark.parametrize(
     ("device", "viewport", "mobile"), [("laptop", (1400, 1000), False), ("phone", (390, 844), True)]
 )
@@ -372,12 +372,14 @@ def test_a_shared_link_shows_photos_on_the_first_screen_and_names_every_setting(
 
 @pytest.mark.travel_library
 def test_results_show_on_a_map_and_a_timeline_whose_span_filters_them(
-    streamlit_server: str, open_test_index, encoder
+    streamlit_app: tuple[str, subprocess.Popen[bytes]], open_test_index, encoder
 ) -> None:
     """The map holds a point per result with a position, labelled with its rank; the timeline a bar per month
-    of the matching photos; dragging across months sets the date filter, the URL and the results."""
+    of the matching photos; dragging across months sets the date filter, the URL and the results. The charts
+    bring no dataframe library into the page's process."""
     from playwright.sync_api import expect, sync_playwright
 
+    streamlit_server, process = streamlit_app
     from clipsearch.filters import SearchFilter
 
     store = open_test_index()
@@ -419,6 +421,8 @@ def test_results_show_on_a_map_and_a_timeline_whose_span_filters_them(
         names = [text.split(" · ")[2] for text in captions.all_inner_texts()]
         assert names == [display_path(result.hit.photo.name or "") for result in expected]
         assert len(expected) < len(results.shown)
+        maps = Path(f"/proc/{process.pid}/maps").read_text()
+        assert "libarrow" not in maps and "pandas" not in maps, "a chart's data became an Arrow table"
         browser.close()
 
 
@@ -465,8 +469,8 @@ def test_the_library_view_counts_what_the_files_hold_and_opens_search_with_a_fil
         camera = aria_counts(page.locator(".st-key-library-camera"), "bars")
         assert camera == {"Apple iPhone 12": len(files)}
         expect(page.locator(".st-key-library-places .points_marks path")).to_have_count(len(spots))
-        OUTPUT.mkdir(exist_ok=True)
-        page.screenshot(path=str(OUTPUT / "browser-library.png"), full_page=True)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "page-library.png"))
 
         japan = page.locator(".st-key-library-country .bars_marks path[aria-label*='Japan']")
         japan.click()

@@ -6,8 +6,9 @@ from clipsearch.app import charts
 
 
 def test_the_timeline_has_a_bar_per_month_and_reads_its_span() -> None:
-    spec = charts.timeline([("2021-12", 3), ("2022-02", 1)]).to_dict()
-    values = spec["data"]["values"]
+    spec = charts.timeline([("2021-12", 3), ("2022-02", 1)])
+    assert "data" not in spec, "data at the top would become an Arrow table (pandas, pyarrow) in the page"
+    values = spec["layer"][0]["data"]["values"]
     assert values == [
         {"month": "2021-12-01", "end": "2022-01-01", "photos": 3},
         {"month": "2022-02-01", "end": "2022-03-01", "photos": 1},
@@ -23,6 +24,7 @@ def test_a_map_holds_its_points_and_fits_them_with_a_margin() -> None:
         {"latitude": 35.1, "longitude": 135.8, "label": "2", "name": "#2 b.jpg", "place": "Kyoto, Japan"},
     ]
     spec = charts.world_map(points, labelled=True)
+    assert "data" not in spec
     layers = {layer.get("name"): layer for layer in spec["layer"]}
     assert layers["points"]["data"]["values"] == points and layers["labels"]["data"]["values"] == points
     assert spec["layer"][1]["data"]["url"] == charts.LAND_URL
@@ -36,7 +38,10 @@ def test_a_map_holds_its_points_and_fits_them_with_a_margin() -> None:
 
 
 def test_bars_name_the_value_a_click_picks() -> None:
-    spec = charts.bars([("Apple iPhone 12", 3), ("", 1)], "folder").to_dict()
-    assert [row["folder"] for row in spec["data"]["values"]] == ["Apple iPhone 12", "(top)"]
+    spec = charts.bars([("2021", 3), ("", 1)], "folder")
+    assert "data" not in spec and spec["params"][0]["name"] == charts.PICK
+    assert [row["name"] for row in spec["layer"][0]["data"]["values"]] == ["2021", "(top)"]
+    assert spec["layer"][0]["encoding"]["tooltip"][0]["title"] == "folder"
+    assert charts.bars([("x", 1)], "camera")["layer"][0]["encoding"]["tooltip"][0]["title"] == "camera"
     assert charts.picked({"pick": [{"value": "Apple iPhone 12"}]}) == "Apple iPhone 12"
     assert charts.picked({"pick": []}) is None and charts.picked({}) is None

@@ -44,7 +44,7 @@ def collection(summary: Overview, search: StreamlitPage) -> None:
         st.metric("Countries", f"{len(summary.countries):,}")
     if summary.months:
         st.markdown("**Photos per month** · drag across months to search them")
-        event = st.altair_chart(
+        event = st.vega_lite_chart(
             charts.timeline(summary.months), key="library-months", on_select="rerun", width="stretch"
         )
         if (span := charts.selected_months(event.selection)) is not None:
@@ -70,7 +70,9 @@ def clickable_bars(title: str, counts: list[tuple[str, int]], what: str, param: 
     if not counts:
         return
     st.markdown(f"**{title}** · click one to search it")
-    event: Any = st.altair_chart(charts.bars(counts, what), key=f"library-{what}", on_select="rerun", width="stretch")
+    event: Any = st.vega_lite_chart(
+        charts.bars(counts, what), key=f"library-{what}", on_select="rerun", width="stretch"
+    )
     if (value := charts.picked(event.selection)) is not None:
         st.switch_page(search, query_params={param: value})
 

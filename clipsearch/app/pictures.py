@@ -16,7 +16,7 @@ from clipsearch.labels import DEFAULT_LABELS, LabelList, rank_labels
 from clipsearch.library import Library
 from clipsearch.photos import BadPhoto, decode_photo, display_path, make_thumbnail, read_file, taken_iso
 from clipsearch.results import Result
-from clipsearch.schema import PHOTO_FIELDS
+from clipsearch.schema import PHOTO_FIELDS, Photo
 from clipsearch.store import Hit
 
 DIALOG_SIDE = 1600  # "Open" sends this much, not the camera's full file
@@ -64,6 +64,15 @@ def captioned_picture(hit: Hit, library: Library, caption: str, width: int | Lit
         st.image(image, caption=caption, width=width)
 
 
+def where_taken(photo: Photo) -> str:
+    """Where it was taken, in words: its place, or why there is none."""
+    if photo.position is None:
+        return "no GPS position"
+    if (place := photo.place) is None:
+        return f"at {photo.position[0]:.4f}, {photo.position[1]:.4f}, far from any town"
+    return f"in {place.describe()}"
+
+
 def show_labels(library: Library, vector: np.ndarray) -> None:
     """The labels of the sidebar ranked for a photo's vector: CLIP's zero-shot classification."""
     encoder = library.text_encoder
@@ -93,6 +102,7 @@ def open_photo(hit: Hit, rank: int, library: Library) -> None:
         f"{photo.width} x {photo.height} px · {(photo.size or 0) / 1024:.0f} KiB"
         + (f" · taken {taken_label(hit, full=True)}" if photo.taken is not None else "")
         + (f" · {escape_markdown(photo.camera)}" if photo.camera else "")
+        + f" · {escape_markdown(where_taken(photo))}"
         + ("" if path else " · shown from the stored thumbnail (the photo is not in CLIPSEARCH_PHOTOS on this machine)")
     )
     st.button("More like this", key=f"dialog-like-{hit.key}", on_click=more_like, args=(hit.key,))

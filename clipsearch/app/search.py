@@ -136,7 +136,7 @@ def where_and_when(located: list[tuple[int, Result]], shown: int, times: list[fl
         st.vega_lite_chart(charts.world_map(points, labelled=True), key="map", width="stretch")
         st.caption(f"Where {len(located)} of the {shown} results were taken.")
     if times:
-        st.altair_chart(
+        st.vega_lite_chart(
             charts.timeline(per_month(times)),
             key="timeline",
             on_select=select_span,
