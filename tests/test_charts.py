@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from clipsearch.app import charts
+from clipsearch.app import chart_templates, charts
 
 
 def test_the_timeline_has_a_bar_per_month_and_reads_its_span() -> None:
@@ -13,7 +13,7 @@ def test_the_timeline_has_a_bar_per_month_and_reads_its_span() -> None:
         {"month": "2021-12-01", "end": "2022-01-01", "photos": 3},
         {"month": "2022-02-01", "end": "2022-03-01", "photos": 1},
     ]
-    assert spec["params"][0]["name"] == charts.SPAN and spec["usermeta"] == charts.SVG
+    assert spec["params"][0]["name"] == charts.SPAN and spec["usermeta"] == chart_templates.SVG
     assert charts.selected_months({charts.SPAN: {"month": [20.0, 10.0]}}) == (10.0, 20.0)
     assert charts.selected_months({}) is None and charts.selected_months({charts.SPAN: {}}) is None
 
@@ -27,7 +27,7 @@ def test_a_map_holds_its_points_and_fits_them_with_a_margin() -> None:
     assert "data" not in spec
     layers = {layer.get("name"): layer for layer in spec["layer"]}
     assert layers["points"]["data"]["values"] == points and layers["labels"]["data"]["values"] == points
-    assert spec["layer"][1]["data"]["url"] == charts.LAND_URL
+    assert spec["layer"][1]["data"]["url"] == chart_templates.LAND_URL
     corners = spec["projection"]["fit"]["geometry"]["coordinates"]
     west, south = corners[0]
     east, north = corners[2]
@@ -45,3 +45,8 @@ def test_bars_name_the_value_a_click_picks() -> None:
     assert charts.bars([("x", 1)], "camera")["layer"][0]["encoding"]["tooltip"][0]["title"] == "camera"
     assert charts.picked({"pick": [{"value": "Apple iPhone 12"}]}) == "Apple iPhone 12"
     assert charts.picked({"pick": []}) is None and charts.picked({}) is None
+
+
+def test_the_page_reads_the_specifications_altair_builds() -> None:
+    """chart_templates.json is what `python -m clipsearch.app.chart_templates` writes today."""
+    assert charts.TEMPLATES.read_text(encoding="utf-8") == chart_templates.written()

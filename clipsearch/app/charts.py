@@ -1,15 +1,12 @@
 """The page's charts: the timeline of a search's candidates, the map of its results, and the library's bars
 and map, as Vega-Lite specifications for st.vega_lite_chart (selections included).
 
-Altair builds and checks each kind of chart once, with placeholder data (_template); each chart drawn is
-that specification with its own rows put inline in its layers. Two reasons: st.altair_chart turns a chart's
-top-level data into an Arrow table, which brings pandas and pyarrow into the page's process, while data
-inline in a layer stays JSON; and building a layered, projected chart with Altair costs a search more than
-everything else it draws. The rows are few (months, results, places: a few hundred at most).
-
-The maps draw the land (Natural Earth's 1:110m outline, served by the page itself from static/) under a
-graticule, so they need no tile server: offline, or where the outline cannot load, the points stand on a
-plain background. Charts render as SVG, whose marks a browser test can count.
+Each kind of chart is defined with Altair in clipsearch.app.chart_templates, which writes its specification
+(placeholder data) to chart_templates.json; each chart drawn is that specification with its own rows put
+inline in its layers. So the page's process never imports Altair (its schema and validator take memory,
+and checking every chart on every search would take time), and never turns a chart's data
+into an Arrow table, as st.altair_chart does with top-level data (that brings pandas and pyarrow). The
+rows are few (months, results, places: a few hundred at most).
 """
 
 from __future__ import annotations
@@ -17,18 +14,14 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
-
-import altair as alt
 
 from clipsearch.overview import Spot
 
-SVG = {"embedOptions": {"renderer": "svg"}}
-LAND_URL = "app/static/land-110m.json"  # Streamlit's static serving (server.enableStaticServing)
-POINT_COLOUR = "#d62728"
-BAR_COLOUR = "#1f77b4"
+TEMPLATES = Path(__file__).with_name("chart_templates.json")
 MIN_SPAN_DEGREES = 1.0  # the least a map shows around its points: a city and its surroundings
-SPAN = "span"  # the timeline's selection
+SPAN = "span"  # the timeline's selection (named in chart_templates)
 PICK = "pick"  # a bar chart's selection
 Spec = dict[str, Any]
 
@@ -92,68 +85,8 @@ def _filled(template: str, rows: Sequence[dict[str, Any]]) -> Spec:
 
 @functools.cache
 def _template(kind: str) -> str:
-    """The Vega-Lite specification of a kind of chart, built and checked by Altair, as JSON."""
-    placeholder = alt.Data(values=[{}])
-    if kind == "timeline":
-        x_axis = alt.Axis(format="%b %Y", formatType="utc")
-        unit = (
-            alt.Chart(placeholder, name="months")
-            .mark_bar(color=BAR_COLOUR, stroke="white", strokeWidth=0.5)
-            .encode(
-                x=alt.X("month:T", title=None, scale=alt.Scale(type="utc"), axis=x_axis),
-                x2="end:T",
-                y=alt.Y("photos:Q", title="photos", axis=alt.Axis(tickMinStep=1)),
-                y2=alt.datum(0),
-                tooltip=[
-                    alt.Tooltip("month:T", title="month", format="%B %Y", formatType="utc"),
-                    alt.Tooltip("photos:Q"),
-                ],
-            )
-            .add_params(alt.selection_interval(name=SPAN, encodings=["x"]))
-        )
-        chart = alt.layer(unit).properties(height=150)
-    elif kind == "bars":
-        unit = (
-            alt.Chart(placeholder, name="bars")
-            .mark_bar(color=BAR_COLOUR, cursor="pointer")
-            .encode(
-                y=alt.Y("name:N", sort="-x", title=None),
-                x=alt.X("photos:Q", title="photos", axis=alt.Axis(tickMinStep=1)),
-                tooltip=[alt.Tooltip("name:N"), alt.Tooltip("photos:Q")],
-            )
-            .add_params(alt.selection_point(name=PICK, fields=["value"]))
-        )
-        chart = alt.layer(unit).properties(height=alt.Step(22))
-    else:
-        chart = _map(labelled=kind == "map-labelled", placeholder=placeholder)
-    spec: Spec = chart.properties(usermeta=SVG).to_dict()
-    spec.pop("data", None)  # each named layer gets its rows in _filled
-    return json.dumps(spec)
-
-
-def _map(labelled: bool, placeholder: alt.Data) -> alt.LayerChart:
-    sea = alt.Chart(alt.sphere()).mark_geoshape(fill="#eef3f7", stroke=None, clip=True)
-    land = (
-        alt.Chart(alt.Data(url=LAND_URL, format=alt.DataFormat(type="topojson", feature="land")))
-        .mark_geoshape(fill="#e3e8dc", stroke="#b9c2ad", strokeWidth=0.5, clip=True)
-    )  # fmt: skip
-    grid = alt.Chart(alt.graticule(step=[5, 5])).mark_geoshape(
-        filled=False, stroke="#c8d0d8", strokeWidth=0.3, clip=True
-    )
-    tooltip = [alt.Tooltip("name:N", title="photo"), alt.Tooltip("place:N", title="place")]
-    dots = (
-        alt.Chart(placeholder, name="points")
-        .mark_circle(color=POINT_COLOUR, opacity=0.85, stroke="white", strokeWidth=1, clip=True)
-        .encode(longitude="longitude:Q", latitude="latitude:Q", tooltip=tooltip, size=alt.value(260))
-    )
-    layers = [sea, land, grid, dots]
-    if labelled:
-        layers.append(
-            alt.Chart(placeholder, name="labels")
-            .mark_text(color="white", fontSize=10, fontWeight="bold", clip=True)
-            .encode(longitude="longitude:Q", latitude="latitude:Q", text="label:N", tooltip=tooltip)
-        )
-    return alt.layer(*layers).project(type="mercator").properties(height=320)
+    """The specification of a kind of chart, as JSON (read once from TEMPLATES)."""
+    return json.dumps(json.loads(TEMPLATES.read_text(encoding="utf-8"))[kind])
 
 
 def _next_month(month: str) -> str:
