@@ -313,7 +313,7 @@ def export_command(settings: Settings) -> int:
     from clipsearch.onnx_engine import exported
 
     for tower in ("text", "image"):
-        print(f"{tower} tower: {exported(settings, tower).folder}")
+        print(f"{tower} tower: {exported(settings.model, tower).folder}")
     print(f"ship {settings.onnx_cache} with the app and set CLIPSEARCH_ONNX_CACHE to where it lands")
     return 0
 

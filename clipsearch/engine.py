@@ -21,7 +21,7 @@ from PIL import Image
 from clipsearch.identity import ModelIdentity, pretrained_label
 
 if TYPE_CHECKING:
-    from clipsearch.settings import Settings
+    from clipsearch.settings import ModelSpec
 
 
 class ModelEncoding(Protocol):
@@ -57,18 +57,18 @@ class ImageEncoding(ModelEncoding, Protocol):
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray: ...
 
 
-def model_identity(settings: Settings) -> ModelIdentity | None:
-    """The identity of settings' model without loading it (nor torch): the dimension from open_clip's own
+def model_identity(model: ModelSpec) -> ModelIdentity | None:
+    """The identity of the model without loading it (nor torch): the dimension from open_clip's own
     model configuration file. None for a model open_clip defines some other way: then load it."""
     spec = importlib.util.find_spec("open_clip")  # finds the package without importing it (and torch)
     if spec is None or not spec.submodule_search_locations:
         return None
-    config = Path(spec.submodule_search_locations[0], "model_configs", f"{settings.model_name}.json")
+    config = Path(spec.submodule_search_locations[0], "model_configs", f"{model.model_name}.json")
     try:
         dim = int(json.loads(config.read_text(encoding="utf-8"))["embed_dim"])
     except (OSError, ValueError, KeyError):
         return None
-    return ModelIdentity(settings.model_name, pretrained_label(settings.pretrained), dim)
+    return ModelIdentity(model.model_name, pretrained_label(model.pretrained), dim)
 
 
 def has_nvidia_gpu() -> bool:
@@ -76,44 +76,45 @@ def has_nvidia_gpu() -> bool:
     return os.path.exists("/proc/driver/nvidia/version")
 
 
-def uses_onnx(settings: Settings) -> bool:
-    return settings.engine == "onnx" or (settings.engine == "auto" and not has_nvidia_gpu())
+def uses_onnx(model: ModelSpec) -> bool:
+    return model.engine == "onnx" or (model.engine == "auto" and not has_nvidia_gpu())
 
 
-def load_text_encoder(settings: Settings) -> TextEncoding:
-    """The text tower for settings' model, on the chosen engine (exported to ONNX first if need be)."""
-    encoder: TextEncoding = _load(settings, "text")
+def load_text_encoder(model: ModelSpec) -> TextEncoding:
+    """The text tower for the model, on the chosen engine (exported to ONNX first if need be)."""
+    encoder: TextEncoding = _load(model, "text")
     return encoder
 
 
-def load_image_encoder(settings: Settings, batches: bool = False) -> ImageEncoding:
-    """The image tower for settings' model, on the chosen engine (exported to ONNX first if need be); with
+def load_image_encoder(model: ModelSpec, batches: bool = False) -> ImageEncoding:
+    """The image tower for the model, on the chosen engine (exported to ONNX first if need be); with
     `batches`, tuned for the loader's batches of photos rather than for queries one at a time."""
-    encoder: ImageEncoding = _load(settings, "image", batches)
+    encoder: ImageEncoding = _load(model, "image", batches)
     return encoder
 
 
-def _load(settings: Settings, tower: str, batches: bool = False) -> Any:
-    if uses_onnx(settings):
+def _load(model: ModelSpec, tower: str, batches: bool = False) -> Any:
+    if uses_onnx(model):
         from clipsearch import onnx_engine
 
         try:
             if tower == "text":
-                return onnx_engine.OnnxTextEncoder.load(settings)
-            return onnx_engine.OnnxImageEncoder.load(settings, batches)
+                return onnx_engine.OnnxTextEncoder.load(model)
+            return onnx_engine.OnnxImageEncoder.load(model, batches)
         except onnx_engine.OnnxUnusable as reason:
-            _fall_back(settings, reason)
+            _fall_back(model, reason)
     from clipsearch import torch_engine
 
-    torch_class = torch_engine.TorchTextEncoder if tower == "text" else torch_engine.TorchImageEncoder
-    return torch_class.load(settings.model_name, settings.pretrained)
+    if tower == "text":
+        return torch_engine.TorchTextEncoder.load(model)
+    return torch_engine.TorchImageEncoder.load(model, batches)
 
 
-def _fall_back(settings: Settings, reason: Exception) -> None:
+def _fall_back(model: ModelSpec, reason: Exception) -> None:
     logging.getLogger(__name__).warning(
         "CLIPSEARCH_ENGINE=%s: ONNX Runtime is not used for %s / %s: %s; running it with torch",
-        settings.engine,
-        settings.model_name,
-        settings.pretrained,
+        model.engine,
+        model.model_name,
+        model.pretrained,
         reason,
     )

@@ -82,10 +82,10 @@ class Library:
         self._client = client
         self._on_loading = on_loading
         self._given_text, self._given_image = text_encoder is not None, image_encoder is not None
-        self._load_text = text_encoder or partial(load_text_encoder, settings)
-        self._load_image = image_encoder or partial(load_image_encoder, settings)
+        self._load_text = text_encoder or partial(load_text_encoder, settings.model)
+        self._load_image = image_encoder or partial(load_image_encoder, settings.model)
         self._load_batch_image = batch_image_encoder or (
-            image_encoder or partial(load_image_encoder, settings, batches=True)
+            image_encoder or partial(load_image_encoder, settings.model, batches=True)
         )
         self._text: TextEncoding | None = None
         self._image: ImageEncoding | None = None
@@ -120,7 +120,7 @@ class Library:
             return self.text_encoder.identity
         if self._given_image:
             return self.image_encoder.identity
-        return model_identity(self.settings) or self.text_encoder.identity
+        return model_identity(self.settings.model) or self.text_encoder.identity
 
     def store(self, *, create: bool = False, rebuild: bool = False) -> PhotoStore:
         """The index of the settings, checked to hold this model's vectors; with `create`, made if missing;

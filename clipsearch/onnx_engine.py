@@ -28,7 +28,7 @@ from PIL import Image
 from clipsearch import errors
 from clipsearch.errors import ClipsearchError, ExportFailed
 from clipsearch.identity import ModelIdentity, pretrained_label
-from clipsearch.settings import Settings
+from clipsearch.settings import ModelSpec
 from clipsearch.tokenizer import VOCABULARY_FILE, ClipTokenizer
 
 EXPORT_VERSION = 1  # bump when the exported graphs or the manifest change: older exports are then rebuilt
@@ -46,11 +46,11 @@ class OnnxUnusable(Exception):
     """ONNX Runtime cannot run this model as open_clip does: the caller uses torch instead."""
 
 
-def export_folder(settings: Settings, tower: str) -> Path:
+def export_folder(model: ModelSpec, tower: str) -> Path:
     """The cache folder of one tower of one model identity."""
-    label = pretrained_label(settings.pretrained)
-    key = hashlib.sha256(json.dumps([EXPORT_VERSION, settings.model_name, label, tower]).encode()).hexdigest()[:16]
-    return settings.onnx_cache / f"{re.sub(r'[^A-Za-z0-9.-]', '_', settings.model_name)}-{tower}-{key}"
+    label = pretrained_label(model.pretrained)
+    key = hashlib.sha256(json.dumps([EXPORT_VERSION, model.model_name, label, tower]).encode()).hexdigest()[:16]
+    return model.onnx_cache / f"{re.sub(r'[^A-Za-z0-9.-]', '_', model.model_name)}-{tower}-{key}"
 
 
 @dataclass(frozen=True)
@@ -106,40 +106,38 @@ def _file_problem(path: Path, recorded: dict[str, Any]) -> str | None:
     return None if found["sha256"] == recorded["sha256"] else "has changed since it was exported"
 
 
-def exported(settings: Settings, tower: str) -> Export:
-    """The cached export of `tower` ("text" or "image") for settings' model, exporting it first if need be.
+def exported(model: ModelSpec, tower: str) -> Export:
+    """The cached export of `tower` ("text" or "image") for the model, exporting it first if need be.
 
     The export runs in a subprocess with torch (tens of seconds, once): this process stays torch-free.
     Errors a user must act on (unknown model, weights unavailable) come back as themselves.
     """
-    folder = export_folder(settings, tower)
-    label = pretrained_label(settings.pretrained)
-    found = Export.find(folder, settings.model_name, label, tower)
+    folder = export_folder(model, tower)
+    label = pretrained_label(model.pretrained)
+    found = Export.find(folder, model.model_name, label, tower)
     if found is None:
-        logger.warning(
-            "exporting the %s tower of %s / %s to ONNX (once): %s", tower, settings.model_name, label, folder
-        )
-        _run_export(settings, tower, folder)
-        found = Export.find(folder, settings.model_name, label, tower)
+        logger.warning("exporting the %s tower of %s / %s to ONNX (once): %s", tower, model.model_name, label, folder)
+        _run_export(model, tower, folder)
+        found = Export.find(folder, model.model_name, label, tower)
         if found is None:
             raise OnnxUnusable(f"the export left no usable model in {folder}")
     return found.usable()
 
 
-def _run_export(settings: Settings, tower: str, folder: Path) -> None:
+def _run_export(model: ModelSpec, tower: str, folder: Path) -> None:
     command = [sys.executable, "-m", "clipsearch.onnx_export"]
-    command += [settings.model_name, settings.pretrained, tower, str(folder)]
+    command += [model.model_name, model.pretrained, tower, str(folder)]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
         raise ExportFailed(
-            f"exporting the {tower} tower of {settings.model_name} took over {EXPORT_TIMEOUT_S} s"
+            f"exporting the {tower} tower of {model.model_name} took over {EXPORT_TIMEOUT_S} s"
         ) from None
     if done.returncode == 0:
         return
     if done.returncode < 0:  # a signal: the kernel's OOM killer sends SIGKILL
         raise ExportFailed(
-            f"exporting the {tower} tower of {settings.model_name} was killed by signal {-done.returncode} "
+            f"exporting the {tower} tower of {model.model_name} was killed by signal {-done.returncode} "
             f"({signal.Signals(-done.returncode).name}), most likely for lack of memory: it needs about "
             f"{EXPORT_MEMORY_MB} MB once, beside what this process holds. Run `python -m clipsearch export` on a "
             "larger machine and ship its CLIPSEARCH_ONNX_CACHE folder with the app (docs/public-app.md)."
@@ -202,8 +200,8 @@ class OnnxTextEncoder:
         self.session = session(export.folder / MODEL_FILE, packed=True, threads=threads)
 
     @classmethod
-    def load(cls, settings: Settings) -> Self:
-        return cls(exported(settings, "text"), settings.onnx_threads)
+    def load(cls, model: ModelSpec) -> Self:
+        return cls(exported(model, "text"), model.onnx_threads)
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
@@ -233,8 +231,8 @@ class OnnxImageEncoder:
             self._open_clip_transform = image_transform_v2(PreprocessCfg(**self.preprocess), is_train=False)
 
     @classmethod
-    def load(cls, settings: Settings, batches: bool = False) -> Self:
-        return cls(exported(settings, "image"), batches, settings.onnx_threads)
+    def load(cls, model: ModelSpec, batches: bool = False) -> Self:
+        return cls(exported(model, "image"), batches, model.onnx_threads)
 
     def preprocess_image(self, image: Image.Image) -> np.ndarray:
         if self._open_clip_transform is not None:

@@ -41,6 +41,7 @@ from clipsearch.onnx_engine import (
     private_folder,
     session,
 )
+from clipsearch.settings import ModelSpec
 from clipsearch.tokenizer import VOCABULARY_FILE, ClipTokenizer
 from clipsearch.torch_engine import TorchTextEncoder, embed_dim, image_tower, text_features_as_long_as
 
@@ -65,7 +66,7 @@ class _TextUpToLength(torch.nn.Module):
 
 
 def export_text(model_name: str, pretrained: str, work: Path) -> dict[str, Any]:
-    encoder = TorchTextEncoder.load(model_name, pretrained, torch.device("cpu"))
+    encoder = TorchTextEncoder.load(ModelSpec(model_name, pretrained), device=torch.device("cpu"))
     manifest = _identity_fields(encoder.identity, "text")
     manifest |= {"logit_scale": encoder.logit_scale, "context_length": encoder.tokenizer.context_length}
     reason = _why_text_not_exportable(encoder)

@@ -50,6 +50,18 @@ ENV_NAMES = {
 
 
 @dataclass(frozen=True)
+class ModelSpec:
+    """A CLIP model as the engines load it: its open_clip name and weights, the engine that runs it, and
+    where its ONNX export lives (Settings.model)."""
+
+    model_name: str = DEFAULT_MODEL
+    pretrained: str = DEFAULT_PRETRAINED
+    engine: str = "auto"  # auto, onnx or torch: see clipsearch.engine
+    onnx_cache: Path = field(default_factory=lambda: default_cache_dir() / "onnx")
+    onnx_threads: int = 0
+
+
+@dataclass(frozen=True)
 class Settings:
     valkey_url: str | None = None
     data_dir: Path = Path(".clipsearch")
@@ -126,16 +138,11 @@ class Settings:
             onnx_threads=_whole(env, "CLIPSEARCH_ONNX_THREADS", defaults.onnx_threads),
         )
 
-    def model_only(self) -> Settings:
-        """Only what chooses and loads the model, the rest at defaults: the key under which a process keeps
-        one loaded encoder, whatever index or server it serves."""
-        return Settings(
-            model_name=self.model_name,
-            pretrained=self.pretrained,
-            engine=self.engine,
-            onnx_cache=self.onnx_cache,
-            onnx_threads=self.onnx_threads,
-        )
+    @property
+    def model(self) -> ModelSpec:
+        """What chooses and loads the model: the key under which a process keeps one loaded encoder, whatever
+        index or server it serves."""
+        return ModelSpec(self.model_name, self.pretrained, self.engine, self.onnx_cache, self.onnx_threads)
 
     @property
     def server_label(self) -> str:

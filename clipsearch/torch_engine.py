@@ -19,6 +19,7 @@ from PIL import Image
 
 from clipsearch.errors import ConfigError, WeightsUnavailable
 from clipsearch.identity import ModelIdentity, pretrained_label
+from clipsearch.settings import ModelSpec
 
 
 def pick_device() -> torch.device:
@@ -42,9 +43,9 @@ class TorchEncoder:
         self.tokenizer = open_clip.get_tokenizer(model_name)
 
     @classmethod
-    def load(cls, model_name: str, pretrained: str, device: torch.device | None = None) -> Self:
+    def load(cls, model: ModelSpec, *, device: torch.device | None = None) -> Self:
         """Load the model with its weights; refuses to fall back to random weights."""
-        return cls(model_name, pretrained, device or pick_device())
+        return cls(model.model_name, model.pretrained, device or pick_device())
 
     @torch.inference_mode()
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
@@ -68,6 +69,11 @@ class TorchImageEncoder(TorchEncoder):
         self.model.eval()
         self.logit_scale = float(self.model.logit_scale.detach().exp())
         self.input_side = _largest_side(self.model.visual.preprocess_cfg["size"])
+
+    @classmethod
+    def load(cls, model: ModelSpec, batches: bool = False, *, device: torch.device | None = None) -> Self:
+        """As the ONNX engine's: `batches` tunes nothing here (torch runs a batch as it runs one photo)."""
+        return super().load(model, device=device)
 
     def preprocess_image(self, image: Image.Image) -> np.ndarray:
         """open_clip's own transform; thread-safe, so loaders may run it in worker threads."""

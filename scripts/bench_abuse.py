@@ -196,7 +196,7 @@ def main() -> None:
         rows = []
         try:
             Library(settings).index_folder(ROOT / "photos", LoadOptions(), show_bar=False)
-            load_text_encoder(settings)  # both towers exported: the page starts warm
+            load_text_encoder(settings.model)  # both towers exported: the page starts warm
             with streamlit_page("streamlit_app.py", env, checkout, scratch / "page.log") as (url, process):
                 with sync_playwright() as playwright:
                     browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

@@ -100,7 +100,7 @@ def main() -> None:
             servers = Servers(engine, scratch / engine)
             try:
                 settings = replace(servers.settings("FLAT"), pretrained=pretrained, onnx_cache=scratch / "onnx-cache")
-                load_text_encoder(settings)  # its ONNX export made once, before the page's first start
+                load_text_encoder(settings.model)  # its ONNX export made once, before the page's first start
                 library = Library(settings)
                 store = library.store(create=True)
                 started = time.perf_counter()

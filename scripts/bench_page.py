@@ -141,7 +141,7 @@ def main() -> None:
 
 def load_image_encoder_with_torch(settings: Settings) -> ImageEncoding:
     """The loader's encoder: torch, so that the ONNX runs of the page start with an empty export cache."""
-    return load_image_encoder(replace(settings, engine="torch"))
+    return load_image_encoder(replace(settings.model, engine="torch"))
 
 
 if __name__ == "__main__":

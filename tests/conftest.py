@@ -26,7 +26,7 @@ from PIL import Image
 from clipsearch.cluster import LocalCluster, free_port
 from clipsearch.connection import connect
 from clipsearch.server import EmbeddedServer
-from clipsearch.settings import Settings
+from clipsearch.settings import ModelSpec, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 # Tests never download weights: a missing checkpoint must fail at once, not after network time-outs.
@@ -256,7 +256,7 @@ def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def encoder(random_checkpoint: Path):
     from clipsearch.torch_engine import TorchImageEncoder
 
-    return TorchImageEncoder.load("ViT-B-32", str(random_checkpoint))
+    return TorchImageEncoder.load(ModelSpec("ViT-B-32", str(random_checkpoint)))
 
 
 @pytest.fixture

@@ -116,7 +116,7 @@ def test_typing_a_query_and_enter_fills_the_gallery(
 
     url, process = streamlit_app
     # With ONNX Runtime (the default without a GPU), a text search and its labels never import torch.
-    torch_free = uses_onnx(Settings.from_env(cli_env))
+    torch_free = uses_onnx(Settings.from_env(cli_env).model)
     OUTPUT.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)

@@ -24,7 +24,7 @@ from clipsearch.engine import has_nvidia_gpu, load_image_encoder, load_text_enco
 from clipsearch.identity import pretrained_label
 from clipsearch.onnx_engine import MANIFEST, Export, OnnxImageEncoder, OnnxTextEncoder, export_folder
 from clipsearch.photos import decode_photo, read_file
-from clipsearch.settings import Settings
+from clipsearch.settings import ModelSpec, Settings
 from clipsearch.torch_engine import TorchImageEncoder, TorchTextEncoder
 
 # Mixed lengths in one batch: one over the 77-token context, an empty one, non-ASCII, one word.
@@ -40,12 +40,13 @@ TOLERANCE = 1e-5
 
 
 @pytest.fixture
-def onnx_settings(settings: Settings, random_checkpoint: Path) -> Settings:
-    return replace(settings, engine="onnx", pretrained=str(random_checkpoint))
+def onnx_model(settings: Settings, random_checkpoint: Path) -> ModelSpec:
+    """The test model on the ONNX engine, with the suite's export cache."""
+    return replace(settings.model, engine="onnx", pretrained=str(random_checkpoint))
 
 
-def test_text_tower_equals_open_clip(onnx_settings: Settings, encoder: TorchImageEncoder) -> None:
-    onnx = load_text_encoder(onnx_settings)
+def test_text_tower_equals_open_clip(onnx_model: ModelSpec, encoder: TorchImageEncoder) -> None:
+    onnx = load_text_encoder(onnx_model)
     assert isinstance(onnx, OnnxTextEncoder) and onnx.identity == encoder.identity
     expected = encoder.encode_text(TEXTS)  # open_clip's model.encode_text, 77 tokens each
     assert np.abs(onnx.encode_text(TEXTS) - expected).max() < TOLERANCE
@@ -56,9 +57,9 @@ def test_text_tower_equals_open_clip(onnx_settings: Settings, encoder: TorchImag
 
 
 def test_image_tower_and_its_preprocess_equal_open_clip(
-    onnx_settings: Settings, encoder: TorchImageEncoder, sample_photos: Path
+    onnx_model: ModelSpec, encoder: TorchImageEncoder, sample_photos: Path
 ) -> None:
-    onnx = load_image_encoder(onnx_settings)
+    onnx = load_image_encoder(onnx_model)
     assert isinstance(onnx, OnnxImageEncoder) and onnx.identity == encoder.identity
     photos = [decode_photo(read_file(path)) for path in sorted(sample_photos.glob("*.jpg"))[::20]]
     photos += [photos[0].convert("L"), photos[1].resize((90, 300)), photos[2].convert("RGBA")]
@@ -67,29 +68,29 @@ def test_image_tower_and_its_preprocess_equal_open_clip(
     assert np.abs(onnx.encode_images(photos) - encoder.encode_images(photos)).max() < TOLERANCE
 
 
-def test_engine_setting_is_honoured(onnx_settings: Settings) -> None:
-    assert isinstance(load_text_encoder(replace(onnx_settings, engine="torch")), TorchTextEncoder)
-    assert isinstance(load_image_encoder(replace(onnx_settings, engine="torch")), TorchImageEncoder)
-    assert isinstance(load_text_encoder(onnx_settings), OnnxTextEncoder)
-    assert uses_onnx(replace(onnx_settings, engine="auto")) is not has_nvidia_gpu()
+def test_engine_setting_is_honoured(onnx_model: ModelSpec) -> None:
+    assert isinstance(load_text_encoder(replace(onnx_model, engine="torch")), TorchTextEncoder)
+    assert isinstance(load_image_encoder(replace(onnx_model, engine="torch")), TorchImageEncoder)
+    assert isinstance(load_text_encoder(onnx_model), OnnxTextEncoder)
+    assert uses_onnx(replace(onnx_model, engine="auto")) is not has_nvidia_gpu()
     assert Settings.from_env({"CLIPSEARCH_ENGINE": "ONNX"}).engine == "onnx"
 
 
-def _own_copy(onnx_settings: Settings, tmp_path: Path) -> tuple[Settings, Path]:
+def _own_copy(onnx_model: ModelSpec, tmp_path: Path) -> tuple[ModelSpec, Path]:
     """The session's text export, copied into a cache of this test's own."""
-    load_text_encoder(onnx_settings)
-    own = replace(onnx_settings, onnx_cache=tmp_path / "cache")
+    load_text_encoder(onnx_model)
+    own = replace(onnx_model, onnx_cache=tmp_path / "cache")
     folder = export_folder(own, "text")
-    shutil.copytree(export_folder(onnx_settings, "text"), folder)
+    shutil.copytree(export_folder(onnx_model, "text"), folder)
     return own, folder
 
 
-def _find(settings: Settings, folder: Path) -> Export | None:
-    return Export.find(folder, settings.model_name, pretrained_label(settings.pretrained), "text")
+def _find(model: ModelSpec, folder: Path) -> Export | None:
+    return Export.find(folder, model.model_name, pretrained_label(model.pretrained), "text")
 
 
-def test_a_changed_or_stale_export_is_not_used(onnx_settings: Settings, tmp_path: Path) -> None:
-    own, folder = _own_copy(onnx_settings, tmp_path)
+def test_a_changed_or_stale_export_is_not_used(onnx_model: ModelSpec, tmp_path: Path) -> None:
+    own, folder = _own_copy(onnx_model, tmp_path)
     assert _find(own, folder) is not None
     data = folder / "model.onnx.data"
     original = data.read_bytes()
@@ -110,8 +111,8 @@ def test_a_changed_or_stale_export_is_not_used(onnx_settings: Settings, tmp_path
     assert _find(own, folder) is None  # an older clipsearch's export
 
 
-def test_a_broken_export_is_exported_again(onnx_settings: Settings, encoder: TorchImageEncoder, tmp_path: Path) -> None:
-    own, folder = _own_copy(onnx_settings, tmp_path)
+def test_a_broken_export_is_exported_again(onnx_model: ModelSpec, encoder: TorchImageEncoder, tmp_path: Path) -> None:
+    own, folder = _own_copy(onnx_model, tmp_path)
     data = folder / "model.onnx.data"
     with data.open("r+b") as handle:
         handle.seek(1000)
@@ -122,10 +123,8 @@ def test_a_broken_export_is_exported_again(onnx_settings: Settings, encoder: Tor
     assert _find(own, folder) is not None
 
 
-def test_a_killed_export_leaves_nothing_that_is_used(
-    onnx_settings: Settings, encoder: TorchImageEncoder, tmp_path: Path
-):
-    own = replace(onnx_settings, onnx_cache=tmp_path / "cache")
+def test_a_killed_export_leaves_nothing_that_is_used(onnx_model: ModelSpec, encoder: TorchImageEncoder, tmp_path: Path):
+    own = replace(onnx_model, onnx_cache=tmp_path / "cache")
     folder = export_folder(own, "text")
     command = [sys.executable, "-m", "clipsearch.onnx_export", own.model_name, own.pretrained, "text", str(folder)]
     export = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -143,9 +142,9 @@ def test_a_killed_export_leaves_nothing_that_is_used(
 
 
 def test_an_export_that_differs_from_open_clip_falls_back_to_torch_with_a_warning(
-    onnx_settings: Settings, tmp_path: Path, monkeypatch, caplog
+    onnx_model: ModelSpec, tmp_path: Path, monkeypatch, caplog
 ) -> None:
-    own = replace(onnx_settings, onnx_cache=tmp_path / "cache")
+    own = replace(onnx_model, onnx_cache=tmp_path / "cache")
     folder = export_folder(own, "text")
     # Exported here (not in a subprocess) with no tolerance at all: float arithmetic in another order
     # always differs a little, so the check must refuse it.
@@ -160,16 +159,16 @@ def test_an_export_that_differs_from_open_clip_falls_back_to_torch_with_a_warnin
     assert (folder / MANIFEST).stat().st_mtime_ns == recorded, "a refused export is remembered, not redone"
 
 
-def test_weights_that_cannot_be_had_are_reported_as_such(onnx_settings: Settings) -> None:
+def test_weights_that_cannot_be_had_are_reported_as_such(onnx_model: ModelSpec) -> None:
     from clipsearch.errors import WeightsUnavailable
 
     with pytest.raises(WeightsUnavailable, match="CLIPSEARCH_PRETRAINED=/path/to"):
-        load_text_encoder(replace(onnx_settings, pretrained="commonpool_s_s13m_b4k"))
+        load_text_encoder(replace(onnx_model, pretrained="commonpool_s_s13m_b4k"))
 
 
-def test_exports_are_private_to_their_user(onnx_settings: Settings) -> None:
-    load_text_encoder(onnx_settings)
-    assert oct(export_folder(onnx_settings, "text").parent.stat().st_mode & 0o777) == "0o700"
+def test_exports_are_private_to_their_user(onnx_model: ModelSpec) -> None:
+    load_text_encoder(onnx_model)
+    assert oct(export_folder(onnx_model, "text").parent.stat().st_mode & 0o777) == "0o700"
 
 
 # Loads the image tower with an empty cache and says what came of it: run in a small memory group, where the
@@ -179,9 +178,9 @@ import sys
 from pathlib import Path
 from clipsearch.engine import load_image_encoder
 from clipsearch.errors import ExportFailed
-from clipsearch.settings import Settings
+from clipsearch.settings import ModelSpec
 try:
-    load_image_encoder(Settings(engine="onnx", pretrained=sys.argv[1], onnx_cache=Path(sys.argv[2])))
+    load_image_encoder(ModelSpec(engine="onnx", pretrained=sys.argv[1], onnx_cache=Path(sys.argv[2])))
     print("loaded")
 except ExportFailed as error:
     print("ExportFailed:", error)
@@ -214,7 +213,7 @@ def test_the_export_command_prepares_both_towers_for_a_page_without_torch(
     script = (
         "import sys; from clipsearch.engine import load_image_encoder, load_text_encoder; "
         "from clipsearch.settings import Settings; settings = Settings.from_env(); "
-        "load_text_encoder(settings); load_image_encoder(settings); print('torch' in sys.modules)"
+        "load_text_encoder(settings.model); load_image_encoder(settings.model); print('torch' in sys.modules)"
     )
     shipped = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert shipped.stdout.strip() == "False", shipped.stderr[-2000:]

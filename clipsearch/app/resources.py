@@ -19,7 +19,7 @@ from clipsearch.library import Library, PhotoQuery, TermVectors
 from clipsearch.overview import Overview
 from clipsearch.photos import make_thumbnail
 from clipsearch.server import LoadingCallback
-from clipsearch.settings import Settings
+from clipsearch.settings import ModelSpec, Settings
 
 PREVIEW_SIDE = 256  # pixels: an upload's preview, and a thumbnail made from a file
 KEPT_SCANS = 4  # duplicate scans kept for all sessions (a few indexes, or versions of one)
@@ -62,8 +62,8 @@ def forget_client() -> None:
 
 
 @st.cache_resource(show_spinner="Loading the CLIP text model (the first start also prepares it for ONNX Runtime)…")
-def text_encoder(model: Settings) -> TextEncoding:
-    """One per model for the whole process (`model` is Settings.model_only())."""
+def text_encoder(model: ModelSpec) -> TextEncoding:
+    """One per model for the whole process."""
     encoder = load_text_encoder(model)
     # The model's libraries leave many long-lived objects: set them aside, so that the garbage collector
     # stops walking them on every full collection.
@@ -73,13 +73,13 @@ def text_encoder(model: Settings) -> TextEncoding:
 
 
 @st.cache_resource(show_spinner="Loading the CLIP image model (the first start also prepares it for ONNX Runtime)…")
-def image_encoder(model: Settings) -> ImageEncoding:
+def image_encoder(model: ModelSpec) -> ImageEncoding:
     return load_image_encoder(model)
 
 
 def library(settings: Settings) -> Library:
     """This run's Library, over the process's client and encoders."""
-    model = settings.model_only()
+    model = settings.model
     return Library(
         settings,
         client=client(settings),
@@ -89,13 +89,13 @@ def library(settings: Settings) -> Library:
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
-def term_vectors(_library: Library, model: Settings, text: str, with_photos: bool) -> TermVectors:
+def term_vectors(_library: Library, model: ModelSpec, text: str, with_photos: bool) -> TermVectors:
     """A query's terms encoded once per model and text, for every visitor."""
     return _library.encode_terms(text, with_photos)
 
 
 @st.cache_data(max_entries=32, show_spinner="Encoding your photo…")
-def upload_query(_library: Library, model: Settings, data: bytes) -> tuple[np.ndarray, bytes]:
+def upload_query(_library: Library, model: ModelSpec, data: bytes) -> tuple[np.ndarray, bytes]:
     """An upload's vector, and a JPEG to show it by: made from the photo as decoded within its bounds (st.image
     of the upload itself would decode the whole file again, unbounded)."""
     query: PhotoQuery = _library.photo_query(data)

@@ -315,7 +315,7 @@ def query_vector(settings: Settings, library: Library) -> tuple[np.ndarray | Non
     if not text:
         return None, "Type what you are looking for, or click an example."
     try:
-        vector = library.compose(resources.term_vectors(library, settings.model_only(), text, False))
+        vector = library.compose(resources.term_vectors(library, settings.model, text, False))
     except BadQuery as problem:
         st.error(f"**That query cannot be read:** {escape_markdown(str(problem))}")
         return None, ""
@@ -341,7 +341,7 @@ def photo_term(settings: Settings, library: Library) -> tuple[np.ndarray | None,
     try:
         if upload.size > settings.upload_max_bytes:
             raise BadPhoto(f"{upload.size:,} bytes, over the limit of {settings.upload_max_bytes:,}")
-        vector, preview = resources.upload_query(library, settings.model_only(), upload.getvalue())
+        vector, preview = resources.upload_query(library, settings.model, upload.getvalue())
     except BadPhoto as error:
         reason = escape_markdown(str(error))
         st.error(f"**{name} cannot be used:** {reason}. Try another JPEG, PNG, WebP, HEIC or AVIF file.")
@@ -368,7 +368,7 @@ def with_words(settings: Settings, library: Library, photo: np.ndarray, heading:
     if not words:
         return photo, heading
     try:
-        vector = library.compose(resources.term_vectors(library, settings.model_only(), words, True), [photo])
+        vector = library.compose(resources.term_vectors(library, settings.model, words, True), [photo])
     except BadQuery as problem:
         st.error(f"**Those words cannot be read:** {escape_markdown(str(problem))}")
         return None, ""
