@@ -31,7 +31,12 @@ def test_killed_run_then_rerun_gives_one_whole_document_per_photo(
     names = sorted(p.name for p in sample_photos.glob("*.jpg"))[:60]
     folder = copy_photos(tmp_path / "photos", names)
     command = [sys.executable, "scripts/load_photos.py", str(folder), "--batch-size", "4"]
-    run = subprocess.Popen(command, env=cli_env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as a terminal sends it, whatever the suite was started from: a shell's background job starts with
+    # SIGINT ignored, and a Python started so never turns SIGINT into KeyboardInterrupt.
+    run = subprocess.Popen(
+        command, env=cli_env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     store = open_test_index()
     deadline = time.monotonic() + 240
     while store.count() < 12 and time.monotonic() < deadline and run.poll() is None:
