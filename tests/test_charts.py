@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from clipsearch.app import chart_templates, charts
 
 
@@ -15,6 +17,9 @@ def test_the_timeline_has_a_bar_per_month_and_reads_its_span() -> None:
     ]
     assert spec["params"][0]["name"] == charts.SPAN and spec["usermeta"] == chart_templates.SVG
     assert charts.selected_months({charts.SPAN: {"month": [20.0, 10.0]}}) == (10.0, 20.0)
+    may, july = 1651363200000.0, 1656633600000.0  # 2022-05-01 and 2022-07-01, 00:00 UTC
+    assert charts.selected_span({charts.SPAN: {"month": [may + 5, july]}}) == (date(2022, 5, 1), date(2022, 6, 30))
+    assert charts.selected_span({}) is None
     assert charts.selected_months({}) is None and charts.selected_months({charts.SPAN: {}}) is None
 
 

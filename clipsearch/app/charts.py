@@ -14,10 +14,11 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any
 
-from clipsearch.overview import Spot
+from clipsearch.overview import Spot, month_of, month_span
 
 TEMPLATES = Path(__file__).with_name("chart_templates.json")
 MIN_SPAN_DEGREES = 1.0  # the least a map shows around its points: a city and its surroundings
@@ -40,6 +41,15 @@ def selected_months(selection: dict[str, Any]) -> tuple[float, float] | None:
         if isinstance(bounds, list) and len(bounds) == 2:
             return float(min(bounds)), float(max(bounds))
     return None
+
+
+def selected_span(selection: dict[str, Any]) -> tuple[date, date] | None:
+    """The months a timeline selection spans, as a date filter: the first day of the first month and the last
+    day of the last (a span ending on a month's first instant ends with the month before); None for none."""
+    span = selected_months(selection)
+    if span is None:
+        return None
+    return month_span(month_of(span[0] / 1000), month_of((span[1] - 1) / 1000))
 
 
 def world_map(points: Sequence[dict[str, Any]], labelled: bool) -> Spec:

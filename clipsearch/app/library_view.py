@@ -16,7 +16,7 @@ from clipsearch.errors import IndexMissing
 from clipsearch.labels import DEFAULT_LABELS, MAX_LABEL_CHARS, MAX_LABELS, LabelList
 from clipsearch.library import Library
 from clipsearch.loader import LoadOptions
-from clipsearch.overview import Overview, month_of, month_span
+from clipsearch.overview import Overview
 from clipsearch.settings import Settings
 
 LISTED_CITIES = 12  # cities named under the map, each a link
@@ -47,8 +47,8 @@ def collection(summary: Overview, search: StreamlitPage) -> None:
         event = st.vega_lite_chart(
             charts.timeline(summary.months), key="library-months", on_select="rerun", width="stretch"
         )
-        if (span := charts.selected_months(event.selection)) is not None:
-            first, last = month_span(month_of(span[0] / 1000), month_of((span[1] - 1) / 1000))
+        if (span := charts.selected_span(event.selection)) is not None:
+            first, last = span
             st.switch_page(search, query_params={"after": first.isoformat(), "before": last.isoformat()})
     left, right = st.columns(2)
     with left:

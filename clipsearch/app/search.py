@@ -17,7 +17,7 @@ from clipsearch.display import escape_markdown
 from clipsearch.filters import ORDERS, SearchFilter
 from clipsearch.library import Library
 from clipsearch.links import CUT_MODES, MAX_BELOW_BEST, MAX_COLUMNS, MAX_NAME_CHARS, MAX_RESULTS, MAX_SHOWN
-from clipsearch.overview import month_of, month_span, per_month
+from clipsearch.overview import per_month
 from clipsearch.photos import BadPhoto, display_path
 from clipsearch.places import DEFAULT_WITHIN_KM, MAX_WITHIN_KM, Near, parse_position
 from clipsearch.query import MAX_QUERY_CHARS, BadQuery
@@ -67,12 +67,8 @@ def reset(key: str, default: object) -> None:
 
 def select_span() -> None:
     """The months dragged across on the timeline become the date filter (and so the URL's after and before)."""
-    span = charts.selected_months(st.session_state.timeline.selection)
-    if span is not None:
-        first, last = span
-        st.session_state.after, st.session_state.before = month_span(
-            month_of(first / 1000), month_of((last - 1) / 1000)
-        )
+    if (span := charts.selected_span(st.session_state.timeline.selection)) is not None:
+        st.session_state.after, st.session_state.before = span
 
 
 # --- the view ---------------------------------------------------------------------------
