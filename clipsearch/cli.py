@@ -21,7 +21,7 @@ from clipsearch.library import Library
 from clipsearch.loader import LoadOptions, Part
 from clipsearch.photos import BadPhoto, display_path, read_file, taken_iso
 from clipsearch.places import DEFAULT_WITHIN_KM, Near, parse_position
-from clipsearch.results import Cut, Result, SearchOptions
+from clipsearch.results import Cut, Result, SearchOptions, why_nothing
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
 from clipsearch.store import Hit
@@ -297,9 +297,7 @@ def search_command(settings: Settings, args: argparse.Namespace) -> int:
         print(json.dumps([_json_result(result) for result in results.shown], indent=2, ensure_ascii=False))
         return 0
     if not results.shown:
-        print(
-            "no photos indexed yet" if not results.scores else f"no result reaches similarity {results.threshold:.4f}"
-        )
+        print(why_nothing(results, where))
     for rank, result in enumerate(results.shown, 1):
         folded = f"  (+{len(result.near_duplicates)} near-duplicates)" if result.near_duplicates else ""
         print(f"{rank:>3}  {result.hit.score:.4f}  {display_path(result.hit.path)}{folded}")

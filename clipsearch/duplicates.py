@@ -13,10 +13,8 @@ visitor picks.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -299,27 +297,3 @@ def _group(store: PhotoStore, keys: list[tuple[str, str]], fields: Sequence[str]
     first = rows[0][1].vector
     members = [Hit(key, float(np.dot(np.asarray(photo.vector), np.asarray(first))), photo) for key, photo in rows]
     return DuplicateGroup([members[0], *sorted(members[1:], key=lambda hit: -hit.score)], len(keys))
-
-
-class SharedScans:
-    """Similar pairs shared by every caller of a process (a page's visitors): one scan per key at a time,
-    the callers that ask for a key being scanned wait for that scan, and the last `kept` are kept."""
-
-    def __init__(self, kept: int) -> None:
-        self.kept = kept
-        self.done: OrderedDict[Hashable, SimilarPairs] = OrderedDict()
-        self.lock = threading.Lock()  # one scan at a time: a visitor cannot start several
-
-    def get(self, key: Hashable) -> SimilarPairs | None:
-        return self.done.get(key)
-
-    def scan(self, key: Hashable, scan: Callable[[], SimilarPairs]) -> SimilarPairs:
-        """The pairs kept for `key`, or scan() (once, whoever else asks meanwhile)."""
-        with self.lock:
-            if (found := self.done.get(key)) is not None:
-                return found
-            pairs = scan()
-            self.done[key] = pairs
-            while len(self.done) > self.kept:
-                self.done.popitem(last=False)
-            return pairs

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from clipsearch.photos import DAY, day_start
+from clipsearch.photos import DAY, day_start, taken_iso
 from clipsearch.places import Near, fold_name
 from clipsearch.schema import Photo, tag_value
 
@@ -46,6 +46,23 @@ class SearchFilter:
             place=place or None,
             near=near,
         )
+
+    def describe(self) -> str:
+        """The filter in words ("taken on or after 2021-03-01, in Kyoto"); "" for none."""
+        parts = []
+        if self.after is not None:
+            parts.append(f"taken on or after {taken_iso(self.after)[:10]}")
+        if self.before is not None:
+            parts.append(f"taken on or before {taken_iso(self.before - DAY)[:10]}")
+        if self.folder:
+            parts.append(f"in folder {self.folder}")
+        if self.camera:
+            parts.append(f"from camera {self.camera}")
+        if self.place:
+            parts.append(f"in {self.place}")
+        if self.near is not None:
+            parts.append(self.near.describe())
+        return ", ".join(parts)
 
     def admits(self, photo: Photo) -> bool:
         """The part of the filter the index's pre-filter only bounds: a photo in the box around the radius is

@@ -28,23 +28,29 @@ class LabelScore:
 @dataclass(frozen=True)
 class LabelList:
     """Labels as a person typed them (one per line): blanks and repeats removed, and capped in number and
-    length, since every label is encoded and a public page must not encode ten thousand of them."""
+    length, since every label is encoded and a public page must not encode ten thousand of them. Only the
+    first MAX_LABELS_TEXT characters are read: whatever a visitor sends, parsing costs no more."""
 
     labels: tuple[str, ...]
-    left_out: int = 0  # lines beyond MAX_LABELS
+    left_out: int = 0  # lines beyond MAX_LABELS (in the text read)
     shortened: int = 0  # labels cut to MAX_LABEL_CHARS
+    cut: bool = False  # the text went past MAX_LABELS_TEXT characters: the rest was not read
 
     @classmethod
     def parse(cls, text: str) -> LabelList:
-        unique = list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
+        read = text[:MAX_LABELS_TEXT]
+        unique = list(dict.fromkeys(line.strip() for line in read.splitlines() if line.strip()))
         kept = unique[:MAX_LABELS]
         shortened = sum(len(label) > MAX_LABEL_CHARS for label in kept)
         labels = dict.fromkeys(label[:MAX_LABEL_CHARS].strip() for label in kept)
-        return cls(tuple(labels), len(unique) - len(kept), shortened)
+        return cls(tuple(labels), len(unique) - len(kept), shortened, len(text) > MAX_LABELS_TEXT)
 
 
 MAX_LABELS = 100
 MAX_LABEL_CHARS = 60  # CLIP reads at most 77 tokens, and a label is one thing in a photo
+# The most of the label text read (and the page's text box takes): MAX_LABELS full labels, their line breaks,
+# and as many again for blank lines, spaces and repeats.
+MAX_LABELS_TEXT = 2 * MAX_LABELS * (MAX_LABEL_CHARS + 1)
 LABEL_BATCH = 64
 LABEL_TEMPLATE = "a photo of {}."
 

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from clipsearch.connection import Client, connect
-from clipsearch.duplicates import DuplicateReport, SharedScans, SimilarPairs, find_duplicates, similar_pairs
+from clipsearch.duplicates import DuplicateReport, SimilarPairs, find_duplicates, similar_pairs
 from clipsearch.engine import ImageEncoding, TextEncoding, load_image_encoder, load_text_encoder, model_identity
 from clipsearch.errors import IndexMissing
 from clipsearch.filters import SearchFilter
@@ -30,6 +30,7 @@ from clipsearch.results import Results, SearchOptions, find
 from clipsearch.schema import PHOTO_FIELDS, IndexSchema, Photo
 from clipsearch.server import LoadingCallback
 from clipsearch.settings import Settings
+from clipsearch.sharing import Shared
 from clipsearch.store import Hit, PhotoStore
 
 
@@ -300,7 +301,7 @@ class Library:
 
     def shared_pairs(
         self,
-        scans: SharedScans,
+        scans: Shared[SimilarPairs],
         floor: float,
         max_neighbours: int,
         on_progress: ProgressCallback | None = None,
@@ -309,6 +310,4 @@ class Library:
         `scans` (a page's visitors), whatever threshold each then groups them at."""
         store = self.store()
         signature: Hashable = (self.settings.server_label, store.schema.name, store.version(), floor)
-        return scans.get(signature) or scans.scan(
-            signature, lambda: similar_pairs(store, floor, max_neighbours, on_progress)
-        )
+        return scans.make(signature, lambda: similar_pairs(store, floor, max_neighbours, on_progress))

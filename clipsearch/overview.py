@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
+from clipsearch.photos import on_a_day_filtered
 from clipsearch.places import Place
 from clipsearch.schema import Photo
 
@@ -39,7 +40,7 @@ class Overview:
     cities: list[tuple[Place, int]]
     folders: list[tuple[str, int]]  # top-level folders of the collection ("" for photos at its top)
     spots: list[Spot]  # most photos first, at most MAX_SPOTS
-    undated: int  # photos without a capture time
+    undated: int  # photos without a capture time (or with one no filter takes: a clock set to year 9999)
     located: int  # photos with a GPS position
 
 
@@ -57,8 +58,9 @@ def month_span(first: str, last: str) -> tuple[date, date]:
 
 
 def per_month(times: Iterable[float]) -> list[tuple[str, int]]:
-    """How many of the times fall in each month, in time order."""
-    return sorted(Counter(month_of(taken) for taken in times).items())
+    """How many of the times fall in each month, in time order (times outside the days a filter takes left
+    out: photos.on_a_day_filtered)."""
+    return sorted(Counter(month_of(taken) for taken in times if on_a_day_filtered(taken)).items())
 
 
 def top_folder(photo: Photo) -> str | None:
@@ -81,7 +83,7 @@ def overview(rows: Iterable[Photo]) -> Overview:
     places: dict[tuple[object, ...], Place | None] = {}
     for photo in rows:
         photos += 1
-        if photo.taken is None:
+        if photo.taken is None or not on_a_day_filtered(photo.taken):
             undated += 1
         else:
             months[month_of(photo.taken)] += 1

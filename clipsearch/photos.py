@@ -12,11 +12,13 @@ import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path, PurePosixPath
 
 import pillow_heif
 from PIL import Image, UnidentifiedImageError
+
+from clipsearch.display import without_bidi_controls
 
 # HEIC/HEIF (phones) through pillow-heif, which applies the container's rotation itself; AVIF is Pillow's own.
 pillow_heif.register_heif_opener()
@@ -123,8 +125,8 @@ def file_under(root: Path, relpath: str) -> Path | None:
 
 
 def display_path(path: str) -> str:
-    """A path fit to print: bytes that are not UTF-8 become U+FFFD."""
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    """A path fit to print: bytes that are not UTF-8 become U+FFFD, and bidirectional controls are left out."""
+    return without_bidi_controls(path.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
 
 
 def content_hash(data: bytes) -> str:
@@ -325,14 +327,31 @@ def taken_iso(taken: float, offset: str = "") -> str:
 
 
 DAY = 86_400.0  # seconds
+# The days a date filter, a link and the timeline take: photographs are younger than the first, and a camera
+# clock set to year 9999 (or 1) must not stretch a timeline over ten thousand years.
+FIRST_DAY, LAST_DAY = date(1800, 1, 1), date(2199, 12, 31)
 
 
 def day_start(text: str) -> float:
-    """YYYY-MM-DD as a PhotoFacts time: the start of that day on the wall clock."""
+    """YYYY-MM-DD as a PhotoFacts time: the start of that day on the wall clock (ValueError outside FIRST_DAY
+    to LAST_DAY)."""
     try:
-        return datetime.strptime(text.strip(), "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
+        day = datetime.strptime(text.strip(), "%Y-%m-%d").replace(tzinfo=UTC)
     except ValueError:
         raise ValueError(f"{text!r} is not a date: write it as YYYY-MM-DD, e.g. 2021-07-14") from None
+    if not FIRST_DAY <= day.date() <= LAST_DAY:
+        raise ValueError(f"{text!r} is outside the days a date filter takes: {FIRST_DAY} to {LAST_DAY}")
+    return day.timestamp()
+
+
+def on_a_day_filtered(taken: float) -> bool:
+    """Whether a PhotoFacts time falls within FIRST_DAY to LAST_DAY: a photo outside counts as undated on the
+    timelines (no filter could select it)."""
+    return _FIRST_TIME <= taken < _AFTER_LAST_TIME
+
+
+_FIRST_TIME = datetime(FIRST_DAY.year, FIRST_DAY.month, FIRST_DAY.day, tzinfo=UTC).timestamp()
+_AFTER_LAST_TIME = datetime(LAST_DAY.year, LAST_DAY.month, LAST_DAY.day, tzinfo=UTC).timestamp() + DAY
 
 
 EXIF_IFD = 0x8769

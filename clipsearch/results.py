@@ -86,6 +86,15 @@ class Results:
         return 0 if self.threshold is None else sum(score < self.threshold for score in self.scores)
 
 
+def why_nothing(results: Results, where: SearchFilter | None) -> str:
+    """Why a search shows no result, in words: the cut, the filters, or an empty index."""
+    if results.threshold is not None and results.scores and results.scores[0] < results.threshold:
+        return f"No result reaches similarity {results.threshold:.3f}; the best has {results.scores[0]:.3f}."
+    if where is not None and (words := where.describe()):
+        return f"No photo {words}."
+    return "No photos indexed yet."
+
+
 def find(
     store: PhotoStore,
     vector: np.ndarray,

@@ -19,6 +19,7 @@ from clipsearch import library
 from clipsearch.display import escape_markdown
 from clipsearch.duplicates import find_duplicates
 from clipsearch.filters import SearchFilter
+from clipsearch.labels import MAX_LABELS_TEXT, LabelList
 from clipsearch.library import Library
 from clipsearch.loader import LoadOptions, PhotoLoader
 from clipsearch.onnx_engine import OnnxTextEncoder
@@ -27,6 +28,7 @@ from clipsearch.results import SearchOptions, find
 from clipsearch.settings import Settings
 from clipsearch.store import PhotoStore
 from clipsearch.torch_engine import TorchTextEncoder
+from tests.conftest import dated_photo
 
 APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
 CAPTION = re.compile(r"^#(\d+) · (-?\d\.\d{3}) · (.+?)(?: · (\d{4}-\d\d-\d\d)(?: \(file date\))?)?$")
@@ -222,6 +224,24 @@ def test_a_blank_folder_in_a_link_is_no_filter(indexed: PhotoStore, blank: str) 
     assert not app.error and len(results(app)) == 12
 
 
+@pytest.mark.parametrize(
+    ("near", "within", "said"),
+    [("35.6,135.2", "80", "No photo within 80 km of 35.6000, 135.2000."), ("-18.12,-179.9", "150", None)],
+)  # fmt: skip
+def test_a_radius_that_holds_no_photo_says_so(
+    app_env: Settings, located_library: Path, open_test_index, encoder, near: str, within: str, said: str | None
+) -> None:
+    """Kyoto's photos are in the box around 80 km of (35.6, 135.2), 83 km from its centre: the page once showed
+    a TypeError. Across the 180th meridian the box is a band of latitudes, which none of them is in."""
+    PhotoLoader(open_test_index(), lambda: encoder, LoadOptions(), show_bar=False).index_folder(located_library)
+    app = run_app(q="city", near=near, within=within)
+    assert_clean(app)
+    assert not results(app)
+    assert [unescape(info.value) for info in app.info] == [
+        said or f"No photo within {within} km of -18.1200, -179.9000."
+    ]
+
+
 def test_a_link_with_every_parameter_hostile_shows_the_search_held_to_its_bounds(indexed: PhotoStore) -> None:
     """A 90 KB query of spaces once took 37 s of CPU in the parser while other visitors waited; numbers, choices
     and dates out of bounds fall back to their controls' defaults."""
@@ -406,8 +426,11 @@ def indexed_folder(store: PhotoStore) -> Path:
 def test_labels_are_capped_and_encoded_once_in_batches(indexed: PhotoStore, text_encodes: list[list[str]]) -> None:
     app = run_app(q="a boat")
     labels = "\n".join(f"thing number {i} " + "x" * (i % 90) for i in range(1000))
-    app.sidebar.text_area(key="labels").input(labels).run()
-    assert any("1000" not in c.value and "900 left out" in c.value for c in app.sidebar.caption)
+    box = app.sidebar.text_area(key="labels")
+    assert box.proto.max_chars == MAX_LABELS_TEXT < len(labels), "the browser takes no more than the page reads"
+    box.input(labels[:MAX_LABELS_TEXT]).run()
+    left_out = LabelList.parse(labels[:MAX_LABELS_TEXT]).left_out
+    assert left_out > 0 and any(f"{left_out} left out" in c.value for c in app.sidebar.caption)
     _, _, name = results(app)[0]
     app.button(key=f"open-{_key_of(indexed, name)}").click().run()
     assert_clean(app)
@@ -461,6 +484,35 @@ def test_filters_and_order_round_trip_through_the_url_and_equal_the_store(
     shared = run_app(q="a photo", camera="Canon EOS R6")  # the camera comes from the URL too
     assert shared.selectbox(key="camera").value == "Canon EOS R6" and results(shared)
     assert {name for _, _, name in results(shared)} <= canon
+
+
+def test_a_link_to_photos_older_than_ten_years_keeps_its_dates(
+    app_env: Settings, tmp_path: Path, sample_photos: Path, encoder, open_test_index, monkeypatch
+) -> None:
+    """Streamlit's date boxes take today ± 10 years unless told otherwise: a 2003 date in a link was dropped,
+    and every photo shown."""
+    folder = tmp_path / "old"
+    folder.mkdir()
+    taken = {"2003-06-01": 2, "2004-12-31": 1, "2005-01-01": 1, "2012-08-09": 2}
+    sources = iter(sorted(sample_photos.glob("*.jpg")))
+    for day, photos in taken.items():
+        for i in range(photos):
+            exif_time = day.replace("-", ":") + " 12:00:00"
+            (folder / f"{day}-{i}.jpg").write_bytes(dated_photo(next(sources), exif_time, ("Canon", "Canon EOS 10D")))
+    monkeypatch.setenv("CLIPSEARCH_PHOTOS", str(folder))
+    PhotoLoader(open_test_index(), lambda: encoder, LoadOptions(), show_bar=False).index_folder(folder)
+    app = run_app(q="a photo", after="2003-01-01", before="2004-12-31")
+    assert_clean(app)
+    assert app.date_input(key="after").value == datetime.date(2003, 1, 1)
+    assert app.date_input(key="before").value == datetime.date(2004, 12, 31)
+    assert (app.query_params["after"], app.query_params["before"]) == ("2003-01-01", "2004-12-31")
+    assert sorted(name for _, _, name in results(app)) == ["2003-06-01-0.jpg", "2003-06-01-1.jpg", "2004-12-31-0.jpg"]
+    app.date_input(key="after").set_value(datetime.date(2005, 1, 1)).run()  # the box takes an old date too
+    assert app.date_input(key="after").value == datetime.date(2005, 1, 1) and not results(app)
+    app.date_input(key="before").set_value(None).run()
+    assert sorted(name for _, _, name in results(app)) == ["2005-01-01-0.jpg", "2012-08-09-0.jpg", "2012-08-09-1.jpg"]
+    for outside in ("1799-12-31", "2200-01-01"):  # beyond what a filter takes: dropped, as any malformed date
+        assert run_app(q="a photo", after=outside).date_input(key="after").value is None
 
 
 # --- near-duplicates, variety, the cut, Show more, photos with words, the duplicates view -------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 
 from clipsearch.display import WORD_JOINER
 from clipsearch.engine import uses_onnx
+from clipsearch.labels import MAX_LABELS_TEXT, LabelList
 from clipsearch.loader import LoadOptions, PhotoLoader
 from clipsearch.overview import per_month
 from clipsearch.photos import display_path
@@ -102,6 +104,17 @@ def streamlit_app(
 @pytest.fixture
 def streamlit_server(streamlit_app: tuple[str, subprocess.Popen[bytes]]) -> str:
     return streamlit_app[0]
+
+
+LABELS = "Labels to rank, one per line"
+
+
+def memory_kb(pid: int, field: str) -> int:
+    """A field of /proc/PID/status, in kB (VmRSS: resident memory)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
 
 
 def loaded_torch(process: subprocess.Popen[bytes]) -> bool:
@@ -213,6 +226,50 @@ def test_four_people_searching_at_once_each_get_their_own_results(
             names = [text.split(" · ")[2] for text in captions.all_inner_texts()]  # rank · score · name · date
             assert names == expected[query], query
         browser.close()
+
+
+def test_clearing_the_caches_loads_no_second_model_or_client(
+    streamlit_app: tuple[str, subprocess.Popen[bytes]], client
+) -> None:
+    """Any visitor can send Streamlit's "clear cache" message: the page keeps its one model and one client."""
+    from visitors import Visitor
+
+    url, process = streamlit_app
+    visitors = [Visitor(url) for _ in range(12)]  # a session a search, each kept open with whatever it holds
+    for visitor, query in zip(visitors, ("a cat", "a dog"), strict=False):  # warm: the model, the client
+        assert visitor.run(f"q={urllib.parse.quote(query)}").says(f"Photos matching **{query}**")
+    before_mb, connections = memory_kb(process.pid, "VmRSS") / 1024, client.info("clients")["connected_clients"]
+    for cycle, (clearing, searching) in enumerate(itertools.pairwise(visitors[1:])):
+        clearing.clear_cache()
+        run = searching.run(f"q=snowy+streets+{cycle}")
+        assert run.says(f"Photos matching **snowy streets {cycle}**") and not run.exceptions, run
+    grown_mb = memory_kb(process.pid, "VmRSS") / 1024 - before_mb
+    assert grown_mb < 50, f"10 clears and searches grew the page by {grown_mb:.0f} MB"
+    assert client.info("clients")["connected_clients"] == connections, "a client was made again"
+    for visitor in visitors:
+        visitor.close()
+
+
+def test_a_flood_of_labels_closes_that_visitors_connection_and_costs_the_page_nothing(
+    streamlit_app: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    from visitors import Visitor
+    from websockets.exceptions import ConnectionClosed
+
+    url, process = streamlit_app
+    visitor = Visitor(url)
+    assert visitor.run("q=a+cat").says("Photos matching **a cat**")
+    before_mb = memory_kb(process.pid, "VmRSS") / 1024
+    over = "\n".join(f"label {i}" for i in range(20_000))  # 150 KB: past the box's limit, within a message's
+    run = visitor.type(LABELS, over)
+    assert not run.exceptions and run.says("Photos matching **a cat**")
+    read = LabelList.parse(over[:MAX_LABELS_TEXT])  # the page keeps what the box takes, and reads that
+    assert any(f"{read.left_out} left out, 0 shortened." in text for text in run.texts), run.texts
+    with pytest.raises(ConnectionClosed):
+        visitor.type(LABELS, "x\n" * 10_000_000)  # 20 MB
+    assert Visitor(url).run("q=a+dog").says("Photos matching **a dog**")
+    grown_mb = memory_kb(process.pid, "VmRSS") / 1024 - before_mb
+    assert grown_mb < 50, f"the labels grew the page by {grown_mb:.0f} MB"
 
 
 @pytest.mark.dated_library

@@ -12,8 +12,8 @@ def test_the_timeline_has_a_bar_per_month_and_reads_its_span() -> None:
     assert "data" not in spec, "data at the top would become an Arrow table (pandas, pyarrow) in the page"
     values = spec["layer"][0]["data"]["values"]
     assert values == [
-        {"month": "2021-12-01", "end": "2022-01-01", "photos": 3},
-        {"month": "2022-02-01", "end": "2022-03-01", "photos": 1},
+        {"month": "2021-12-01", "end": "2022-01-01", "label": "December 2021", "photos": 3},
+        {"month": "2022-02-01", "end": "2022-03-01", "label": "February 2022", "photos": 1},
     ]
     assert spec["params"][0]["name"] == charts.SPAN and spec["usermeta"] == chart_templates.SVG
     assert charts.selected_months({charts.SPAN: {"month": [20.0, 10.0]}}) == (10.0, 20.0)

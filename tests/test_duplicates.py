@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clipsearch.duplicates import SharedScans, SimilarPairs, connected_labels
+from clipsearch.duplicates import SimilarPairs, connected_labels
+from clipsearch.sharing import Shared
 
 
 def union_find_groups(count: int, edges: list[tuple[int, int]]) -> set[frozenset[int]]:
@@ -71,7 +72,7 @@ def test_groups_at_a_threshold_keep_only_the_pairs_that_reach_it() -> None:
 
 
 def test_one_scan_serves_every_caller_that_asks_while_it_runs() -> None:
-    shared = SharedScans(kept=2)
+    shared: Shared[SimilarPairs] = Shared(kept=2)
     started, release = threading.Event(), threading.Event()
     scanned: list[str] = []
     result = pairs([(0, 1, 0.99)])
@@ -83,7 +84,7 @@ def test_one_scan_serves_every_caller_that_asks_while_it_runs() -> None:
         return result
 
     got: list[SimilarPairs] = []
-    callers = [threading.Thread(target=lambda: got.append(shared.scan("a", slow_scan))) for _ in range(4)]
+    callers = [threading.Thread(target=lambda: got.append(shared.make("a", slow_scan))) for _ in range(4)]
     callers[0].start()
     started.wait(10)
     for caller in callers[1:]:
@@ -93,5 +94,17 @@ def test_one_scan_serves_every_caller_that_asks_while_it_runs() -> None:
         caller.join()
     assert scanned == ["a"] and got == [result] * 4
     for key in ("b", "c"):
-        shared.scan(key, lambda: result)
+        shared.make(key, lambda: result)
     assert shared.get("a") is None and shared.get("c") is result, "the oldest goes past `kept`"
+
+
+def test_a_value_that_goes_is_released_and_made_again_when_asked() -> None:
+    released: list[str] = []
+    shared: Shared[str] = Shared(kept=1, on_drop=released.append)
+    assert shared.make("a", lambda: "client a") == "client a"
+    assert shared.make("a", lambda: "another") == "client a", "made once per key"
+    shared.make("b", lambda: "client b")
+    assert released == ["client a"] and shared.get("a") is None
+    shared.drop("b")
+    assert released == ["client a", "client b"]
+    assert shared.make("b", lambda: "client b again") == "client b again"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +17,14 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from clipsearch.chart import score_chart_svg
+from clipsearch.display import escape_markdown
 from clipsearch.duplicates import _most_similar, keep_first
 from clipsearch.filters import SearchFilter, escape_tag, in_order
 from clipsearch.identity import ModelIdentity
+from clipsearch.labels import MAX_LABELS, MAX_LABELS_TEXT, LabelList
 from clipsearch.library import Library, TermVectors
 from clipsearch.loader import Known, LoadOptions, Part, Source, _plan, check_download_url, csv_sources
-from clipsearch.photos import BadPhoto, PhotoFacts, day_start
+from clipsearch.photos import FIRST_DAY, LAST_DAY, BadPhoto, PhotoFacts, day_start, display_path
 from clipsearch.query import BadQuery
 from clipsearch.results import Cut, Result, SearchOptions, fold, fold_heads, mmr_order
 from clipsearch.schema import (
@@ -298,3 +301,66 @@ def test_each_photo_keeps_its_most_similar_pairs(pairs: list[tuple[int, float]],
         own = sorted(scores[rows == row].tolist(), reverse=True)
         assert sorted(scores[kept][rows[kept] == row].tolist(), reverse=True) == own[:most]
     assert over == sum(1 for row in set(rows.tolist()) if (rows == row).sum() > most)
+
+
+# --- what a visitor can send: labels, days, timeline selections, names ------------------------------------
+
+
+def test_labels_are_read_up_to_their_limit_whatever_is_sent() -> None:
+    flood = "\n".join(f"label {i}" for i in range(2_000_000))  # 20 MB, as pasted or sent over the websocket
+    parsed = LabelList.parse(flood)
+    assert parsed == dataclasses.replace(LabelList.parse(flood[:MAX_LABELS_TEXT]), cut=True)
+    assert len(parsed.labels) == MAX_LABELS and parsed.cut and not LabelList.parse("cat\ndog").cut
+
+
+@pytest.mark.parametrize("day", ["1799-12-31", "2200-01-01", "9999-12-31", "0001-01-01"])
+def test_days_outside_what_a_filter_takes_are_refused_with_the_bounds(day: str) -> None:
+    with pytest.raises(ValueError, match="1800-01-01 to 2199-12-31"):
+        day_start(day)
+    assert day_start("1800-01-01") < day_start("2005-06-01") < day_start("2199-12-31")
+
+
+def test_photos_with_a_clock_in_year_9999_or_1_stay_off_the_timelines() -> None:
+    from clipsearch.overview import overview, per_month
+
+    odd = [datetime(9999, 12, 31, tzinfo=UTC).timestamp(), datetime(1, 1, 1, tzinfo=UTC).timestamp()]
+    times = [day_start("2003-04-05"), day_start("2005-11-30"), *odd]
+    assert per_month(times) == [("2003-04", 1), ("2005-11", 1)]
+    counted = overview(Photo(taken=taken) for taken in times)
+    assert counted.months == [("2003-04", 1), ("2005-11", 1)] and counted.undated == 2
+
+
+@given(
+    st.dictionaries(
+        st.text(max_size=8),
+        st.recursive(
+            st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=8),
+            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+            max_leaves=8,
+        ),
+        max_size=3,
+    )
+)
+@settings(max_examples=300, deadline=None)
+def test_any_chart_selection_a_browser_sends_is_a_span_within_bounds_or_none(selection: dict) -> None:
+    from clipsearch.app import charts
+
+    for chosen in (selection, {charts.SPAN: selection}, {charts.PICK: list(selection.values())}):
+        span = charts.selected_span(chosen)
+        assert span is None or (FIRST_DAY <= span[0] <= span[1] <= LAST_DAY)
+        assert charts.picked(chosen) is None or isinstance(charts.picked(chosen), str)
+
+
+def test_a_drag_past_the_last_month_a_filter_takes_ends_there() -> None:
+    from clipsearch.app import charts
+
+    last_month, year_10000 = datetime(2199, 12, 1, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC)
+    selection = {charts.SPAN: {"month": [last_month.timestamp() * 1000, year_10000.timestamp() * 1000]}}
+    assert charts.selected_span(selection) == (date(2199, 12, 1), LAST_DAY)
+    assert charts.timeline([("2022-05", 3)])["layer"][0]["data"]["values"][0]["label"] == "May 2022"
+
+
+def test_bidirectional_controls_in_names_cannot_reorder_what_is_shown_beside_them() -> None:
+    name = "photo\u202egpj.exe\u2066x\u2069.jpg"
+    assert display_path(name) == "photogpj.exex.jpg"
+    assert "\u202e" not in escape_markdown(name) and "\u2066" not in escape_markdown("camera \u2067A\u2069")

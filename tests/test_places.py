@@ -17,7 +17,7 @@ from PIL import Image
 
 from clipsearch.filters import SearchFilter
 from clipsearch.loader import LoadOptions, PhotoLoader
-from clipsearch.photos import read_facts
+from clipsearch.photos import PhotoFacts, read_facts
 from clipsearch.places import (
     EARTH_RADIUS_KM,
     Near,
@@ -27,7 +27,7 @@ from clipsearch.places import (
     parse_position,
     places_at,
 )
-from clipsearch.results import SearchOptions, find
+from clipsearch.results import SearchOptions, find, why_nothing
 from clipsearch.schema import SCHEMA_VERSION, IndexSchema, PhotoRecord
 from clipsearch.settings import Settings
 from clipsearch.store import PhotoStore
@@ -222,3 +222,42 @@ def test_a_photo_rewritten_without_its_gps_tags_loses_its_place(
     rows = {row.path: row for _, row in store.scan(("path", "latitude", "city", "country", "places"))}
     assert (rows["lisbon.jpg"].latitude, rows["lisbon.jpg"].place, rows["lisbon.jpg"].places) == (None, None, None)
     assert rows["kyoto-1.jpg"].place is not None
+
+
+@pytest.mark.parametrize(
+    ("near", "elsewhere"),
+    [
+        (Near(35.6, 135.2, 80.0), (35.0116, 135.7681)),  # Kyoto: in the box's corner, 83 km away
+        (Near(-18.12, -179.9, 150.0), (-18.0, 100.0)),  # across the 180th meridian: the box is a band
+    ],
+)
+def test_a_radius_whose_box_holds_photos_but_whose_circle_holds_none_says_so(
+    client, settings: Settings, near: Near, elsewhere: tuple[float, float]
+) -> None:
+    vectors = unit_vectors(np.random.default_rng(5), 3, 512)
+    facts = PhotoFacts(1.6e9, "exif", "", "", *elsewhere)
+    store = PhotoStore.open(client, IndexSchema.from_settings(settings, MODEL), create=True)
+    store.upsert([PhotoRecord(path=f"p{i}.jpg", vector=vector, facts=facts) for i, vector in enumerate(vectors)])
+    store.wait_indexed()
+    south, north, west, east = near.box()
+    assert south <= elsewhere[0] <= north and west <= elsewhere[1] <= east, "the box holds the photos"
+    assert not near.holds(*elsewhere), "the circle does not"
+    where = SearchFilter(near=near)
+    results = find(store, vectors[0], SearchOptions(k=5), where=where)
+    assert results.shown == [] and results.scores, "the index answered with the box's photos"
+    assert why_nothing(results, where) == f"No photo {near.describe()}."
+
+
+def test_the_cli_says_why_a_filtered_search_found_nothing(
+    located_library: Path, open_test_index, encoder, run_cli, cli_env
+) -> None:
+    PhotoLoader(open_test_index(), lambda: encoder, LoadOptions(), show_bar=False).index_folder(located_library)
+    for args, said in (
+        (["--near", "35.6,135.2", "--within", "80"], "No photo within 80 km of 35.6000, 135.2000."),
+        (["--near=-18.12,-179.9", "--within", "150"], "No photo within 150 km of -18.1200, -179.9000."),
+        (["--place", "nowhere"], "No photo in nowhere."),
+        (["--min-similarity", "0.99"], "No result reaches similarity 0.990"),
+    ):
+        done = run_cli(cli_env, "search", "city", *args)
+        assert done.returncode == 0 and said in done.stdout and not done.stderr, (args, done.stdout, done.stderr)
+        assert run_cli(cli_env, "search", "city", "--json", *args).stdout.strip() == "[]"

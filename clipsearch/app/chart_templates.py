@@ -38,7 +38,7 @@ def build(kind: str) -> dict[str, Any]:
                 y=alt.Y("photos:Q", title="photos", axis=alt.Axis(tickMinStep=1)),
                 y2=alt.datum(0),
                 tooltip=[
-                    alt.Tooltip("month:T", title="month", format="%B %Y", formatType="utc"),
+                    alt.Tooltip("label:N", title="month"),
                     alt.Tooltip("photos:Q"),
                 ],
             )

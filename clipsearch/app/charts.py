@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 from clipsearch.overview import Spot, month_of, month_span
+from clipsearch.photos import FIRST_DAY, LAST_DAY
 
 TEMPLATES = Path(__file__).with_name("chart_templates.json")
 MIN_SPAN_DEGREES = 1.0  # the least a map shows around its points: a city and its surroundings
@@ -30,26 +32,39 @@ Spec = dict[str, Any]
 def timeline(months: Sequence[tuple[str, int]]) -> Spec:
     """Photos per month, each a bar from the month's first day to the next month's (in UTC, as PhotoFacts times
     are); dragging across them selects a span (selection SPAN)."""
-    values = [{"month": f"{month}-01", "end": _next_month(month), "photos": photos} for month, photos in months]
+    values = [
+        {"month": f"{month}-01", "end": _next_month(month), "label": _month_name(month), "photos": photos}
+        for month, photos in months
+    ]
     return _filled(_template("timeline"), values)
 
 
 def selected_months(selection: dict[str, Any]) -> tuple[float, float] | None:
     """The span a timeline selection holds, as (first, last) milliseconds since the epoch; None for none."""
     chosen = selection.get(SPAN) or {}
+    if not isinstance(chosen, dict):
+        return None
     for bounds in chosen.values():  # one field: the month, however Vega-Lite names it
-        if isinstance(bounds, list) and len(bounds) == 2:
+        if isinstance(bounds, list) and len(bounds) == 2 and all(_is_number(bound) for bound in bounds):
             return float(min(bounds)), float(max(bounds))
     return None
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def selected_span(selection: dict[str, Any]) -> tuple[date, date] | None:
     """The months a timeline selection spans, as a date filter: the first day of the first month and the last
-    day of the last (a span ending on a month's first instant ends with the month before); None for none."""
+    day of the last (a span ending on a month's first instant ends with the month before), held to the days a
+    filter takes; None for none (a selection is what a browser sent: any number)."""
     span = selected_months(selection)
     if span is None:
         return None
-    return month_span(month_of(span[0] / 1000), month_of((span[1] - 1) / 1000))
+    first, last = (max(_FIRST_MS, min(ms, _AFTER_LAST_MS)) for ms in span)
+    if not first < last:
+        return None
+    return month_span(month_of(first / 1000), month_of((last - 1) / 1000))
 
 
 def world_map(points: Sequence[dict[str, Any]], labelled: bool) -> Spec:
@@ -80,8 +95,10 @@ def bars(counts: Sequence[tuple[str, int]], what: str) -> Spec:
 
 def picked(selection: dict[str, Any]) -> str | None:
     """The value of the bar a `bars` selection holds; None for none."""
-    chosen = selection.get(PICK) or []
-    return str(chosen[0]["value"]) if chosen and "value" in chosen[0] else None
+    chosen = selection.get(PICK)
+    if isinstance(chosen, list) and chosen and isinstance(chosen[0], dict) and "value" in chosen[0]:
+        return str(chosen[0]["value"])
+    return None
 
 
 def _filled(template: str, rows: Sequence[dict[str, Any]]) -> Spec:
@@ -97,6 +114,15 @@ def _filled(template: str, rows: Sequence[dict[str, Any]]) -> Spec:
 def _template(kind: str) -> str:
     """The specification of a kind of chart, as JSON (read once from TEMPLATES)."""
     return json.dumps(json.loads(TEMPLATES.read_text(encoding="utf-8"))[kind])
+
+
+_FIRST_MS = datetime(FIRST_DAY.year, 1, 1, tzinfo=UTC).timestamp() * 1000
+_AFTER_LAST_MS = datetime(LAST_DAY.year + 1, 1, 1, tzinfo=UTC).timestamp() * 1000
+
+
+def _month_name(month: str) -> str:
+    """ "2022-05" as "May 2022": the tooltip's words (Vega formats a date field given as text as NaN)."""
+    return datetime.strptime(month, "%Y-%m").strftime("%B %Y")
 
 
 def _next_month(month: str) -> str:

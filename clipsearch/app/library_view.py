@@ -13,26 +13,25 @@ from streamlit.navigation.page import StreamlitPage
 from clipsearch.app import charts, resources
 from clipsearch.display import escape_markdown
 from clipsearch.errors import IndexMissing
-from clipsearch.labels import DEFAULT_LABELS, MAX_LABEL_CHARS, MAX_LABELS, LabelList
+from clipsearch.labels import DEFAULT_LABELS, MAX_LABEL_CHARS, MAX_LABELS, MAX_LABELS_TEXT, LabelList
 from clipsearch.library import Library
 from clipsearch.loader import LoadOptions
 from clipsearch.overview import Overview
-from clipsearch.settings import Settings
 
 LISTED_CITIES = 12  # cities named under the map, each a link
 
 
-def view(settings: Settings, library: Library, search: StreamlitPage) -> None:
+def view(library: Library, search: StreamlitPage) -> None:
     st.subheader("Your library")
     try:
-        store = library.store()
+        library.store()
     except IndexMissing:
-        index_panel(settings, library)
+        index_panel()
         return
-    summary = resources.overview(library, store.schema.name, store.version())
+    summary = resources.overview(library)
     collection(summary, search)
     with st.expander("The index", expanded=summary.photos == 0):
-        index_panel(settings, library)
+        index_panel()
 
 
 def collection(summary: Overview, search: StreamlitPage) -> None:
@@ -57,7 +56,8 @@ def collection(summary: Overview, search: StreamlitPage) -> None:
             with st.container(key="library-places"):
                 st.vega_lite_chart(charts.spots_map(summary.spots), width="stretch")
                 for place, photos in summary.cities[:LISTED_CITIES]:
-                    st.page_link(search, label=f"{place.describe()} · {photos}", query_params={"place": place.city})
+                    label = f"{escape_markdown(place.describe())} · {photos}"  # a name from the index, not Markdown
+                    st.page_link(search, label=label, query_params={"place": place.city})
         clickable_bars("Countries", summary.countries, "country", "place", search)
     with right:
         clickable_bars("Cameras", summary.cameras, "camera", "camera", search)
@@ -77,23 +77,26 @@ def clickable_bars(title: str, counts: list[tuple[str, int]], what: str, param: 
         st.switch_page(search, query_params={param: value})
 
 
-def sidebar(settings: Settings, library: Library, with_index: bool) -> None:
+def sidebar(with_index: bool) -> None:
     """The index panel (but beside the library view, which shows it itself) and the labels."""
     with st.sidebar:
         if with_index:
             st.header("Index")
-            index_panel(settings, library)
+            index_panel()
         labels_editor()
 
 
 @st.fragment
-def index_panel(settings: Settings, library: Library) -> None:
+def index_panel() -> None:
     """How many photos, which model, index and server; and what waits to be indexed. A fragment: checking for
-    changes reruns it alone, not the search."""
+    changes reruns it alone, not the search. It takes no Library: a fragment keeps its arguments for its
+    reruns, and must not keep a client or a model alive."""
+    library = resources.library()
+    settings = library.settings
     try:
         store = library.store()
         version, schema = store.version(), store.schema
-        count = resources.count(library, schema.name, version)
+        count = resources.count(library)
     except IndexMissing:
         version, count, schema = "", 0, library.schema()
     st.metric("Photos indexed", count)
@@ -105,7 +108,7 @@ def index_panel(settings: Settings, library: Library) -> None:
         if waiting:
             st.warning(f"{waiting} photos in `{settings.photos_dir}` are new, changed or gone.")
             if st.button(f"Index {settings.photos_dir}/", type="primary", width="stretch"):
-                index_photos(settings, library)
+                index_photos(library)
         else:
             st.caption(f"`{settings.photos_dir}/` is fully indexed.")
         st.button("Check for changes", type="tertiary", on_click=resources.pending.clear)
@@ -113,7 +116,7 @@ def index_panel(settings: Settings, library: Library) -> None:
         st.caption(st.session_state.last_report)
 
 
-def index_photos(settings: Settings, library: Library) -> None:
+def index_photos(library: Library) -> None:
     """Run the loader on the photo folder with a progress bar, then redraw the whole page. The image model is
     loaded only if a photo needs encoding (not for photos that were only moved or deleted)."""
     bar = st.progress(0.0, text="Looking for new, changed and deleted photos…")
@@ -122,7 +125,7 @@ def index_photos(settings: Settings, library: Library) -> None:
         bar.progress(done / total, text=f"Indexed {done} of {total} photos")
 
     indexed = library.index_folder(
-        settings.photos_dir, LoadOptions(prune=True), on_progress=on_progress, show_bar=False
+        library.settings.photos_dir, LoadOptions(prune=True), on_progress=on_progress, show_bar=False
     )
     st.session_state.last_report = "  \n".join(escape_markdown(line) for line in indexed.summary().splitlines())
     resources.pending.clear()
@@ -138,11 +141,13 @@ def labels_editor() -> None:
         "\n".join(DEFAULT_LABELS),
         key="labels",
         height=180,
+        max_chars=MAX_LABELS_TEXT,
         help=f"Up to {MAX_LABELS} labels of up to {MAX_LABEL_CHARS} characters each.",
     )
     labels = LabelList.parse(st.session_state.labels)
-    if labels.left_out or labels.shortened:
+    if labels.left_out or labels.shortened or labels.cut:
         st.caption(
             f"Ranking the first {MAX_LABELS} labels, each cut to {MAX_LABEL_CHARS} characters: "
-            f"{labels.left_out} left out, {labels.shortened} shortened."
+            f"{labels.left_out} left out, {labels.shortened} shortened"
+            + (f", nothing read past {MAX_LABELS_TEXT:,} characters." if labels.cut else ".")
         )

@@ -51,8 +51,8 @@ def needs_index(settings: Settings, library: Library, view: View) -> Callable[[]
 def main() -> None:
     st.set_page_config(page_title="clipsearch", page_icon="🔎", layout="wide", initial_sidebar_state="auto")
     hold_the_link()
-    settings = resources.load_settings()
-    library = resources.library(settings)
+    library = resources.library()
+    settings = library.settings
     library.schema()  # the model, and the index checked against it: here, where its errors reach run()
     search_page = st.Page(
         needs_index(settings, library, search.view), title="Search", icon=":material/search:", default=True
@@ -66,7 +66,7 @@ def main() -> None:
             url_path="duplicates",
         ),
         "library": st.Page(
-            lambda: library_view.view(settings, library, search_page),
+            lambda: library_view.view(library, search_page),
             title="Library",
             icon=":material/photo_library:",
             url_path="library",
@@ -77,7 +77,7 @@ def main() -> None:
         del st.query_params["view"]
         if pages[old] is not current:
             st.switch_page(pages[old], query_params=st.query_params.to_dict())
-    library_view.sidebar(settings, library, with_index=current is not pages["library"])
+    library_view.sidebar(with_index=current is not pages["library"])
     current.run()
 
 

@@ -91,7 +91,9 @@ def more_like(key: str) -> None:
 
 
 @st.dialog("Photo", width="large")
-def open_photo(hit: Hit, rank: int, library: Library) -> None:
+def open_photo(hit: Hit, rank: int) -> None:
+    """A dialog is a fragment, which keeps its arguments: it takes the Library from resources, not as one."""
+    library = resources.library()
     path = library.photo_file(hit)
     image = (resized_photo(str(path), path.stat().st_mtime, DIALOG_SIDE) if path else None) or picture(hit, library)
     if image is not None:
@@ -131,16 +133,17 @@ def gallery_tile(rank: int, result: Result, library: Library) -> None:
     with st.container(horizontal=True, gap="small"):
         st.button("More like this", key=f"like-{hit.key}", on_click=more_like, args=(hit.key,))
         if st.button("Open", key=f"open-{hit.key}"):
-            open_photo(hit, rank, library)
+            open_photo(hit, rank)
         if folded := result.near_duplicates:
             label = f"+{len(folded)} near-duplicate" + ("s" if len(folded) > 1 else "")
             if st.button(label, key=f"similar-{hit.key}"):
-                near_duplicates(result, library)
+                near_duplicates(result)
 
 
 @st.dialog("Near-duplicates", width="large")
-def near_duplicates(result: Result, library: Library) -> None:
+def near_duplicates(result: Result) -> None:
     """The photos folded under a result: pictured when asked for, so that a search sends none of them."""
+    library = resources.library()
     st.caption(f"Folded under {escape_markdown(display_path(result.hit.photo.name or result.hit.path))}.")
     folded = result.near_duplicates
     shown = folded[:NEAR_DUPLICATES_PICTURED]

@@ -1,28 +1,30 @@
 """What the page keeps between reruns and between visitors: the settings, one client and one encoder of each
-tower per process, and the caches of what is costly to make again (query terms, uploads, label vectors,
-the cameras of an index, the duplicate scans). Every view gets its Library here."""
+tower per process, the counts and duplicate scans of each index version (all kept whatever clears
+Streamlit's caches), and Streamlit's caches of what a request makes (query terms, uploads, label vectors).
+Every view gets its Library here."""
 
 from __future__ import annotations
 
 import gc
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
 import streamlit as st
 
 from clipsearch.connection import Client, connect
-from clipsearch.duplicates import SharedScans
+from clipsearch.duplicates import SimilarPairs
 from clipsearch.engine import ImageEncoding, TextEncoding, load_image_encoder, load_text_encoder
 from clipsearch.labels import label_vectors
 from clipsearch.library import Library, PhotoQuery, TermVectors
 from clipsearch.overview import Overview
 from clipsearch.photos import make_thumbnail
-from clipsearch.server import LoadingCallback
 from clipsearch.settings import ModelSpec, Settings
+from clipsearch.sharing import Shared
 
 PREVIEW_SIDE = 256  # pixels: an upload's preview, and a thumbnail made from a file
-KEPT_SCANS = 4  # duplicate scans kept for all sessions (a few indexes, or versions of one)
+KEPT_VERSIONS = 4  # counts and duplicate scans kept for every session: of a few indexes, or versions of one
 
 
 def load_settings() -> Settings:
@@ -37,48 +39,66 @@ def load_settings() -> Settings:
     return Settings.from_env(environ)
 
 
-@st.cache_resource(show_spinner="Connecting to Valkey…")
-def _client(settings: Settings, _on_loading: LoadingCallback) -> Client:
-    return connect(settings, _on_loading)
+# Made once for the process and kept whatever clears Streamlit's caches: any visitor can send the "clear
+# cache" message, and a client or a model made again would cost seconds and hundreds of MB each time.
+_CLIENTS: Shared[Client] = Shared(1, on_drop=lambda client: client.close())
+_TEXT_ENCODERS: Shared[TextEncoding] = Shared(1)
+_IMAGE_ENCODERS: Shared[ImageEncoding] = Shared(1)
+_FROZEN = threading.Event()  # gc.freeze() has run: once per process
 
 
 def client(settings: Settings) -> Client:
     """One client per server for the process; while the server reads its data back after a restart (minutes
     for a large HNSW index), a progress bar says how far it got."""
+    key = (settings.valkey_url, settings.data_dir, settings.search_module, settings.tls_ca_file)
+    if (found := _CLIENTS.get(key)) is not None:
+        return found
     bar = st.empty()
 
     def show(percent: float, eta: float | None) -> None:
         left = f", about {eta:.0f} s left" if eta is not None else ""
         bar.progress(min(percent, 100.0) / 100, text=f"The Valkey server is loading its data: {percent:.0f}%{left}")
 
-    found = _client(settings, show)
+    with st.spinner("Connecting to Valkey…"):
+        made = _CLIENTS.make(key, lambda: connect(settings, show))
     bar.empty()
-    return found
+    return made
 
 
 def forget_client() -> None:
-    """The next run connects afresh (and restarts the embedded server if it stopped)."""
-    _client.clear()
+    """The next run connects afresh (and restarts the embedded server if it stopped); the lost client's
+    connections are closed."""
+    for key in list(_CLIENTS.done):
+        _CLIENTS.drop(key)
 
 
-@st.cache_resource(show_spinner="Loading the CLIP text model (the first start also prepares it for ONNX Runtime)…")
 def text_encoder(model: ModelSpec) -> TextEncoding:
-    """One per model for the whole process."""
-    encoder = load_text_encoder(model)
-    # The model's libraries leave many long-lived objects: set them aside, so that the garbage collector
-    # stops walking them on every full collection.
-    gc.collect()
-    gc.freeze()
+    """One per process."""
+    if (found := _TEXT_ENCODERS.get(model)) is not None:
+        return found
+    with st.spinner("Loading the CLIP text model (the first start also prepares it for ONNX Runtime)…"):
+        encoder = _TEXT_ENCODERS.make(model, lambda: load_text_encoder(model))
+    if not _FROZEN.is_set():
+        _FROZEN.set()
+        # The model's libraries leave many long-lived objects: set them aside, once, so that the garbage
+        # collector stops walking them on every full collection.
+        gc.collect()
+        gc.freeze()
     return encoder
 
 
-@st.cache_resource(show_spinner="Loading the CLIP image model (the first start also prepares it for ONNX Runtime)…")
 def image_encoder(model: ModelSpec) -> ImageEncoding:
-    return load_image_encoder(model)
+    """One per process."""
+    if (found := _IMAGE_ENCODERS.get(model)) is not None:
+        return found
+    with st.spinner("Loading the CLIP image model (the first start also prepares it for ONNX Runtime)…"):
+        return _IMAGE_ENCODERS.make(model, lambda: load_image_encoder(model))
 
 
-def library(settings: Settings) -> Library:
-    """This run's Library, over the process's client and encoders."""
+def library() -> Library:
+    """This run's Library (its settings read again: secrets can change), over the process's client and
+    encoders. Views and fragments ask for it here rather than keep one."""
+    settings = load_settings()
     model = settings.model
     return Library(
         settings,
@@ -108,22 +128,35 @@ def labels_vectors(_encoder: TextEncoding, model: str, labels: tuple[str, ...]) 
     return label_vectors(_encoder, labels)
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def cameras(_library: Library, index_name: str, version: str) -> list[str]:
+_CAMERAS: Shared[list[str]] = Shared(KEPT_VERSIONS)
+_OVERVIEWS: Shared[Overview] = Shared(KEPT_VERSIONS)
+_COUNTS: Shared[int] = Shared(KEPT_VERSIONS)
+_DUPLICATE_SCANS: Shared[SimilarPairs] = Shared(KEPT_VERSIONS)
+
+
+def _version(library: Library) -> tuple[str, str, str]:
+    """What a count of the index is kept by: the server, the index and its version (any write changes it)."""
+    store = library.store()
+    return library.settings.server_label, store.schema.name, store.version()
+
+
+def cameras(library: Library) -> list[str]:
     """The index's cameras, read once per index version (it reads every document)."""
-    return _library.cameras()
+    return _CAMERAS.make(_version(library), library.cameras)
 
 
-@st.cache_data(max_entries=8, show_spinner="Counting the photos of the library…")
-def overview(_library: Library, index_name: str, version: str) -> Overview:
+def overview(library: Library) -> Overview:
     """The library view's counts, made once per index version for every visitor (it reads every document)."""
-    return _library.overview()
+    key = _version(library)
+    if (found := _OVERVIEWS.get(key)) is not None:
+        return found
+    with st.spinner("Counting the photos of the library…"):
+        return _OVERVIEWS.make(key, library.overview)
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def count(_library: Library, index_name: str, version: str) -> int:
+def count(library: Library) -> int:
     """How many photos the index holds, asked of the server once per index version rather than on every rerun."""
-    return _library.store().count()
+    return _COUNTS.make(_version(library), lambda: library.store().count())
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -133,8 +166,7 @@ def pending(_library: Library, index_name: str, photos_dir: Path, version: str) 
     return _library.pending(photos_dir)
 
 
-@st.cache_resource
-def duplicate_scans() -> SharedScans:
+def duplicate_scans() -> Shared[SimilarPairs]:
     """The similar pairs found, shared by every session of this process: on a public app, one visitor's scan of
     a large library serves every threshold and every later visitor, until the index changes."""
-    return SharedScans(KEPT_SCANS)
+    return _DUPLICATE_SCANS

@@ -18,10 +18,10 @@ from clipsearch.filters import ORDERS, SearchFilter
 from clipsearch.library import Library
 from clipsearch.links import CUT_MODES, MAX_BELOW_BEST, MAX_COLUMNS, MAX_NAME_CHARS, MAX_RESULTS, MAX_SHOWN
 from clipsearch.overview import per_month
-from clipsearch.photos import BadPhoto, display_path
+from clipsearch.photos import FIRST_DAY, LAST_DAY, BadPhoto, display_path
 from clipsearch.places import DEFAULT_WITHIN_KM, MAX_WITHIN_KM, Near, parse_position
 from clipsearch.query import MAX_QUERY_CHARS, BadQuery
-from clipsearch.results import Cut, Result, Results, SearchOptions
+from clipsearch.results import Cut, Result, Results, SearchOptions, why_nothing
 from clipsearch.schema import PHOTO_FIELDS
 from clipsearch.settings import Settings
 
@@ -101,8 +101,8 @@ def view(settings: Settings, library: Library) -> None:
         + (f" · {results.hidden} of the {len(results.scores)} nearest under the cut" if results.hidden else "")
     )
     chips(active_settings(settings))
-    if results.scores and not results.shown:
-        st.info(f"No result reaches similarity {results.threshold:.3f}; the best has {results.scores[0]:.3f}.")
+    if not results.shown:
+        st.info(escape_markdown(why_nothing(results, where)))
     located = [(rank, result) for rank, result in enumerate(results.shown, 1) if result.hit.photo.position]
     photos, beside = st.columns([3, 1]) if located or results.times else (st.container(), None)
     with photos:
@@ -225,13 +225,16 @@ def result_controls(settings: Settings) -> None:
 
 def filter_controls(library: Library) -> None:
     """Date range, folder and camera: the same as the CLI's."""
-    st.date_input("Taken on or after", value=None, key="after", bind="query-params", format="YYYY-MM-DD")
-    st.date_input("Taken on or before", value=None, key="before", bind="query-params", format="YYYY-MM-DD")
+    # The days a link takes (clipsearch.photos.FIRST_DAY, LAST_DAY): Streamlit's default bounds, today ± 10 years,
+    # would drop an older photo's date from the box and the URL.
+    st.date_input("Taken on or after", None, FIRST_DAY, LAST_DAY, key="after", bind="query-params", format="YYYY-MM-DD")
+    st.date_input(
+        "Taken on or before", None, FIRST_DAY, LAST_DAY, key="before", bind="query-params", format="YYYY-MM-DD"
+    )
     st.text_input(
         "In folder", key="folder", bind="query-params", placeholder="e.g. 2021/japan", max_chars=MAX_NAME_CHARS
     )
-    store = library.store()
-    choices = resources.cameras(library, store.schema.name, store.version())
+    choices = resources.cameras(library)
     st.selectbox("Camera", choices, index=None, key="camera", bind="query-params", placeholder="any")
     st.text_input(
         "Place", key="place", bind="query-params", placeholder="a city, region or country, e.g. Kyoto",
