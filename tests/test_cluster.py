@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import valkey
 from streamlit.testing.v1 import AppTest
 
-from clipsearch.cluster import LocalCluster
+from clipsearch.cluster import BUS_OFFSET, COORDINATOR_OFFSET, LocalCluster
 from clipsearch.connection import connect
 from clipsearch.settings import Settings
 from clipsearch.store import PhotoStore
@@ -137,3 +138,21 @@ def test_the_page_on_a_cluster_that_loses_a_primary_says_so_then_recovers(
     shown = [markdown.value for markdown in app.markdown if "Photos matching" in markdown.value]
     assert shown and "12 results" in shown[0], shown
     assert documents(Library(settings, text_encoder=lambda: encoder).store()) == stored  # nothing lost
+
+
+def test_a_local_cluster_is_private_to_this_machine_and_user(own_cluster: LocalCluster, as_other_user) -> None:
+    """valkey-search's coordinator binds every interface by itself, and answers any peer without a password."""
+    for node in own_cluster.nodes:
+        listening = node.listening_addresses()
+        assert {port for _, port in listening} == {node.port, node.port + BUS_OFFSET, node.port + COORDINATOR_OFFSET}
+        assert {address for address, _ in listening} <= {"127.0.0.1", "::ffff:127.0.0.1"}, listening
+        with pytest.raises(valkey.AuthenticationError), valkey.Valkey(port=node.port) as stranger:
+            stranger.ping()
+    with connect(Settings(valkey_url=own_cluster.url)) as client:  # the cluster's URL carries its password
+        client.set("probe", "1")
+    files = [own_cluster.folder, *own_cluster.folder.rglob("*")]
+    assert len(files) > 10 and not [path for path in files if path.stat().st_mode & 0o077 and path.suffix != ".so"]
+    other = subprocess.run(
+        [*as_other_user, "cat", str(own_cluster.nodes[0].folder / "valkey.conf")], capture_output=True
+    )
+    assert other.returncode != 0, "another user reads the password"
