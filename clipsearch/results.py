@@ -15,7 +15,7 @@ import numpy as np
 
 from clipsearch.duplicates import check_similarity
 from clipsearch.filters import ORDERS, SearchFilter, in_order
-from clipsearch.schema import PHOTO_FIELDS, VECTOR_FIELD, Photo
+from clipsearch.schema import PHOTO_FIELDS, VECTOR_FIELD
 from clipsearch.store import Hit, PhotoStore
 
 MAX_CANDIDATES = 2000  # the most candidates one search reads back (2 KiB of vector each)
@@ -107,24 +107,20 @@ def find(
     folding leaves k results."""
     with_vectors = options.fold or options.variety > 0
     near = where is not None and where.near is not None
+    # What each candidate's KNN reply carries: its vector (folding, variety), its position (the circle), its
+    # time (the timeline), and the name of a photo folded under a result.
     read = [*([VECTOR_FIELD] if with_vectors else []), *(["latitude", "longitude"] if near else []), "taken"]
+    read += NEAR_DUPLICATE_FIELDS
     per_result = VARIETY_POOL if options.variety else 2 if options.fold else 1
     pool = min(MAX_CANDIDATES, max(options.k + EXTRA_CANDIDATES, options.k * per_result))
-    rows: dict[str, Photo | None] = {}  # read once, however often the index is asked again
     while True:
-        ranked = [(hit.key, hit.score) for hit in store.nearest(vector, pool, fields=(), where=where)]
+        candidates = store.nearest(vector, pool, fields=read, where=where)
+        ranked = [(hit.key, hit.score) for hit in candidates]
         threshold = options.cut.threshold(ranked[0][1]) if ranked else None
-        passing = [(key, score) for key, score in ranked if threshold is None or score >= threshold]
+        passing = [hit for hit in candidates if threshold is None or hit.score >= threshold]
         cut_reached = len(passing) < len(ranked)  # no later candidate can pass either
-        missing = [key for key, _ in passing if key not in rows]
-        rows |= dict(zip(missing, store.get(missing, read), strict=True))  # None: deleted since the KNN query
-        admitted = [
-            (key, score, row)
-            for key, score in passing
-            if (row := rows[key]) is not None and (where is None or where.admits(row))
-        ]
-        hits = [Hit(key, score, Photo(vector=row.vector if with_vectors else None)) for key, score, row in admitted]
-        groups = fold(hits, options.folding)
+        admitted = [hit for hit in passing if where is None or where.admits(hit.photo)]
+        groups = fold(admitted, options.folding)
         exhausted = len(ranked) < pool or cut_reached or pool >= MAX_CANDIDATES
         if len(groups) > options.k or exhausted:
             break
@@ -137,7 +133,7 @@ def find(
         scores=[score for _, score in ranked],
         threshold=threshold,
         more=len(groups) > options.k or not exhausted,
-        times=[row.taken for _, _, row in admitted if row.taken is not None],
+        times=[hit.photo.taken for hit in admitted if hit.photo.taken is not None],
     )
 
 
@@ -200,15 +196,14 @@ def mmr_order(vectors: np.ndarray, query: np.ndarray, k: int, variety: float) ->
 
 
 def _with_fields(store: PhotoStore, results: Sequence[Result], fields: Sequence[str]) -> list[Result]:
-    """The results with `fields` read for each photo, and the path and name of the photos folded under them (a
-    burst of fifty shots folds fifty thumbnails that nobody asked to see), in one round trip each."""
-    full = [result.hit.key for result in results]
-    brief = [hit.key for result in results for hit in result.near_duplicates]
-    rows = dict(zip(full, store.get(full, list(dict.fromkeys([*fields, "taken"]))), strict=True))
-    rows |= dict(zip(brief, store.get(brief, NEAR_DUPLICATE_FIELDS), strict=True))
+    """The results with `fields` read for each photo, in one round trip; the photos folded under them keep the
+    path and name their candidate's reply carried (a burst of fifty shots folds fifty thumbnails that nobody
+    asked to see)."""
+    keys = [result.hit.key for result in results]
+    rows = dict(zip(keys, store.get(keys, list(dict.fromkeys([*fields, "taken"]))), strict=True))
 
     def filled(hit: Hit) -> Hit:
         row = rows[hit.key]
         return Hit(hit.key, hit.score, hit.photo.merged(row) if row else hit.photo)
 
-    return [Result(filled(result.hit), tuple(filled(hit) for hit in result.near_duplicates)) for result in results]
+    return [Result(filled(result.hit), result.near_duplicates) for result in results]

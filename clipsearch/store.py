@@ -27,8 +27,6 @@ import numpy as np
 import valkey
 from valkey.cluster import ValkeyCluster
 from valkey.commands.search.indexDefinition import IndexDefinition, IndexType
-from valkey.commands.search.query import Query
-from valkey.commands.search.result import Result
 
 from clipsearch.connection import NO_VECTOR_SEARCH, Client, is_cluster
 from clipsearch.errors import (
@@ -396,15 +394,14 @@ class PhotoStore:
         order: str = "relevance",
     ) -> list[Hit]:
         """The k nearest photos by cosine similarity among those `where` lets through, best first (or, with
-        order "newest" or "oldest", those k by capture time), with `fields` read (none: the KNN query alone)."""
-        ranked = self.nearest_each([vector], k, ef_runtime, where)[0] if k > 0 else []
-        if not fields and order == "relevance":
-            return [Hit(key, score) for key, score in ranked]
+        order "newest" or "oldest", those k by capture time), with `fields` read in the same reply (none: the
+        KNN query alone)."""
         wanted = list(dict.fromkeys([*fields, "taken"])) if order != "relevance" else list(fields)
-        stored = self.get([key for key, _ in ranked], wanted)
-        return in_order(
-            [Hit(key, score, photo or Photo()) for (key, score), photo in zip(ranked, stored, strict=True)], order
-        )
+        check_fields(wanted)
+        if k <= 0:
+            return []
+        found = self._on_the_current_index(lambda: self._nearest_each([vector], k, ef_runtime, where, wanted))[0]
+        return in_order(found, order)
 
     def nearest_each(
         self, vectors: Sequence[np.ndarray], k: int, ef_runtime: int | None = None, where: SearchFilter | None = None
@@ -412,25 +409,32 @@ class PhotoStore:
         """The k nearest photos (key, similarity; best first) of each vector: one pipelined round trip of
         KNN queries, which valkey-search also runs in parallel. If the search index was remade since this
         store read the metadata, it reads it again and asks the new one."""
-        return self._on_the_current_index(lambda: self._nearest_each(vectors, k, ef_runtime, where))
+        found = self._on_the_current_index(lambda: self._nearest_each(vectors, k, ef_runtime, where, ()))
+        return [[(hit.key, hit.score) for hit in hits] for hits in found]
 
     def _nearest_each(
-        self, vectors: Sequence[np.ndarray], k: int, ef_runtime: int | None, where: SearchFilter | None
-    ) -> list[list[tuple[str, float]]]:
-        pipe = self._search_node().ft(self.schema.search_index).pipeline(transaction=False)
+        self,
+        vectors: Sequence[np.ndarray],
+        k: int,
+        ef_runtime: int | None,
+        where: SearchFilter | None,
+        fields: Sequence[str],
+    ) -> list[list[Hit]]:
+        """Each vector's KNN query, the photos' `fields` returned with their scores (no second round trip)."""
+        pipe = self._search_node().pipeline(transaction=False)
         for vector in vectors:
-            query, params = self._knn(vector, k, ef_runtime, where)
-            pipe.search(query, query_params=params)
+            pipe.execute_command("FT.SEARCH", *self._knn(vector, k, ef_runtime, where, fields))
         try:
             replies = pipe.execute()
         except valkey.ResponseError as error:
             raise refusal(self.schema.name, error) from None
-        return [_ranked(Result(reply, True, duration=0).docs) for reply in replies]
+        return [_hits(reply, fields) for reply in replies]
 
     def _knn(
-        self, vector: np.ndarray, k: int, ef_runtime: int | None, where: SearchFilter | None
-    ) -> tuple[Query, dict[str, bytes]]:
-        """A KNN query of the k nearest to `vector` among the photos `where` lets through, and its PARAMS."""
+        self, vector: np.ndarray, k: int, ef_runtime: int | None, where: SearchFilter | None, fields: Sequence[str]
+    ) -> list[Any]:
+        """FT.SEARCH's arguments for the k nearest to `vector` among the photos `where` lets through, returning
+        their score and `fields`."""
         query_vector = np.asarray(vector, dtype="<f4").reshape(-1)
         if query_vector.shape != (self.schema.model.dim,):
             raise ValueError(f"query vector has {query_vector.size} values, the index holds {self.schema.model.dim}")
@@ -438,8 +442,12 @@ class PhotoStore:
         if self.schema.algorithm == "HNSW":
             knn += f" EF_RUNTIME {max(int(ef_runtime or self.schema.ef_runtime), int(k))}"
         prefilter = (where or SearchFilter()).query()
-        query = Query(f"{prefilter}=>[{knn} AS {SCORE_ALIAS}]").return_fields(SCORE_ALIAS).paging(0, int(k)).dialect(2)
-        return query, {"query_vector": query_vector.tobytes()}
+        returned = [SCORE_ALIAS, *fields]
+        return [
+            self.schema.search_index, f"{prefilter}=>[{knn} AS {SCORE_ALIAS}]",
+            "PARAMS", 2, "query_vector", query_vector.tobytes(),
+            "RETURN", len(returned), *returned, "LIMIT", 0, int(k), "DIALECT", 2,
+        ]  # fmt: skip
 
     def _search_node(self) -> valkey.Valkey:
         """Where FT.SEARCH goes: the server, or on a cluster one node (its coordinator asks every shard), whose
@@ -502,11 +510,16 @@ def refusal(index_name: str, error: Exception) -> ClipsearchError:
     return SearchRefused(f"index {index_name!r}: {error}")
 
 
-def _ranked(docs: Iterable[Any]) -> list[tuple[str, float]]:
-    """(key, cosine similarity) of a KNN reply's documents, best first: the servers differ in the order they
-    return, so it is sorted here."""
-    pairs = ((os.fsdecode(doc.id), 1.0 - float(getattr(doc, SCORE_ALIAS))) for doc in docs)
-    return sorted(pairs, key=lambda pair: pair[1], reverse=True)
+def _hits(reply: Sequence[Any], fields: Sequence[str]) -> list[Hit]:
+    """The photos of an FT.SEARCH reply (its count, then each key and its returned fields), with their cosine
+    similarity and `fields`, best first: the servers differ in the order they return, so it is sorted here."""
+    hits = []
+    for key, pairs in zip(reply[1::2], reply[2::2], strict=True):
+        returned = {os.fsdecode(name): value for name, value in zip(pairs[::2], pairs[1::2], strict=True)}
+        similarity = 1.0 - float(returned[SCORE_ALIAS])
+        photo = Photo.decoded(fields, [returned.get(name) for name in fields]) if fields else Photo()
+        hits.append(Hit(os.fsdecode(key), similarity, photo))
+    return sorted(hits, key=lambda hit: hit.score, reverse=True)
 
 
 # The metadata, written whole if no process wrote it first: one key, so one slot on a cluster.
