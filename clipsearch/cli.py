@@ -15,6 +15,7 @@ import valkey
 from tqdm import tqdm
 
 from clipsearch.connection import LOST
+from clipsearch.duplicates import check_similarity
 from clipsearch.errors import ClipsearchError, IndexMissing
 from clipsearch.filters import ORDERS, SearchFilter
 from clipsearch.library import Library
@@ -285,12 +286,13 @@ def search_command(settings: Settings, args: argparse.Namespace) -> int:
     options = SearchOptions(
         k=args.k,
         fold=args.fold,
-        duplicate_similarity=args.duplicate_similarity or settings.duplicate_similarity,
+        duplicate_similarity=given_or(args.duplicate_similarity, settings.duplicate_similarity),
         variety=args.variety,
         cut=Cut(min_similarity=args.min_similarity, below_best=args.below_best),
         order=args.order,
     )
     library = Library(settings)
+    library.store()  # the index checked against this model before anything is encoded (words or a photo)
     vector = _query(library, args.text, args.image, args.like)
     results = library.search(vector, options, where=where)
     if args.json:
@@ -318,7 +320,8 @@ def export_command(settings: Settings) -> int:
 
 def duplicates_command(settings: Settings, args: argparse.Namespace) -> int:
     library = Library(settings)
-    threshold = args.duplicate_similarity or settings.duplicate_similarity
+    threshold = given_or(args.duplicate_similarity, settings.duplicate_similarity)
+    check_similarity(threshold)
     with tqdm(total=library.existing().count(), unit="photo", file=sys.stderr, dynamic_ncols=True, disable=None) as bar:
 
         def progress(done: int, total: int) -> None:
@@ -345,6 +348,11 @@ def duplicates_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def given_or(value: float | None, default: float) -> float:
+    """An option's value where one was given (0 included), else the setting's."""
+    return default if value is None else value
+
+
 def _query(library: Library, text: str | None, images: list[Path], likes: list[str]) -> np.ndarray:
     """The query's vector: text terms, photos and indexed photos added up (clipsearch.query). Only the towers
     a query needs are loaded: a text query loads only CLIP's text tower."""
@@ -360,8 +368,6 @@ def _query(library: Library, text: str | None, images: list[Path], likes: list[s
             raise ValueError(f"--like {key!r}: no photo of index {library.settings.index_name!r} has this key")
         photos.append(vector)
     terms = library.encode_terms(text, with_photos=bool(photos)) if text is not None else None
-    if terms is not None:
-        library.store()  # checked against the model that encoded the words
     return library.compose(terms, photos)
 
 
@@ -424,8 +430,12 @@ def drop_command(settings: Settings, yes: bool) -> int:
     except IndexMissing:
         print(f"no index {settings.index_name!r} to drop")
         return 0
-    if not yes and input(f"delete index {settings.index_name!r} and all its documents? [y/N] ").lower() != "y":
-        return 0
+    if not yes:
+        if not sys.stdin.isatty():
+            raise ValueError(f"drop deletes index {settings.index_name!r} and all its documents: with no terminal to "
+                             "ask, run it with --yes")  # fmt: skip
+        if input(f"delete index {settings.index_name!r} and all its documents? [y/N] ").lower() != "y":
+            return 0
     store.drop()
     print(f"dropped {settings.index_name!r}")
     return 0

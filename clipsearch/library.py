@@ -270,8 +270,9 @@ class Library:
         where: SearchFilter | None = None,
         fields: Sequence[str] = PHOTO_FIELDS,
     ) -> Results:
-        """The results of a query vector: near-duplicates folded, variety, the cut, the order (results.find)."""
-        return find(self._any_store(), vector, options, where=where, fields=fields)
+        """The results of a query vector: near-duplicates folded, variety, the cut, the order (results.find). The
+        index is always the one checked against this model: a vector of another model is never compared."""
+        return find(self.store(), vector, options, where=where, fields=fields)
 
     def photos(self, keys: Sequence[str], fields: Sequence[str] = PHOTO_FIELDS) -> list[Photo | None]:
         """The fields of some of the index's photos (None for a key that is gone)."""
@@ -297,7 +298,8 @@ class Library:
     ) -> DuplicateReport:
         """Every group of near-duplicates in the index, largest first (default: the settings' similarity)."""
         store = self.existing()
-        return find_duplicates(store, similarity or self.settings.duplicate_similarity, on_progress=on_progress)
+        chosen = self.settings.duplicate_similarity if similarity is None else similarity
+        return find_duplicates(store, chosen, on_progress=on_progress)
 
     def shared_pairs(
         self,

@@ -119,6 +119,39 @@ def test_info_and_drop_need_no_model(tmp_path: Path, cli_env: dict[str, str], co
     assert "no index" in run_cli(no_model, "drop", "--yes").stdout
 
 
+def test_drop_without_a_terminal_refuses_unless_told_yes(
+    tmp_path: Path, cli_env: dict[str, str], copy_photos, run_cli
+) -> None:
+    assert run_cli(cli_env, "index", str(copy_photos(tmp_path / "p", ["chair.jpg"]))).returncode == 0
+    command = [sys.executable, "-m", "clipsearch", "drop"]
+    scripted = subprocess.run(
+        command, env=cli_env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120
+    )
+    assert scripted.returncode == 2 and "Traceback" not in scripted.stderr and "--yes" in scripted.stderr
+    assert "1 photos" in run_cli(cli_env, "info").stdout, "nothing was dropped"
+
+
+def test_a_search_by_photo_alone_with_another_model_is_refused(
+    tmp_path: Path, cli_env: dict[str, str], copy_photos, run_cli, sample_photos: Path
+) -> None:
+    """A checkpoint of the same width: its vectors would compare, silently wrong."""
+    import open_clip
+    import torch
+
+    assert run_cli(cli_env, "index", str(copy_photos(tmp_path / "p", ["chair.jpg", "baseball.jpg"]))).returncode == 0
+    torch.manual_seed(99)
+    other = tmp_path / "other-vit-b-32.pt"
+    torch.save(open_clip.create_model("ViT-B-32").state_dict(), other)
+    other_model = {**cli_env, "CLIPSEARCH_PRETRAINED": str(other)}
+    for query in (["--image", str(sample_photos / "chair.jpg")], ["a chair"], ["--like", "anything"]):
+        refused = run_cli(other_model, "search", *query)
+        assert refused.returncode == 2 and "holds vectors from ViT-B-32 / vit-b-32-random.pt#" in refused.stderr, query
+        assert "CLIPSEARCH_PRETRAINED=vit-b-32-random.pt" in refused.stderr and "Traceback" not in refused.stderr
+    zero = run_cli(cli_env, "search", "a chair", "--duplicate-similarity", "0")
+    assert zero.returncode == 2 and "above 0 and at most 1, not 0.0" in zero.stderr, "0 is not the default"
+    assert run_cli(cli_env, "duplicates", "--duplicate-similarity", "0").returncode == 2
+
+
 def test_weights_unavailable_offline_names_model_tag_and_how_to_give_a_file(
     tmp_path: Path, cli_env: dict[str, str], run_cli
 ) -> None:
