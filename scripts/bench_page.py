@@ -3,9 +3,9 @@
 Usage: python scripts/bench_page.py [--queries 30] [--pretrained TAG_OR_FILE] [--photos photos]
 
 Indexes the sample photos into a private embedded server, then starts `streamlit run` four times, one
-after the other: scripts/reference_page.py (a bare page with the same gallery shape and 12 cached
-thumbnails), streamlit_app.py with CLIPSEARCH_ENGINE=torch, and streamlit_app.py with the ONNX Runtime
-engine twice: its first start, with an empty export cache (the text tower is exported in a subprocess),
+after the other: scripts/reference_page.py (the minimal page: a text box and 12 cached, captioned
+thumbnails with two buttons each), streamlit_app.py with CLIPSEARCH_ENGINE=torch, and streamlit_app.py with
+the ONNX Runtime engine twice: its first start, with an empty export cache (the text tower is exported in a subprocess),
 and a later start with the cache in place. Debian's Chromium (Playwright) opens each with ?q= (cold
 start: from launching `streamlit run` to 12 loaded results), then types each query and presses Enter;
 a round trip ends when the heading names the query, no element is stale and all 12 images have loaded.

@@ -16,6 +16,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from clipsearch import library
+from clipsearch.app import resources
 from clipsearch.display import escape_markdown
 from clipsearch.duplicates import find_duplicates
 from clipsearch.filters import SearchFilter
@@ -67,6 +68,11 @@ def run_app(**query_params: str) -> AppTest:
     for name, value in query_params.items():
         app.query_params[name] = value
     return app.run()
+
+
+def act(app: AppTest, photo_key: str, action: str) -> None:
+    """Choose one of a result's actions: More like this, Open, +N near-duplicates."""
+    app.button_group(key=f"act-{photo_key}").set_value(action).run()
 
 
 def results(app: AppTest) -> list[tuple[int, float, str]]:
@@ -127,7 +133,7 @@ def test_minimum_similarity_hides_results_under_it(indexed: PhotoStore) -> None:
     app = run_app()
     first = results(app.text_input(key="q").input("a red car").run())
     liked_key = _key_of(indexed, first[2][2])
-    app.button(key=f"like-{liked_key}").click().run()  # photo-to-photo scores spread widely
+    act(app, liked_key, "More like this")  # photo-to-photo scores spread widely
     liked = results(app)
     cut = float(np.floor(liked[5][1] * 100) / 100)  # the slider moves in steps of 0.01
     app.slider(key="min_similarity").set_value(cut).run()
@@ -137,7 +143,7 @@ def test_minimum_similarity_hides_results_under_it(indexed: PhotoStore) -> None:
 
     text = run_app(q="a red car", min="0.5")  # the old name of min_similarity; text-to-photo scores are near 0
     assert results(text) == []
-    assert any("No result reaches similarity 0.50" in info.value for info in text.info)
+    assert any("No result reaches similarity 0.50" in unescape(info.value) for info in text.info)
 
 
 def _key_of(store: PhotoStore, name: str) -> str:
@@ -157,7 +163,7 @@ def test_more_like_this_uses_the_stored_vector_and_goes_into_the_url(indexed: Ph
     app = run_app(q="a monument")
     _, _, third = results(app)[2]
     key = _key_of(indexed, third)
-    app.button(key=f"like-{key}").click().run()
+    act(app, key, "More like this")
     assert_clean(app)
     top = results(app)[0]
     assert top[2] == third and top[1] == pytest.approx(1.0, abs=1e-3)
@@ -303,6 +309,7 @@ def text_encodes(monkeypatch) -> list[list[str]]:
     """Every batch of texts the page encodes, in order, from empty caches (as in a fresh page process: the
     same test ran before on another engine in this process)."""
     st.cache_data.clear()
+    resources.forget_queries()
     calls: list[list[str]] = []
     for engine in (TorchTextEncoder, OnnxTextEncoder):
 
@@ -327,7 +334,7 @@ def test_repeated_queries_are_not_encoded_again(indexed: PhotoStore, text_encode
 def test_open_shows_the_photo_larger_with_its_labels(indexed: PhotoStore, photo_folder: Path) -> None:
     app = run_app(q="a bridge")
     _, score, name = results(app)[1]
-    app.button(key=f"open-{_key_of(indexed, name)}").click().run()
+    act(app, _key_of(indexed, name), "Open")
     assert_clean(app)
     assert any(f"#2 · similarity {score:.3f}" in md.value and unescape(md.value).endswith(name) for md in app.markdown)
     large = [image for image in app.image if image.captions == [""]]
@@ -432,7 +439,7 @@ def test_labels_are_capped_and_encoded_once_in_batches(indexed: PhotoStore, text
     left_out = LabelList.parse(labels[:MAX_LABELS_TEXT]).left_out
     assert left_out > 0 and any(f"{left_out} left out" in c.value for c in app.sidebar.caption)
     _, _, name = results(app)[0]
-    app.button(key=f"open-{_key_of(indexed, name)}").click().run()
+    act(app, _key_of(indexed, name), "Open")
     assert_clean(app)
     assert len(app.get("progress")) == 5
     label_batches = [len(batch) for batch in text_encodes if len(batch) != 1]  # the query itself is one text
@@ -528,12 +535,12 @@ def planted(app_env: Settings, open_test_index, encoder, photo_folder: Path, pla
 
 
 def near_duplicates(app: AppTest) -> dict[str, list[str]]:
-    """Each "+N near-duplicates" button's label and the names of the photos its dialog pictures (clicked one
+    """Each "+N near-duplicates" action's label and the names of the photos its dialog pictures (chosen one
     after the other: a search itself sends none of their pictures)."""
     folded = {}
-    for key, label in [(button.key, button.label) for button in app.button if re.match(NEAR, button.label)]:
+    for key, label in folding_actions(app):
         assert not [caption for image in app.image for caption in image.captions if SIMILAR.match(caption)]
-        app.button(key=key).click().run()
+        app.button_group(key=key).set_value(label).run()
         folded[label] = [
             unescape(match[2]) for image in app.image for caption in image.captions if (match := SIMILAR.match(caption))
         ]
@@ -542,6 +549,11 @@ def near_duplicates(app: AppTest) -> dict[str, list[str]]:
 
 
 NEAR = re.compile(r"^\+\d+ near-duplicates?$")
+
+
+def folding_actions(app: AppTest) -> list[tuple[str, str]]:
+    """(widget key, label) of each result's "+N near-duplicates" action."""
+    return [(group.key, option) for group in app.button_group for option in group.options if NEAR.match(option)]
 
 
 def test_near_duplicates_fold_under_the_best_and_the_toggle_round_trips(
@@ -561,9 +573,7 @@ def test_near_duplicates_fold_under_the_best_and_the_toggle_round_trips(
     assert any(f"{total} near-duplicates folded" in md.value for md in app.markdown)
 
     plain = run_app(like=key, k="5", fold="false")
-    assert plain.toggle(key="fold").value is False and not [
-        button for button in plain.button if NEAR.match(button.label)
-    ]
+    assert plain.toggle(key="fold").value is False and not [action for action in folding_actions(plain)]
     assert {name for _, _, name in results(plain)} == copies, "unfolded, the copies fill the five places"
     app.toggle(key="fold").set_value(False).run()
     assert results(app) == results(plain)
@@ -579,7 +589,8 @@ def test_a_burst_shows_the_first_folded_photos_and_names_the_rest(
     assert_clean(app)
     [(label, pictured)] = near_duplicates(app).items()
     assert label == "+12 near-duplicates" and len(pictured) == 8
-    app.button(key=next(button.key for button in app.button if NEAR.match(button.label))).click().run()
+    [(key, label)] = folding_actions(app)
+    app.button_group(key=key).set_value(label).run()
     [rest] = [caption.value for caption in app.caption if caption.value.startswith("and 4 more: ")]
     named = set(unescape(rest.removeprefix("and 4 more: ")).split(", "))
     assert (
@@ -591,7 +602,11 @@ def test_a_burst_shows_the_first_folded_photos_and_names_the_rest(
 
 
 def chart(app: AppTest) -> tuple[int, float | None]:
-    """The score chart's number of candidates and the similarity where its cut is drawn."""
+    """The score chart's number of candidates and the similarity where its cut is drawn (its expander opened:
+    the chart is drawn only then)."""
+    assert not [element for element in app.get("html") if "<svg" in element.proto.body], "drawn while closed"
+    app.session_state["scores"] = True
+    app.run()
     [svg] = [element.proto.body for element in app.get("html") if "<svg" in element.proto.body]
     cut = re.search(r'data-cut="([0-9.]+)"', svg)
     return svg.count("<circle"), float(cut[1]) if cut else None

@@ -58,3 +58,15 @@ def test_the_library_view_benchmark_runs(run_cli, bench_env: dict[str, str], ran
     for line in ("library view over 500 synthetic photos", "first render (s)", "ratio to the scan", "months drawn"):
         assert line in done.stdout
     assert done.stdout.split("\n")[1].split() == list(ENGINES)
+
+
+def test_the_visitors_benchmark_runs(
+    run_cli, bench_env: dict[str, str], random_checkpoint: Path, copy_photos, sample_photos: Path, tmp_path: Path
+) -> None:
+    photos = copy_photos(tmp_path / "photos", sorted(path.name for path in sample_photos.glob("*.jpg"))[:16])
+    args = ["--visitors", "2", "--seconds", "2", "--photos", str(photos), "--pretrained", str(random_checkpoint)]
+    done = run_cli(bench_env, *args, script="scripts/bench_visitors.py", timeout=900)
+    assert done.returncode == 0, done.stderr
+    for line in ("2 visitors at once", "runs a second", "ratio to minimal", "page CPU a run (ms)", "outside search"):
+        assert line in done.stdout
+    assert done.stdout.split("\n")[1].split() == ["minimal", "search", "library", "duplicates"]

@@ -146,7 +146,7 @@ def test_typing_a_query_and_enter_fills_the_gallery(
         assert "q=a+cat" in page.url or "q=a%20cat" in page.url
         page.screenshot(path=str(OUTPUT / "browser-search.png"), full_page=True)
 
-        page.get_by_role("button", name="Open").first.click()
+        page.get_by_role("radio", name="Open").first.click()  # a pill of the result's actions
         dialog = page.get_by_role("dialog")
         expect(dialog.get_by_text("What is in this photo?")).to_be_visible(timeout=60_000)
         expect(dialog.locator('[data-testid="stProgress"]')).to_have_count(5, timeout=60_000)
@@ -310,7 +310,7 @@ def test_folding_the_cut_and_show_more_write_the_url_and_a_shared_link_restores_
         page.goto(f"{streamlit_server}/?q=a+cat&k=6")
         captions = page.locator('.st-key-gallery [data-testid="stImageCaption"]')
         expect(captions).to_have_count(6, timeout=120_000)
-        similar = page.get_by_role("button", name=re.compile(r"^\+\d+ near-duplicates?$"))  # the samples hold some
+        similar = page.get_by_role("radio", name=re.compile(r"^\+\d+ near-duplicates?$"))  # the samples hold some
         expect(similar.first).to_be_visible()
         similar.first.click()
         expect(page.get_by_role("dialog").get_by_text("≈ ", exact=False).first).to_be_visible(timeout=30_000)

@@ -77,13 +77,28 @@ def clickable_bars(title: str, counts: list[tuple[str, int]], what: str, param: 
         st.switch_page(search, query_params={param: value})
 
 
-def sidebar(with_index: bool) -> None:
-    """The index panel (but beside the library view, which shows it itself) and the labels."""
+def sidebar(library: Library, with_index: bool) -> None:
+    """The labels, and the index panel where there is something to index (but beside the library view, which
+    shows it itself): every search runs this, and what the index is, from which model, on which server, the
+    library view says."""
     with st.sidebar:
-        if with_index:
+        if with_index and waiting(library):
             st.header("Index")
             index_panel()
         labels_editor()
+
+
+def waiting(library: Library) -> int:
+    """Photos of the photo folder the page may index that the index lacks, holds stale or holds though gone (all
+    of them where there is no index yet): 0 where the page may not index it."""
+    folder = library.settings.photos_dir
+    if not library.may_index(folder):
+        return 0
+    try:
+        store = library.store()
+    except IndexMissing:
+        return resources.pending(library, library.settings.index_name, folder, "")
+    return resources.pending(library, store.schema.name, folder, store.version())
 
 
 @st.fragment

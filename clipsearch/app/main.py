@@ -77,7 +77,7 @@ def main() -> None:
         del st.query_params["view"]
         if pages[old] is not current:
             st.switch_page(pages[old], query_params=st.query_params.to_dict())
-    library_view.sidebar(with_index=current is not pages["library"])
+    library_view.sidebar(library, with_index=current is not pages["library"])
     current.run()
 
 

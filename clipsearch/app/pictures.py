@@ -60,8 +60,8 @@ def captioned_picture(hit: Hit, library: Library, caption: str, width: int | Lit
     image = picture(hit, library)
     if image is None:
         st.caption(f"{caption} (no thumbnail)")
-    else:
-        st.image(image, caption=caption, width=width)
+    else:  # thumbnails are JPEG (photos.make_thumbnail): Streamlit need not open each one to tell
+        st.image(image, caption=caption, width=width, output_format="JPEG" if isinstance(image, bytes) else "auto")
 
 
 def where_taken(photo: Photo) -> str:
@@ -125,19 +125,41 @@ def gallery(results: list[Result], columns: int, library: Library) -> None:
                 gallery_tile(rank, result, library)
 
 
+LIKE, OPEN = "More like this", "Open"
+
+
 def gallery_tile(rank: int, result: Result, library: Library) -> None:
+    """A result's picture and caption, and its actions as one row of pills (More like this, Open, +N
+    near-duplicates): one widget rather than a button each in a container, since every search draws twelve."""
     hit = result.hit
     # Captions are Markdown: a file name must not become a link or an image.
     caption = f"#{rank} · {hit.score:.3f} · {escape_markdown(display_path(hit.photo.name or hit.path))}"
     captioned_picture(hit, library, caption, "stretch")
-    with st.container(horizontal=True, gap="small"):
-        st.button("More like this", key=f"like-{hit.key}", on_click=more_like, args=(hit.key,))
-        if st.button("Open", key=f"open-{hit.key}"):
+    actions = [LIKE, OPEN]
+    if folded := result.near_duplicates:
+        actions.append(f"+{len(folded)} near-duplicate" + ("s" if len(folded) > 1 else ""))
+    st.pills(
+        "Actions", actions, key=f"act-{hit.key}", on_change=chosen, args=(hit.key,), label_visibility="collapsed",
+        wrap=True,
+    )  # fmt: skip
+    asked = st.session_state.get("asked")
+    if asked is not None and asked[0] == hit.key:
+        del st.session_state["asked"]
+        if asked[1] == OPEN:
             open_photo(hit, rank)
-        if folded := result.near_duplicates:
-            label = f"+{len(folded)} near-duplicate" + ("s" if len(folded) > 1 else "")
-            if st.button(label, key=f"similar-{hit.key}"):
-                near_duplicates(result)
+        else:
+            near_duplicates(result)
+
+
+def chosen(key: str) -> None:
+    """An action of a result's pills: More like this searches from it; the others open a dialog as the gallery
+    is drawn again. The pill itself goes back to unselected."""
+    action = st.session_state[f"act-{key}"]
+    st.session_state[f"act-{key}"] = None
+    if action == LIKE:
+        more_like(key)
+    elif action is not None:
+        st.session_state.asked = (key, action)
 
 
 @st.dialog("Near-duplicates", width="large")

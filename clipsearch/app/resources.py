@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import os
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -108,10 +109,32 @@ def library() -> Library:
     )
 
 
-@st.cache_data(max_entries=512, show_spinner=False)
-def term_vectors(_library: Library, model: ModelSpec, text: str, with_photos: bool) -> TermVectors:
-    """A query's terms encoded once per model and text, for every visitor."""
-    return _library.encode_terms(text, with_photos)
+_TERMS: OrderedDict[tuple[ModelSpec, str, bool], TermVectors] = OrderedDict()
+_TERMS_LOCK = threading.Lock()
+KEPT_QUERIES = 512  # encoded queries kept for every visitor, the least recently asked going first
+
+
+def term_vectors(library: Library, text: str, with_photos: bool) -> TermVectors:
+    """A query's terms encoded once per model and text, for every visitor. A dictionary rather than
+    st.cache_data, which hashes the arguments and pickles the vectors on every new query: this runs on every
+    search, and most queries are new."""
+    key = (library.settings.model, text, with_photos)
+    with _TERMS_LOCK:
+        if (found := _TERMS.get(key)) is not None:
+            _TERMS.move_to_end(key)
+            return found
+    made = library.encode_terms(text, with_photos)  # BadQuery for a malformed one: nothing kept
+    with _TERMS_LOCK:
+        _TERMS[key] = made
+        while len(_TERMS) > KEPT_QUERIES:
+            _TERMS.popitem(last=False)
+    return made
+
+
+def forget_queries() -> None:
+    """Every kept query encoded again (the tests count encodings from empty caches)."""
+    with _TERMS_LOCK:
+        _TERMS.clear()
 
 
 @st.cache_data(max_entries=32, show_spinner="Encoding your photo…")

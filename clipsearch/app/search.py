@@ -314,7 +314,7 @@ def query_vector(settings: Settings, library: Library) -> tuple[np.ndarray | Non
     if not text:
         return None, "Type what you are looking for, or click an example."
     try:
-        vector = library.compose(resources.term_vectors(library, settings.model, text, False))
+        vector = library.compose(resources.term_vectors(library, text, False))
     except BadQuery as problem:
         st.error(f"**That query cannot be read:** {escape_markdown(str(problem))}")
         return None, ""
@@ -367,7 +367,7 @@ def with_words(settings: Settings, library: Library, photo: np.ndarray, heading:
     if not words:
         return photo, heading
     try:
-        vector = library.compose(resources.term_vectors(library, settings.model, words, True), [photo])
+        vector = library.compose(resources.term_vectors(library, words, True), [photo])
     except BadQuery as problem:
         st.error(f"**Those words cannot be read:** {escape_markdown(str(problem))}")
         return None, ""
@@ -431,6 +431,8 @@ def follow_pages(vector: np.ndarray, where: SearchFilter) -> None:
 
 def score_chart(results: Results) -> None:
     """The similarity of every candidate by rank, and the cut: where the scores drop, and what is hidden."""
-    with st.expander("How similar the candidates are", key="scores"):
-        st.html(score_chart_svg(results.scores, results.threshold))
-        st.caption("Every candidate's similarity by rank (grey: under the cut; red: the cut).")
+    scores = st.expander("How similar the candidates are", key="scores", on_change="rerun")
+    if scores.open:  # drawn when opened, not on every search
+        with scores:
+            st.html(score_chart_svg(results.scores, results.threshold))
+            st.caption("Every candidate's similarity by rank (grey: under the cut; red: the cut).")
