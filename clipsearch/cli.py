@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--order", choices=ORDERS, default="relevance", help="of the k results (default relevance)")
     search.add_argument(
         "--fold",
-        "--dedup",  # the name before 0.4
+        "--dedup",  # its name before one name per idea (docs/development.md)
         action=argparse.BooleanOptionalAction,
         default=True,
         help="fold near-duplicates under the better result, so the k results are k different photos (default on)",

@@ -25,7 +25,7 @@ from clipsearch.settings import Settings
 # version up in place; an index newer than this, or older than the ladder reaches, is refused.
 SCHEMA_VERSION = 3
 TAG_SEPARATOR = "|"
-# CLIPSEARCH_ALGORITHM=auto: exact FLAT search up to this many photos, HNSW above (docs/index.md says why);
+# CLIPSEARCH_ALGORITHM=auto: exact FLAT search up to this many photos, HNSW above (docs/indexing.md says why);
 # back to FLAT only below 80 % of it, so that a collection around the limit does not switch back and forth.
 AUTO_FLAT_UP_TO = 50_000
 
