@@ -17,7 +17,6 @@ shared libraries and memory-mapped weights) and its VmHWM (peak) at the end, fro
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 import urllib.parse
@@ -25,7 +24,15 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
-from benchkit import CHROMIUM, CHROMIUM_ARGS, PRETRAINED_HELP, memory_kb, scratch_and_weights, streamlit_page
+from benchkit import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    PRETRAINED_HELP,
+    memory_kb,
+    page_environment,
+    scratch_and_weights,
+    streamlit_page,
+)
 from playwright.sync_api import Page, sync_playwright
 
 from clipsearch.engine import ImageEncoding, load_image_encoder
@@ -96,15 +103,7 @@ def main() -> None:
     with scratch_and_weights(args.pretrained) as (scratch, pretrained):
         server = EmbeddedServer(scratch / "data")
         settings = Settings(data_dir=server.data_dir, index_name="bench-page", pretrained=pretrained)
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("CLIPSEARCH_", "VALKEY_URL"))},
-            "CLIPSEARCH_ONNX_CACHE": str(scratch / "onnx-cache"),
-            "CLIPSEARCH_DATA_DIR": str(server.data_dir),
-            "CLIPSEARCH_INDEX": settings.index_name,
-            "CLIPSEARCH_PRETRAINED": pretrained,
-            "CLIPSEARCH_PHOTOS": str(args.photos.resolve()),
-            "HF_HUB_OFFLINE": "1",
-        }
+        env = page_environment(settings, pretrained, scratch, args.photos)
         try:
             library = Library(settings, image_encoder=partial(load_image_encoder_with_torch, settings))
             library.index_folder(args.photos, LoadOptions(), show_bar=False)

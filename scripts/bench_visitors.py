@@ -19,7 +19,6 @@ starts warm: a first search loads its model and reads its index before the clock
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import threading
 import time
@@ -27,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchkit import PRETRAINED_HELP, cpu_seconds, scratch_and_weights, streamlit_page
+from benchkit import PRETRAINED_HELP, cpu_seconds, page_environment, scratch_and_weights, streamlit_page
 from visitors import Visitor
 
 from clipsearch.library import Library
@@ -134,15 +133,7 @@ def main() -> None:
     with scratch_and_weights(args.pretrained) as (scratch, pretrained):
         server = EmbeddedServer(scratch / "data")
         settings = Settings(data_dir=server.data_dir, index_name="bench-visitors", pretrained=pretrained)
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("CLIPSEARCH_", "VALKEY_URL"))},
-            "CLIPSEARCH_ONNX_CACHE": str(scratch / "onnx-cache"),
-            "CLIPSEARCH_DATA_DIR": str(server.data_dir),
-            "CLIPSEARCH_INDEX": settings.index_name,
-            "CLIPSEARCH_PRETRAINED": pretrained,
-            "CLIPSEARCH_PHOTOS": str(args.photos.resolve()),
-            "HF_HUB_OFFLINE": "1",
-        }
+        env = page_environment(settings, pretrained, scratch, args.photos)
         loads: list[Load] = []
         try:
             Library(settings).index_folder(args.photos, LoadOptions(), show_bar=False)

@@ -4,6 +4,7 @@ each search engine."""
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import subprocess
 import sys
@@ -49,6 +50,20 @@ def cpu_seconds(pid: int) -> float:
     """The user and system CPU time a process has used (all its threads), from /proc/PID/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / 100  # utime, stime in clock ticks (USER_HZ)
+
+
+def page_environment(settings: Settings, pretrained: str, scratch: Path, photos: Path) -> dict[str, str]:
+    """The environment of a `streamlit run` of the page over the embedded server and index of `settings`, with
+    the weights `pretrained`, an export cache in `scratch`, and `photos` as its photo folder."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("CLIPSEARCH_", "VALKEY_URL"))},
+        "CLIPSEARCH_ONNX_CACHE": str(scratch / "onnx-cache"),
+        "CLIPSEARCH_DATA_DIR": str(settings.data_dir),
+        "CLIPSEARCH_INDEX": settings.index_name,
+        "CLIPSEARCH_PRETRAINED": pretrained,
+        "CLIPSEARCH_PHOTOS": str(photos.resolve()),
+        "HF_HUB_OFFLINE": "1",
+    }
 
 
 @contextmanager

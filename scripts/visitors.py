@@ -19,7 +19,7 @@ from websockets.typing import Subprotocol
 @dataclass
 class Run:
     """What one run of the page sent: its seconds from request to the end of the run, the text of its
-    Markdown and alerts, and the exceptions it showed."""
+    Markdown, alerts and page links, and the exceptions it showed."""
 
     seconds: float
     texts: list[str] = field(default_factory=list)
@@ -78,6 +78,8 @@ class Visitor:
                     run.text_boxes[element.text_input.label] = element.text_input.id
                 elif shown == "text_area":
                     run.text_boxes[element.text_area.label] = element.text_area.id
+                elif shown == "page_link":
+                    run.texts.append(element.page_link.label)
             elif kind == "script_finished" and forward.script_finished != ForwardMsg.FINISHED_EARLY_FOR_RERUN:
                 run.seconds = time.perf_counter() - started
                 self.text_boxes |= run.text_boxes

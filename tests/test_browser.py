@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from clipsearch.display import WORD_JOINER
+from clipsearch.display import WORD_JOINER, escape_markdown
 from clipsearch.engine import uses_onnx
 from clipsearch.labels import MAX_LABELS_TEXT, LabelList
 from clipsearch.loader import LoadOptions, PhotoLoader
@@ -538,3 +538,21 @@ def test_the_library_view_counts_what_the_files_hold_and_opens_search_with_a_fil
         expect(captions.first).to_be_visible(timeout=60_000)
         expect(page.get_by_role("button", name=re.compile("^in Japan"))).to_be_visible()
         browser.close()
+
+
+@pytest.mark.travel_library
+def test_place_names_from_the_index_are_text_in_the_library_views_links(
+    streamlit_server: str, open_test_index, client
+) -> None:
+    """A name comes from whoever can write the index (and GeoNames' own names hold backticks and brackets)."""
+    from visitors import Visitor
+
+    store = open_test_index()
+    hostile = "**x** ![i](http://127.0.0.1:9/p.png) `y`"
+    for key, row in store.scan(("city",)):
+        if row.city:
+            client.hset(key, "city", hostile)
+    run = Visitor(streamlit_server).run(page="library")
+    assert not run.exceptions
+    assert [text for text in run.texts if text.startswith(escape_markdown(hostile))], "the cities' links"
+    assert not [text for text in run.texts if "![i](" in text or "**x**" in text], "no Markdown of the name"

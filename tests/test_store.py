@@ -503,6 +503,7 @@ def test_similar_pairs_equal_brute_force_on_either_index(
     schema = IndexSchema.from_settings(dataclasses.replace(settings, algorithm=algorithm), MODEL)
     store = PhotoStore.open(client, schema, create=True)
     keys = store.upsert(records(vectors))
+    store.wait_indexed()  # an engine may index in the background (RediSearch's workers, valkey-search)
     similarity = vectors @ vectors.T
     np.fill_diagonal(similarity, -1)
     truth = {(keys[a], keys[b]) for a, b in zip(*np.nonzero(similarity >= 0.95), strict=True)}
@@ -510,7 +511,9 @@ def test_similar_pairs_equal_brute_force_on_either_index(
 
     pairs = duplicates.similar_pairs(store, 0.95)
     found = {(pairs.keys[a], pairs.keys[b]) for a, b in zip(pairs.first, pairs.second, strict=True)}
-    assert found == truth and pairs.photos == 400 and pairs.capped == 0
+    # Counted, not compared whole: pytest's report of two sets of 380 pairs took past the suite's timeout.
+    assert (len(found - truth), len(truth - found)) == (0, 0), "pairs found that are not, and pairs missed"
+    assert pairs.photos == 400 and pairs.capped == 0
     assert [len(group) for group in pairs.groups(0.95)] == [20]
 
     capped = duplicates.similar_pairs(store, 0.95, max_neighbours=3)
