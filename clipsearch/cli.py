@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import sys
@@ -292,7 +293,8 @@ def search_command(settings: Settings, args: argparse.Namespace) -> int:
         order=args.order,
     )
     library = Library(settings)
-    library.store()  # the index checked against this model before anything is encoded (words or a photo)
+    with contextlib.suppress(IndexMissing):  # (said by the search itself, once the query is read)
+        library.store()  # an index of another model refused before anything is encoded (words or a photo)
     vector = _query(library, args.text, args.image, args.like)
     results = library.search(vector, options, where=where)
     if args.json:
