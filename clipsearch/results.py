@@ -115,13 +115,12 @@ def find(
     pool = min(MAX_CANDIDATES, max(options.k + EXTRA_CANDIDATES, options.k * per_result))
     while True:
         candidates = store.nearest(vector, pool, fields=read, where=where)
-        ranked = [(hit.key, hit.score) for hit in candidates]
-        threshold = options.cut.threshold(ranked[0][1]) if ranked else None
+        threshold = options.cut.threshold(candidates[0].score) if candidates else None
         passing = [hit for hit in candidates if threshold is None or hit.score >= threshold]
-        cut_reached = len(passing) < len(ranked)  # no later candidate can pass either
+        cut_reached = len(passing) < len(candidates)  # no later candidate can pass either
         admitted = [hit for hit in passing if where is None or where.admits(hit.photo)]
         groups = fold(admitted, options.folding)
-        exhausted = len(ranked) < pool or cut_reached or pool >= MAX_CANDIDATES
+        exhausted = len(candidates) < pool or cut_reached or pool >= MAX_CANDIDATES
         if len(groups) > options.k or exhausted:
             break
         # As many more as folding needs, going by how much it folded so far (at least twice as many).
@@ -130,7 +129,7 @@ def find(
     shown = {result.hit.key: result for result in _with_fields(store, chosen[: options.k], fields)}
     return Results(
         shown=[shown[hit.key] for hit in in_order([result.hit for result in shown.values()], options.order)],
-        scores=[score for _, score in ranked],
+        scores=[hit.score for hit in candidates],
         threshold=threshold,
         more=len(groups) > options.k or not exhausted,
         times=[hit.photo.taken for hit in admitted if hit.photo.taken is not None],

@@ -109,19 +109,16 @@ def index_panel() -> None:
     library = resources.library()
     settings = library.settings
     try:
-        store = library.store()
-        version, schema = store.version(), store.schema
-        count = resources.count(library)
+        schema, count = library.store().schema, resources.count(library)
     except IndexMissing:
-        version, count, schema = "", 0, library.schema()
+        schema, count = library.schema(), 0
     st.metric("Photos indexed", count)
     st.caption(f"**Model** {schema.model.name} · {schema.model.pretrained} · {schema.model.dim}-d")
     st.caption(f"**Index** `{schema.name}` ({schema.algorithm}, cosine)")
     st.caption(f"**Server** {settings.server_label}")
     if library.may_index(settings.photos_dir):
-        waiting = resources.pending(library, schema.name, settings.photos_dir, version)
-        if waiting:
-            st.warning(f"{waiting} photos in `{settings.photos_dir}` are new, changed or gone.")
+        if pending := waiting(library):
+            st.warning(f"{pending} photos in `{settings.photos_dir}` are new, changed or gone.")
             if st.button(f"Index {settings.photos_dir}/", type="primary", width="stretch"):
                 index_photos(library)
         else:
