@@ -364,3 +364,9 @@ def test_bidirectional_controls_in_names_cannot_reorder_what_is_shown_beside_the
     name = "photo\u202egpj.exe\u2066x\u2069.jpg"
     assert display_path(name) == "photogpj.exex.jpg"
     assert "\u202e" not in escape_markdown(name) and "\u2066" not in escape_markdown("camera \u2067A\u2069")
+
+
+def test_a_drag_within_the_first_millisecond_of_a_month_is_that_month() -> None:
+    from clipsearch.app import charts
+
+    assert charts.selected_span({charts.SPAN: {"month": [0.0, 0.5]}}) == (date(1970, 1, 1), date(1970, 1, 31))

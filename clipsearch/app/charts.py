@@ -64,7 +64,8 @@ def selected_span(selection: dict[str, Any]) -> tuple[date, date] | None:
     first, last = (max(_FIRST_MS, min(ms, _AFTER_LAST_MS)) for ms in span)
     if not first < last:
         return None
-    return month_span(month_of(first / 1000), month_of((last - 1) / 1000))
+    first_month = month_of(first / 1000)
+    return month_span(first_month, max(first_month, month_of((last - 1) / 1000)))  # YYYY-MM: ordered as text
 
 
 def world_map(points: Sequence[dict[str, Any]], labelled: bool) -> Spec:
