@@ -6,6 +6,7 @@ import argparse
 import base64
 import contextlib
 import json
+import math
 import os
 import sys
 from dataclasses import asdict
@@ -18,7 +19,7 @@ from tqdm import tqdm
 from clipsearch.connection import LOST
 from clipsearch.duplicates import check_similarity
 from clipsearch.errors import ClipsearchError, IndexMissing
-from clipsearch.filters import ORDERS, SearchFilter
+from clipsearch.filters import ORDERS, FilterConflict, SearchFilter
 from clipsearch.library import Library
 from clipsearch.loader import LoadOptions, Part
 from clipsearch.photos import BadPhoto, display_path, read_file, taken_iso
@@ -52,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--like", metavar="KEY", action="append", default=[], help="an indexed photo as a term")
     search.add_argument("--k", type=positive_int, default=10, help="how many results (default 10)")
     search.add_argument("--json", action="store_true", help="print a JSON list of {key, path, score, ...}")
+    search.add_argument(
+        "--literal",
+        action="store_true",
+        help="search the words as written: no place, date or camera understood from them (docs/searching.md)",
+    )
     search.add_argument("--after", metavar="YYYY-MM-DD", help="only photos taken on or after this day")
     search.add_argument("--before", metavar="YYYY-MM-DD", help="only photos taken on or before this day")
     search.add_argument("--folder", metavar="PATH", help="only photos in this folder of the collection (or below it)")
@@ -295,16 +301,40 @@ def search_command(settings: Settings, args: argparse.Namespace) -> int:
     library = Library(settings)
     with contextlib.suppress(IndexMissing):  # (said by the search itself, once the query is read)
         library.store()  # an index of another model refused before anything is encoded (words or a photo)
-    vector = _query(library, args.text, args.image, args.like)
-    results = library.search(vector, options, where=where)
+    text, understood = args.text, None
+    if text is not None and not args.literal:
+        with contextlib.suppress(IndexMissing):
+            understood = library.understand(text)
+    if understood is not None and understood.parts:
+        said = " · ".join(f"{part.words!r} ({part.kind}: {part.value()})" for part in understood.parts)
+        print(f"understood {said}; --literal searches the words as written", file=sys.stderr)
+        try:
+            from_words = understood.filter()
+        except FilterConflict as error:
+            raise ValueError(f"the words say two things that cannot both hold: {error}; --literal reads none") from None
+        try:
+            where = where.narrowed(from_words)
+        except FilterConflict as error:
+            raise ValueError(f"what the words say and the options cannot both hold: {error}") from None
+        text = understood.words or None
+    if text is None and not args.image and not args.like:
+        results = library.listing(where, options)  # the words were all filters: newest first
+    else:
+        results = library.search(_query(library, text, args.image, args.like), options, where=where)
     if args.json:
-        print(json.dumps([_json_result(result) for result in results.shown], indent=2, ensure_ascii=False))
+        parts = [part.as_json() for part in understood.parts] if understood is not None else []
+        print(
+            json.dumps(
+                [_json_result(result) | {"understood": parts} for result in results.shown], indent=2, ensure_ascii=False
+            )
+        )
         return 0
     if not results.shown:
         print(why_nothing(results, where))
     for rank, result in enumerate(results.shown, 1):
         folded = f"  (+{len(result.near_duplicates)} near-duplicates)" if result.near_duplicates else ""
-        print(f"{rank:>3}  {result.hit.score:.4f}  {display_path(result.hit.path)}{folded}")
+        score = "     -" if math.isnan(result.hit.score) else f"{result.hit.score:.4f}"
+        print(f"{rank:>3}  {score}  {display_path(result.hit.path)}{folded}")
     if results.hidden:
         print(f"({results.hidden} of the {len(results.scores)} nearest under similarity {results.threshold:.4f})")
     return 0
@@ -386,7 +416,7 @@ def _json_row(hit: Hit) -> dict[str, object]:
     row: dict[str, object] = {
         "key": hit.key,
         "path": display_path(hit.path),
-        "score": round(hit.score, 6),
+        "score": None if math.isnan(hit.score) else round(hit.score, 6),  # None: listed by filters alone
         "name": display_path(photo.name or ""),
         "width": photo.width,
         "height": photo.height,

@@ -17,14 +17,14 @@ ORDERS = ("relevance", "newest", "oldest")
 @dataclass(frozen=True)
 class SearchFilter:
     """Which photos a search may return: taken in [after, before) (PhotoFacts time), in a folder (and its
-    subfolders), by a camera, in a place (its city, region or country), within a radius of a position. Every
-    user-given value is escaped into the query."""
+    subfolders), by one of some cameras, in every one of some places (a city, region or country: "Kyoto" and
+    "Japan"), within a radius of a position. Every user-given value is escaped into the query."""
 
     after: float | None = None
     before: float | None = None
     folder: str | None = None
-    camera: str | None = None
-    place: str | None = None
+    cameras: tuple[str, ...] = ()
+    places: tuple[str, ...] = ()
     near: Near | None = None
 
     @classmethod
@@ -42,10 +42,46 @@ class SearchFilter:
             after=day_start(after) if after else None,
             before=day_start(before) + DAY if before else None,
             folder=folder or None,
-            camera=camera or None,
-            place=place or None,
+            cameras=(camera,) if camera and camera.strip() else (),
+            places=(place,) if place and place.strip() else (),
             near=near,
         )
+
+    def narrowed(self, other: SearchFilter) -> SearchFilter:
+        """The photos both filters let through: FilterConflict, saying why, where none could be (two spans of
+        days apart, cameras in common none)."""
+        after = max((t for t in (self.after, other.after) if t is not None), default=None)
+        before = min((t for t in (self.before, other.before) if t is not None), default=None)
+        if after is not None and before is not None and after >= before:
+            raise FilterConflict(f"the days {self._days()} and {other._days()} do not meet")
+        cameras = self.cameras or other.cameras
+        if self.cameras and other.cameras:
+            cameras = tuple(camera for camera in self.cameras if camera in other.cameras)
+            if not cameras:
+                raise FilterConflict(f"a photo is not both from {self._cameras()} and from {other._cameras()}")
+        if self.folder and other.folder and self.folder != other.folder:
+            raise FilterConflict(f"a photo is not both in folder {self.folder} and in folder {other.folder}")
+        if self.near is not None and other.near is not None and self.near != other.near:
+            raise FilterConflict("two radii: set one")
+        return SearchFilter(
+            after=after,
+            before=before,
+            folder=self.folder or other.folder,
+            cameras=cameras,
+            places=tuple(dict.fromkeys((*self.places, *other.places))),
+            near=self.near or other.near,
+        )
+
+    def _days(self) -> str:
+        """The span of days in words: "2021-01-01 to 2021-12-31", "from 2022-01-01", "until 2019-12-31"."""
+        first = taken_iso(self.after)[:10] if self.after is not None else None
+        last = taken_iso(self.before - DAY)[:10] if self.before is not None else None
+        if first and last:
+            return f"{first} to {last}"
+        return f"from {first}" if first else f"until {last}" if last else "any day"
+
+    def _cameras(self) -> str:
+        return " or ".join(self.cameras)
 
     def describe(self) -> str:
         """The filter in words ("taken on or after 2021-03-01, in Kyoto"); "" for none."""
@@ -56,10 +92,9 @@ class SearchFilter:
             parts.append(f"taken on or before {taken_iso(self.before - DAY)[:10]}")
         if self.folder:
             parts.append(f"in folder {self.folder}")
-        if self.camera:
-            parts.append(f"from camera {self.camera}")
-        if self.place:
-            parts.append(f"in {self.place}")
+        if self.cameras:
+            parts.append(f"from camera {self._cameras()}")
+        parts.extend(f"in {place}" for place in self.places)
         if self.near is not None:
             parts.append(self.near.describe())
         return ", ".join(parts)
@@ -79,11 +114,18 @@ class SearchFilter:
         if self.near is not None:
             south, north, west, east = self.near.box()
             clauses.append(f"@latitude:[{south!r} {north!r}] @longitude:[{west!r} {east!r}]")
-        place = fold_name(self.place or "")
-        for field_name, value in (("folders", self.folder), ("camera_tag", self.camera), ("places", place)):
-            if tag := tag_value((value or "").strip().strip("/")):  # " ", "/ /", a tab: no filter
-                clauses.append(f"@{field_name}:{{{escape_tag(tag)}}}")
+        if tag := tag_value((self.folder or "").strip().strip("/")):  # " ", "/ /", a tab: no filter
+            clauses.append(f"@folders:{{{escape_tag(tag)}}}")
+        if cameras := [escape_tag(tag) for camera in self.cameras if (tag := tag_value(camera.strip().strip("/")))]:
+            clauses.append(f"@camera_tag:{{{' | '.join(cameras)}}}")  # any of them
+        for place in self.places:
+            if tag := tag_value(fold_name(place)):
+                clauses.append(f"@places:{{{escape_tag(tag)}}}")  # every one of them
         return f"({' '.join(clauses)})" if clauses else "*"
+
+
+class FilterConflict(ValueError):
+    """Two filters that no photo could pass together, in words."""
 
 
 def escape_tag(value: str) -> str:

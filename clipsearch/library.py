@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from datetime import date
 from functools import partial
 from pathlib import Path
 
@@ -26,12 +27,17 @@ from clipsearch.loader import LoadOptions, LoadReport, PhotoLoader, ProgressCall
 from clipsearch.overview import OVERVIEW_FIELDS, Overview, overview
 from clipsearch.photos import BadPhoto, decode_query_photo, file_under
 from clipsearch.query import BadQuery, combine, parse_query
-from clipsearch.results import Results, SearchOptions, find
+from clipsearch.results import Results, SearchOptions, find, listing
 from clipsearch.schema import PHOTO_FIELDS, IndexSchema, Photo
 from clipsearch.server import LoadingCallback
 from clipsearch.settings import Settings
 from clipsearch.sharing import Shared
 from clipsearch.store import Hit, PhotoStore
+from clipsearch.understanding import VOCABULARY_FIELDS, Understood, Vocabulary, understand
+
+KEPT_VOCABULARIES = 4  # of a few indexes, or versions of one: each a scan of the index
+# The vocabulary of each index version, for every Library of the process (a page's visitors).
+_VOCABULARIES: Shared[Vocabulary] = Shared(KEPT_VOCABULARIES)
 
 
 @dataclass(frozen=True)
@@ -273,6 +279,25 @@ class Library:
         """The results of a query vector: near-duplicates folded, variety, the cut, the order (results.find). The
         index is always the one checked against this model: a vector of another model is never compared."""
         return find(self.store(), vector, options, where=where, fields=fields)
+
+    def listing(self, where: SearchFilter, options: SearchOptions, fields: Sequence[str] = PHOTO_FIELDS) -> Results:
+        """The photos that a query of filters alone lets through ("Kyoto 2021"), newest first, no similarity."""
+        return listing(self.store(), where, options, fields)
+
+    # --- understanding the words -------------------------------------------------------------
+
+    def understand(self, text: str, today: date | None = None) -> Understood:
+        """The places, dates and cameras that the words name of those this index holds, and the words left for
+        CLIP (clipsearch.understanding); relative dates ("last summer") count from `today` (default: today)."""
+        return understand(text, self.vocabulary(), today or date.today())
+
+    def vocabulary(self) -> Vocabulary:
+        """What words can name in this index: read once per index version, for every Library of the process."""
+        store = self.store()
+        key = (self.settings.server_label, store.schema.name, store.version())
+        return _VOCABULARIES.make(
+            key, lambda: Vocabulary.of_photos(photo for _, photo in store.scan(VOCABULARY_FIELDS))
+        )
 
     def photos(self, keys: Sequence[str], fields: Sequence[str] = PHOTO_FIELDS) -> list[Photo | None]:
         """The fields of some of the index's photos (None for a key that is gone)."""

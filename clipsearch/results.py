@@ -136,6 +136,23 @@ def find(
     )
 
 
+def listing(
+    store: PhotoStore, where: SearchFilter, options: SearchOptions, fields: Sequence[str] = PHOTO_FIELDS
+) -> Results:
+    """The photos a query of filters alone lets through ("Kyoto 2021"), newest first (oldest first for that
+    order), without similarities: nothing is folded or cut, and each hit's score is NaN."""
+    wanted = list(dict.fromkeys([*fields, *(["latitude", "longitude"] if where.near is not None else [])]))
+    found = store.listed(where, MAX_CANDIDATES, wanted, newest=options.order != "oldest")
+    admitted = [hit for hit in found if where.admits(hit.photo)]
+    return Results(
+        shown=[Result(hit) for hit in admitted[: options.k]],
+        scores=[],
+        threshold=None,
+        more=len(admitted) > options.k,
+        times=[hit.photo.taken for hit in admitted if hit.photo.taken is not None],
+    )
+
+
 def fold(hits: Sequence[Hit], similarity: float | None) -> list[Result]:
     """Each hit, best first, under the most similar better result it is at least `similarity` to, or a
     result of its own (each hit its own with None). Hits need their stored vector."""

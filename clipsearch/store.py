@@ -14,6 +14,7 @@ whole index's (FT.INFO ... PRIMARY), and FT.SEARCH goes to one node, whose coord
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -449,6 +450,31 @@ class PhotoStore:
             "RETURN", len(returned), *returned, "LIMIT", 0, int(k), "DIALECT", 2,
         ]  # fmt: skip
 
+    def listed(
+        self, where: SearchFilter, k: int, fields: Sequence[str] = PHOTO_FIELDS, newest: bool = True
+    ) -> list[Hit]:
+        """The k newest (or oldest) photos that `where` lets through, photos without a capture time after them:
+        a query that is only filters ("Kyoto 2021"). No vector is compared, so each hit's score is NaN."""
+        wanted = list(dict.fromkeys([*fields, "taken"]))
+        check_fields(wanted)
+        if (query := where.query()) == "*":
+            raise ValueError("a listing needs a filter")
+
+        def listed() -> list[Hit]:
+            try:
+                reply = self._search_node().execute_command(
+                    "FT.SEARCH", self.schema.search_index, query, "RETURN", len(wanted), *wanted,
+                    "SORTBY", "taken", "DESC" if newest else "ASC", "LIMIT", 0, int(k), "DIALECT", 2,
+                )  # fmt: skip
+            except valkey.ResponseError as error:
+                raise refusal(self.schema.name, error) from None
+            return [
+                Hit(os.fsdecode(key), math.nan, Photo.decoded(wanted, _returned(pairs, wanted)))
+                for key, pairs in zip(reply[1::2], reply[2::2], strict=True)
+            ]
+
+        return in_order(self._on_the_current_index(listed), "newest" if newest else "oldest") if k > 0 else []
+
     def _search_node(self) -> valkey.Valkey:
         """Where FT.SEARCH goes: the server, or on a cluster one node (its coordinator asks every shard), whose
         own client can pipeline searches."""
@@ -508,6 +534,12 @@ def refusal(index_name: str, error: Exception) -> ClipsearchError:
     if any(sign in text for sign in ("no such index", "unknown index", "not found")):
         return IndexMissing(f"index {index_name!r} is gone from the server ({error})")
     return SearchRefused(f"index {index_name!r}: {error}")
+
+
+def _returned(pairs: Sequence[Any], fields: Sequence[str]) -> list[Any]:
+    """The values of `fields` in one document of an FT.SEARCH reply (None for one it lacks)."""
+    returned = {os.fsdecode(name): value for name, value in zip(pairs[::2], pairs[1::2], strict=True)}
+    return [returned.get(name) for name in fields]
 
 
 def _hits(reply: Sequence[Any], fields: Sequence[str]) -> list[Hit]:

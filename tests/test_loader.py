@@ -457,5 +457,5 @@ def test_an_index_of_the_previous_version_is_upgraded_by_the_loader_without_enco
     assert report.summary().startswith(f"upgraded the index to key schema v{SCHEMA_VERSION} without encoding anything")
     after = stored_vectors(upgraded)
     assert all(np.array_equal(after[path], vector) for path, vector in before.items())
-    hits = upgraded.nearest(before[next(iter(before))], k=50, where=SearchFilter(camera="apple iphone 12"))
+    hits = upgraded.nearest(before[next(iter(before))], k=50, where=SearchFilter(cameras=("apple iphone 12",)))
     assert hits and all(hit.path.startswith("2021/japan/") for hit in hits)

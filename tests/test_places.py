@@ -94,12 +94,12 @@ def test_positions_and_radii_a_person_writes_are_checked() -> None:
 
 
 def test_the_place_and_radius_filters_as_queries() -> None:
-    where = SearchFilter(place="São Paulo", near=Near(35.0, 135.0, 10))
+    where = SearchFilter(places=("São Paulo",), near=Near(35.0, 135.0, 10))
     query = where.query()
     assert "@places:{sao\\ paulo}" in query
     south, north, west, east = Near(35.0, 135.0, 10).box()
     assert f"@latitude:[{south!r} {north!r}] @longitude:[{west!r} {east!r}]" in query
-    assert SearchFilter(place="  ").query() == "*"
+    assert SearchFilter(places=("  ",)).query() == "*"
     assert Near(0.0, 179.99, 10).box()[2:] == (-180.0, 180.0)  # crosses the 180th meridian: every longitude
     assert Near(89.99, 0.0, 10).box()[2:] == (-180.0, 180.0)  # reaches the pole
 
@@ -171,7 +171,7 @@ def test_place_and_radius_filters_equal_brute_force_over_the_photos_that_pass(cl
     for name in ("japan", "PORTUGAL", "new york", "Nueva York"):
         wanted = fold_name(name)
         passes = [place is not None and wanted in (fold_name(n) for n in place.names()) for place in place_by_row]
-        filters.append((SearchFilter(place=name), passes))
+        filters.append((SearchFilter(places=(name,)), passes))
     for centre, km in (((35.0116, 135.7681), 100.0), ((38.7223, -9.1393), 40.0), ((-33.8688, 151.2093), 250.0)):
         near = Near(*centre, km)
         filters.append((SearchFilter(near=near), [p is not None and distance_km(centre, p) <= km for p in positions]))

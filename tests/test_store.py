@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 from pathlib import Path
 
@@ -303,7 +304,8 @@ def allowed(record: PhotoRecord, where: SearchFilter) -> bool:
     folder = (where.folder or "").strip("/").lower()
     if folder and not record.path.lower().startswith(folder + "/"):
         return False
-    return not where.camera or bool(record.facts and record.facts.camera.lower() == where.camera.lower())
+    cameras = {camera.lower() for camera in where.cameras}  # any of them
+    return not cameras or bool(record.facts and record.facts.camera.lower() in cameras)
 
 
 def test_filtered_search_equals_brute_force_over_the_filtered_photos(client, settings: Settings) -> None:
@@ -319,14 +321,18 @@ def test_filtered_search_equals_brute_force_over_the_filtered_photos(client, set
         SearchFilter(folder="2021/Japan"),  # any case, and with its subfolder
         SearchFilter(folder="/2022/Spain & Portugal/"),
         SearchFilter(folder="other {x} | y"),
-        SearchFilter(camera="canon eos r6"),
-        SearchFilter(camera="Fujifilm X-T4 (2020)", after=day_start("2022-01-01")),
-        SearchFilter(folder="2021", camera="Apple iPhone 12", before=day_start("2021-12-01")),
+        SearchFilter(cameras=("canon eos r6",)),
+        SearchFilter(cameras=("Fujifilm X-T4 (2020)",), after=day_start("2022-01-01")),
+        SearchFilter(folder="2021", cameras=("Apple iPhone 12",), before=day_start("2021-12-01")),
+        SearchFilter(cameras=("Apple iPhone 12", "canon eos r6"), after=day_start("2021-03-01")),  # either
         SearchFilter(folder="2021/jap"),  # a prefix of a name is not the folder
     ]
     for where in filters:
         subset = [i for i, photo in enumerate(photos) if allowed(photo, where)]
         assert where.folder == "2021/jap" or subset, where
+        # A listing by the filter alone: newest first, the undated photos after the dated ones.
+        newest = sorted(subset, key=lambda i: -photos[i].facts.taken if photos[i].facts else math.inf)
+        assert [hit.path for hit in store.listed(where, 10)] == [photos[i].path for i in newest[:10]], where
         for query in unit_vectors(rng, 3, 512):
             hits = store.nearest(query, k=10, where=where)
             similarities = vectors[subset] @ query
@@ -407,9 +413,9 @@ def test_auto_switches_between_flat_and_hnsw_by_size_keeping_every_document(
 def test_blank_filter_values_are_no_filter(blank: str) -> None:
     """`?folder=%20` once built `@folders:{}`, which the server refuses."""
     assert SearchFilter(folder=blank).query() == "*"
-    assert SearchFilter(camera=blank).query() == "*"
+    assert SearchFilter(cameras=(blank,)).query() == "*"
     assert SearchFilter.of_days(None, None, folder=blank, camera=blank).query() == "*"
-    assert SearchFilter(folder=blank, camera="Canon").query() == "(@camera_tag:{canon})"
+    assert SearchFilter(folder=blank, cameras=("Canon",)).query() == "(@camera_tag:{canon})"
 
 
 def test_a_refused_search_is_the_projects_own_error(client, settings: Settings) -> None:
