@@ -62,6 +62,8 @@ class Param:
 
 PARAMS: dict[str, Param] = {
     "q": Param("text", max_chars=MAX_QUERY_CHARS),  # the words searched for
+    "literal": Param("choice", choices=TOGGLE),  # the words searched as written: no place, date or camera read
+    "as_written": Param("text", max_chars=MAX_QUERY_CHARS),  # words understood, given back to CLIP (by line)
     "also": Param("text", max_chars=MAX_QUERY_CHARS),  # words added to a photo
     "like": Param("text", max_chars=MAX_NAME_CHARS),  # "More like this": a photo's key
     "folder": Param("text", max_chars=MAX_NAME_CHARS),

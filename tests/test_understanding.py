@@ -9,11 +9,13 @@ import json
 import math
 import re
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from streamlit.testing.v1 import AppTest
 
 from clipsearch.filters import FilterConflict, SearchFilter
 from clipsearch.library import Library
@@ -25,6 +27,7 @@ from clipsearch.schema import PhotoRecord
 from clipsearch.understanding import MAX_NAME_WORDS, Span, Vocabulary, understand
 
 ENGINES = ("redisearch", "valkey-search", "cluster")
+APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
 TODAY = date(2026, 12, 7)  # a Monday
 CITIES = {  # where the test photos were taken: each a city, with its region and country (as GeoNames says)
     "kyoto": (35.0116, 135.7681),  # Kyoto, Kyoto, Japan
@@ -307,3 +310,81 @@ def test_the_cli_says_what_it_understood_and_searches_the_rest(travels, run_cli,
     conflict = run_cli(env, "search", "temple in 2021", "--after", "2022-01-01")
     said = "cannot both hold: the days from 2022-01-01 and 2021-01-01 to 2021-12-31 do not meet"
     assert conflict.returncode == 2 and said in conflict.stderr, conflict.stderr
+
+
+# --- the page -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def page_over_travels(travels, monkeypatch, search_server, settings, random_checkpoint, tmp_path):
+    """The page's environment over the travels index (no photo files: the gallery shows what it can)."""
+    for name in ("VALKEY_URL", "CLIPSEARCH_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in search_server.environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CLIPSEARCH_ALGORITHM", "FLAT")
+    monkeypatch.setenv("CLIPSEARCH_INDEX", settings.index_name)
+    monkeypatch.setenv("CLIPSEARCH_PRETRAINED", str(random_checkpoint))
+    monkeypatch.setenv("CLIPSEARCH_PHOTOS", str(tmp_path))
+    return travels
+
+
+TILE = re.compile(r"^#(\d+)(?: · (-?\d\.\d{3}))? · (photo\\?-\d{3}\\?\.jpg) · (\d{4}-\d\d-\d\d) \(no thumbnail\)$")
+
+
+def tiles(app: AppTest) -> list[re.Match[str]]:
+    """Each gallery tile's caption (these photos have no thumbnail), in rank order: rank, similarity, name, day."""
+    found = [match for caption in app.caption if (match := TILE.match(caption.value))]
+    return sorted(found, key=lambda match: int(match[1]))
+
+
+def gallery_names(app: AppTest) -> list[str]:
+    return [match[3].replace("\\", "") for match in tiles(app)]  # (Markdown, escaped)
+
+
+def part_chips(app: AppTest) -> list[str]:
+    return [button.label for button in app.button if button.key and button.key.startswith("part-")]
+
+
+def test_the_page_shows_each_understood_part_as_a_chip_that_gives_its_words_back(page_over_travels, encoder) -> None:
+    _, vectors, facts, places = page_over_travels
+    app = AppTest.from_file(APP, default_timeout=120)
+    app.query_params["q"] = "temple in Kyoto 2021"
+    app.query_params["k"] = "20"
+    app.run()
+    assert not app.exception and part_chips(app) == ["in Kyoto ✕", "2021 ✕"]
+    of_2021 = [i for i, fact in enumerate(facts) if datetime.fromtimestamp(fact.taken, UTC).year == 2021]
+    kyoto_2021 = [i for i in of_2021 if places[i].city == "Kyoto"]
+    temple = encoder.encode_text(["temple"])[0]
+    expected = [kyoto_2021[j] for j in np.argsort(-(vectors[kyoto_2021] @ temple), kind="stable")]
+    assert gallery_names(app) == [f"photo-{i:03d}.jpg" for i in expected]
+
+    app.button(key="part-0").click().run()  # the place chip removed: "temple in Kyoto" among every 2021 photo
+    assert part_chips(app) == ["2021 ✕"] and app.query_params["as_written"] == "in Kyoto"
+    words = encoder.encode_text(["temple in Kyoto"])[0]
+    expected = [of_2021[j] for j in np.argsort(-(vectors[of_2021] @ words), kind="stable")[:20]]
+    assert gallery_names(app) == [f"photo-{i:03d}.jpg" for i in expected]
+    assert app.text_input(key="q").value == "temple in Kyoto 2021"  # the URL keeps the words as typed
+
+    app.toggle(key="literal").set_value(True).run()  # every word to CLIP
+    assert part_chips(app) == [] and len(gallery_names(app)) == 20
+
+
+def test_a_query_of_filters_alone_lists_the_photos_newest_first(page_over_travels) -> None:
+    _, _, facts, places = page_over_travels
+    app = AppTest.from_file(APP, default_timeout=120)
+    app.query_params["q"] = "Kyoto shot on iPhone"
+    app.run()
+    assert not app.exception and part_chips(app) == ["Kyoto ✕", "shot on iPhone ✕"]
+    wanted = sorted(
+        (i for i, fact in enumerate(facts) if places[i].city == "Kyoto" and fact.camera == "Apple iPhone 12"),
+        key=lambda i: -facts[i].taken,
+    )
+    assert gallery_names(app) == [f"photo-{i:03d}.jpg" for i in wanted]
+    assert all(match[2] is None for match in tiles(app))  # no similarity: listed by the filters alone
+    assert any("newest first" in markdown.value for markdown in app.markdown)
+    conflict = AppTest.from_file(APP, default_timeout=120)
+    conflict.query_params["q"] = "temple in 2021"
+    conflict.query_params["after"] = "2023-01-01"
+    conflict.run()
+    assert any("cannot both hold" in error.value for error in conflict.error)

@@ -3,6 +3,7 @@ its caption, the gallery of results, and the dialog that opens one photo larger 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -32,6 +33,11 @@ def taken_label(hit: Hit, full: bool = False) -> str:
     stamp = taken_iso(photo.taken or 0.0, photo.offset or "")
     label = stamp.replace("T", " ") if full else stamp[:10]
     return label + (" (file date)" if photo.taken_from == "file" else "")
+
+
+def how_similar(hit: Hit, similarity: str = "") -> str:
+    """ " · " and a result's similarity; nothing for a photo listed by filters alone, which has none."""
+    return "" if math.isnan(hit.score) else f" · {similarity}{hit.score:.3f}"
 
 
 @st.cache_data(max_entries=1024, show_spinner=False)
@@ -99,7 +105,7 @@ def open_photo(hit: Hit, rank: int) -> None:
     if image is not None:
         st.image(image)  # its own size, at most the dialog's width
     photo = hit.photo
-    st.markdown(f"**#{rank} · similarity {hit.score:.3f}** · {escape_markdown(display_path(hit.path))}")
+    st.markdown(f"**#{rank}{how_similar(hit, 'similarity ')}** · {escape_markdown(display_path(hit.path))}")
     st.caption(
         f"{photo.width} x {photo.height} px · {(photo.size or 0) / 1024:.0f} KiB"
         + (f" · taken {taken_label(hit, full=True)}" if photo.taken is not None else "")
@@ -133,7 +139,7 @@ def gallery_tile(rank: int, result: Result, library: Library) -> None:
     near-duplicates): one widget rather than a button each in a container, since every search draws twelve."""
     hit = result.hit
     # Captions are Markdown: a file name must not become a link or an image.
-    caption = f"#{rank} · {hit.score:.3f} · {escape_markdown(display_path(hit.photo.name or hit.path))}"
+    caption = f"#{rank}{how_similar(hit)} · {escape_markdown(display_path(hit.photo.name or hit.path))}"
     captioned_picture(hit, library, caption, "stretch")
     actions = [LIKE, OPEN]
     if folded := result.near_duplicates:

@@ -9,12 +9,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from clipsearch.app import charts, resources
 from clipsearch.app.pictures import gallery, show_labels
 from clipsearch.chart import score_chart_svg
 from clipsearch.display import escape_markdown
-from clipsearch.filters import ORDERS, SearchFilter
+from clipsearch.errors import IndexMissing
+from clipsearch.filters import ORDERS, FilterConflict, SearchFilter
 from clipsearch.library import Library
 from clipsearch.links import CUT_MODES, MAX_BELOW_BEST, MAX_COLUMNS, MAX_NAME_CHARS, MAX_RESULTS, MAX_SHOWN
 from clipsearch.overview import per_month
@@ -24,6 +26,7 @@ from clipsearch.query import MAX_QUERY_CHARS, BadQuery
 from clipsearch.results import Cut, Result, Results, SearchOptions, why_nothing
 from clipsearch.schema import PHOTO_FIELDS
 from clipsearch.settings import Settings
+from clipsearch.understanding import Understood
 
 EXAMPLE_PROMPTS = ("cat", "dog on chair", "man jumping", "snowy streets", "woolen hat", "santa claus")
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "heic", "heif", "avif"]
@@ -50,11 +53,22 @@ def use_example() -> None:
         st.session_state.q = st.session_state.example
         st.session_state.mode = "Words"
     st.session_state.example = None
-    st.session_state.like = ""
+    new_words()
 
 
 def clear_like() -> None:
     st.session_state.like = ""
+
+
+def new_words() -> None:
+    """Other words typed: understood afresh, none given back to CLIP."""
+    clear_like()
+    st.session_state.as_written = ()
+
+
+def search_as_written(words: str) -> None:
+    """An understood part's chip removed: its words go back to CLIP."""
+    st.session_state.as_written = (*st.session_state.as_written, words)
 
 
 def show_more() -> None:
@@ -79,28 +93,48 @@ def view(settings: Settings, library: Library) -> None:
     st.session_state.setdefault("pages", int(st.query_params.get("pages", "1")))
     st.session_state.setdefault("mode", "Words")
     st.session_state.setdefault("q", "")
-    search_bar(settings, library)
-    vector, heading = query_vector(settings, library)
+    st.session_state.setdefault("as_written", tuple(filter(None, st.query_params.get("as_written", "").split("\n"))))
+    filters = search_bar(settings, library)
+    understood = understood_words(library)
+    if understood is not None and understood.parts:
+        said = " · ".join(f"{part.kind} {part.value()}" for part in understood.parts)
+        filters.caption(f"And from your words: {escape_markdown(said)} (each a chip above the photos).")
+    vector, heading = query_vector(settings, library, understood)
     if st.session_state.like:
         st.button("← Back to your search", on_click=clear_like, type="tertiary")
         st.query_params["like"] = st.session_state.like
     elif "like" in st.query_params:
         del st.query_params["like"]
-    if vector is None:
+    listed = vector is None and understood is not None and understood.parts and not understood.words
+    if vector is None and not listed:
         if heading:
             st.info(heading)
         return
     where = search_filter()
-    follow_pages(vector, where)
+    if understood is not None:
+        try:
+            where = where.narrowed(understood.filter())
+        except FilterConflict as conflict:
+            chips(active_settings(settings), understood)
+            st.error(f"**What the words say and the filters cannot both hold:** {escape_markdown(str(conflict))}.")
+            return
+    follow_pages(vector if vector is not None else np.zeros(0, np.float32), where)
     options = search_options(settings)
-    results = library.search(vector, options, where=where, fields=(*PHOTO_FIELDS, "thumbnail"))
+    fields = (*PHOTO_FIELDS, "thumbnail")
+    if vector is None:
+        results = library.listing(where, options, fields=fields)
+        heading = (
+            f"Photos {escape_markdown(where.describe())}, {'oldest' if options.order == 'oldest' else 'newest'} first"
+        )
+    else:
+        results = library.search(vector, options, where=where, fields=fields)
     folded = sum(len(result.near_duplicates) for result in results.shown)
     st.markdown(
         f"{heading} · {len(results.shown)} results"
         + (f" · {folded} near-duplicates folded" if folded else "")
         + (f" · {results.hidden} of the {len(results.scores)} nearest under the cut" if results.hidden else "")
     )
-    chips(active_settings(settings))
+    chips(active_settings(settings), understood)
     if not results.shown:
         st.info(escape_markdown(why_nothing(results, where)))
     located = [(rank, result) for rank, result in enumerate(results.shown, 1) if result.hit.photo.position]
@@ -114,6 +148,22 @@ def view(settings: Settings, library: Library) -> None:
             where_and_when(located, len(results.shown), results.times)
     if results.scores:
         score_chart(results)
+
+
+def understood_words(library: Library) -> Understood | None:
+    """The places, dates and cameras the typed words name (none when they are searched as written, or for a
+    photo), less those given back to CLIP; the URL keeps the words, given back ones by line."""
+    state = st.session_state
+    if state.as_written:
+        st.query_params["as_written"] = "\n".join(state.as_written)
+    elif "as_written" in st.query_params:
+        del st.query_params["as_written"]
+    if state.mode != "Words" or state.like or state.get("literal") or not state.q.strip():
+        return None
+    try:
+        return library.understand(state.q.strip()).without(state.as_written)
+    except IndexMissing:
+        return None  # (the search says so)
 
 
 def where_and_when(located: list[tuple[int, Result]], shown: int, times: list[float]) -> None:
@@ -142,8 +192,9 @@ def where_and_when(located: list[tuple[int, Result]], shown: int, times: list[fl
         st.caption(f"When the {len(times)} matching photos were taken, per month: drag across months to filter.")
 
 
-def search_bar(settings: Settings, library: Library) -> None:
-    """Words or a photo, the box, the two popovers of settings, and the examples: one or two lines."""
+def search_bar(settings: Settings, library: Library) -> DeltaGenerator:
+    """Words or a photo, the box, the two popovers of settings, and the examples: one or two lines. Returns the
+    Filters popover, where the filters understood from the words are named once they are known."""
     with st.container(horizontal=True, vertical_alignment="bottom", key="search-bar"):
         st.segmented_control(
             "Search by", ["Words", "Photo"], key="mode", required=True, on_change=clear_like,
@@ -156,16 +207,18 @@ def search_bar(settings: Settings, library: Library) -> None:
                 bind="query-params",
                 max_chars=MAX_QUERY_CHARS,
                 placeholder="Describe a photo, e.g. a dog on a chair, then press Enter",
-                on_change=clear_like,
+                on_change=new_words,
                 label_visibility="collapsed",
                 width="stretch",
             )
         with st.popover("Results", key="results-settings"):
             result_controls(settings)
-        with st.popover("Filters", key="filters"):
+        filters = st.popover("Filters", key="filters")
+        with filters:
             filter_controls(library)
     if st.session_state.mode == "Words":
         st.pills("Examples", EXAMPLE_PROMPTS, key="example", on_change=use_example, label_visibility="collapsed")
+    return filters
 
 
 def result_controls(settings: Settings) -> None:
@@ -224,7 +277,16 @@ def result_controls(settings: Settings) -> None:
 
 
 def filter_controls(library: Library) -> None:
-    """Date range, folder and camera: the same as the CLI's."""
+    """Date range, folder and camera: the same as the CLI's; and whether the words are read for them."""
+    st.toggle(
+        "Search the words as written",
+        False,
+        key="literal",
+        bind="query-params",
+        help='Off: places, dates and cameras that the index holds are read from the words ("temple in Kyoto '
+        '2021" searches "temple" among the Kyoto photos of 2021), each shown as a chip that gives its words '
+        "back when removed. On: every word goes to CLIP.",
+    )
     # The days a link takes (clipsearch.photos.FIRST_DAY, LAST_DAY): Streamlit's default bounds, today ± 10 years,
     # would drop an older photo's date from the box and the URL.
     st.date_input("Taken on or after", None, FIRST_DAY, LAST_DAY, key="after", bind="query-params", format="YYYY-MM-DD")
@@ -284,11 +346,30 @@ def active_settings(settings: Settings) -> list[Active]:
     return active
 
 
-def chips(active: list[Active]) -> None:
-    """Each active setting as a chip that removes it with one click."""
-    if not active:
+PART_ICONS = {
+    "place": ":material/location_on:",
+    "date": ":material/calendar_month:",
+    "camera": ":material/photo_camera:",
+}
+
+
+def chips(active: list[Active], understood: Understood | None = None) -> None:
+    """What the words were understood to say, each a chip that gives its words back to CLIP, and each active
+    setting as a chip that removes it: one click each."""
+    parts = understood.parts if understood is not None else ()
+    if not active and not parts:
         return
     with st.container(horizontal=True, gap="small", key="active-settings"):
+        for number, part in enumerate(parts):
+            st.button(
+                f"{escape_markdown(part.words)} ✕",
+                key=f"part-{number}",
+                on_click=search_as_written,
+                args=(part.words,),
+                help=f"Understood as {part.kind} {escape_markdown(part.value())}: remove to search these words as "
+                "written",
+                icon=PART_ICONS[part.kind],
+            )
         for setting in active:
             st.button(
                 f"{escape_markdown(setting.words)} ✕",
@@ -301,8 +382,9 @@ def chips(active: list[Active]) -> None:
             )
 
 
-def query_vector(settings: Settings, library: Library) -> tuple[np.ndarray | None, str]:
-    """The vector to search with and a line saying what it stands for: words, a photo, or a photo and words."""
+def query_vector(settings: Settings, library: Library, understood: Understood | None) -> tuple[np.ndarray | None, str]:
+    """The vector to search with and a line saying what it stands for: words (those left once places, dates
+    and cameras were understood), a photo, or a photo and words."""
     state = st.session_state
     if state.like or state.mode == "Photo":
         photo, heading = photo_term(settings, library)
@@ -310,9 +392,9 @@ def query_vector(settings: Settings, library: Library) -> tuple[np.ndarray | Non
             return with_words(settings, library, photo, heading)
         if state.mode == "Photo":  # (a "More like this" photo that is gone falls back to the words)
             return None, heading
-    text = state.q.strip()
+    text = understood.words if understood is not None else state.q.strip()
     if not text:
-        return None, "Type what you are looking for, or click an example."
+        return None, "" if understood is not None else "Type what you are looking for, or click an example."
     try:
         vector = library.compose(resources.term_vectors(library, text, False))
     except BadQuery as problem:
