@@ -20,7 +20,6 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
-from functools import cache
 from pathlib import Path
 from typing import TypeVar
 
@@ -75,6 +74,16 @@ class Vocabulary:
     places: dict[tuple[str, ...], Name] = field(default_factory=dict)
     cameras: dict[tuple[str, ...], tuple[tuple[str, ...], bool]] = field(default_factory=dict)  # cameras, ordinary
     years: tuple[int, int] | None = None  # the first and last, or None for an undated index
+    # The most words of a name that begins with each word: a word that begins none costs one lookup.
+    place_starts: dict[str, int] = field(init=False, repr=False, compare=False)
+    camera_starts: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for starts, names in (("place_starts", self.places), ("camera_starts", self.cameras)):
+            longest: dict[str, int] = {}
+            for words in names:
+                longest[words[0]] = max(longest.get(words[0], 0), len(words))
+            object.__setattr__(self, starts, longest)
 
     @classmethod
     def of(cls, places: Iterable[str], cameras: Iterable[str], years: tuple[int, int] | None) -> Vocabulary:
@@ -114,9 +123,9 @@ class Vocabulary:
         return cls.of(places, cameras, None if first is None or last is None else (first, last))
 
 
-@cache
 def ordinary_words() -> frozenset[str]:
-    """The English words written in lower case (SCOWL's list): read once per process."""
+    """The English words written in lower case (SCOWL's list): read for each vocabulary made (once per index
+    version), not kept, since a page would hold them for good."""
     with gzip.open(ORDINARY_WORDS, "rt", encoding="utf-8") as words:
         return frozenset(words.read().split())
 
@@ -260,9 +269,11 @@ def understand(text: str, vocabulary: Vocabulary, today: date) -> Understood:
 # --- places -----------------------------------------------------------------------------------
 
 
-def _longest(tokens: Sequence[_Token], at: int, names: dict[tuple[str, ...], V]) -> tuple[int, V] | None:
+def _longest(
+    tokens: Sequence[_Token], at: int, names: dict[tuple[str, ...], V], starts: dict[str, int]
+) -> tuple[int, V] | None:
     """The longest name of `names` that the words from `at` spell: (its end, its value)."""
-    for end in range(min(len(tokens), at + MAX_NAME_WORDS), at, -1):
+    for end in range(min(len(tokens), at + starts.get(tokens[at].word, 0)), at, -1):
         key = tuple(token.word for token in tokens[at:end])
         if key in names:
             return end, names[key]
@@ -274,7 +285,7 @@ def _place(tokens: Sequence[_Token], at: int, vocabulary: Vocabulary, after_plac
     Japan"), with a capital."""
     introduced = tokens[at].word in PLACE_WORDS and at + 1 < len(tokens)
     start = at + 1 if introduced else at
-    found = _longest(tokens, start, vocabulary.places)
+    found = _longest(tokens, start, vocabulary.places, vocabulary.place_starts)
     if found is None:
         return None
     end, name = found
@@ -302,7 +313,7 @@ def _camera(tokens: Sequence[_Token], at: int, vocabulary: Vocabulary) -> tuple[
         start += 1
     if start >= len(tokens):
         return None
-    found = _longest(tokens, start, vocabulary.cameras)
+    found = _longest(tokens, start, vocabulary.cameras, vocabulary.camera_starts)
     if found is None:
         return None
     end, (cameras, ordinary) = found

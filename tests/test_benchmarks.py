@@ -70,3 +70,10 @@ def test_the_visitors_benchmark_runs(
     for line in ("2 visitors at once", "runs a second", "ratio to minimal", "page CPU a run (ms)", "outside search"):
         assert line in done.stdout
     assert done.stdout.split("\n")[1].split() == ["minimal", "search", "library", "duplicates"]
+
+
+def test_the_understanding_benchmark_runs(run_cli, bench_env: dict[str, str]) -> None:
+    done = run_cli(bench_env, "--places", "300", "--repeats", "3", script="scripts/bench_understanding.py")
+    assert done.returncode == 0, done.stderr
+    for line in ("vocabulary of 300 places and 5 cameras", "longest, places and dates          1000"):
+        assert line in done.stdout
