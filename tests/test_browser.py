@@ -556,3 +556,51 @@ def test_place_names_from_the_index_are_text_in_the_library_views_links(
     assert not run.exceptions
     assert [text for text in run.texts if text.startswith(escape_markdown(hostile))], "the cities' links"
     assert not [text for text in run.texts if "![i](" in text or "**x**" in text], "no Markdown of the name"
+
+
+@pytest.mark.travel_library
+def test_typed_places_and_dates_become_chips_and_a_removed_chip_gives_its_words_back(
+    streamlit_server: str, open_test_index, encoder
+) -> None:
+    """Typing "temple in Kyoto 2021" shows two chips and only the Kyoto photos of 2021, ranked for "temple";
+    removing the place chip searches "temple in Kyoto" among every photo of 2021."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from clipsearch.filters import SearchFilter
+
+    store = open_test_index()
+    options = SearchOptions(k=20, duplicate_similarity=Settings().duplicate_similarity)
+    kyoto_2021 = SearchFilter.of_days("2021-01-01", "2021-12-31", place="Kyoto")
+    expected = find(store, encoder.encode_text(["temple"])[0], options, where=kyoto_2021).shown
+    of_2021 = SearchFilter.of_days("2021-01-01", "2021-12-31")
+    given_back = find(store, encoder.encode_text(["temple in Kyoto"])[0], options, where=of_2021).shown
+    assert 0 < len(expected) < len(given_back)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{streamlit_server}/?k=20")
+        box = page.get_by_placeholder(re.compile("^Describe a photo"))
+        expect(box).to_be_visible(timeout=120_000)
+        box.fill("temple in Kyoto 2021")
+        box.press("Enter")
+        place, year = (page.get_by_role("button", name=re.compile(f"^{words} ✕")) for words in ("in Kyoto", "2021"))
+        expect(place).to_be_visible(timeout=60_000)
+        expect(year).to_be_visible()
+        captions = page.locator('.st-key-gallery [data-testid="stImageCaption"]')
+        expect(captions).to_have_count(len(expected), timeout=60_000)
+        names = [text.split(" · ")[2] for text in captions.all_inner_texts()]
+        assert names == [display_path(result.hit.photo.name or "") for result in expected]
+        expect(page.get_by_text(re.compile("^Photos matching temple ·"))).to_be_visible()
+        OUTPUT.mkdir(exist_ok=True)
+        page.screenshot(path=str(OUTPUT / "browser-understood.png"))
+
+        place.click()
+        page.wait_for_url(lambda url: "as_written=in+Kyoto" in url, timeout=60_000)
+        expect(captions).to_have_count(len(given_back), timeout=60_000)
+        names = [text.split(" · ")[2] for text in captions.all_inner_texts()]
+        assert names == [display_path(result.hit.photo.name or "") for result in given_back]
+        expect(page.get_by_text(re.compile("^Photos matching temple in Kyoto ·"))).to_be_visible()
+        expect(year).to_be_visible()
+        assert place.count() == 0 and box.input_value() == "temple in Kyoto 2021"
+        assert "q=temple+in+Kyoto+2021" in page.url
+        browser.close()
