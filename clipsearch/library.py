@@ -33,7 +33,7 @@ from clipsearch.server import LoadingCallback
 from clipsearch.settings import Settings
 from clipsearch.sharing import Shared
 from clipsearch.store import Hit, PhotoStore
-from clipsearch.understanding import VOCABULARY_FIELDS, Understood, Vocabulary, understand
+from clipsearch.understanding import VOCABULARY_FIELDS, Understood, Vocabulary, understand, vocabulary_json
 
 KEPT_VOCABULARIES = 4  # of a few indexes, or versions of one: each a scan of the index
 # The vocabulary of each index version, for every Library of the process (a page's visitors).
@@ -292,12 +292,15 @@ class Library:
         return understand(text, self.vocabulary(), today or date.today())
 
     def vocabulary(self) -> Vocabulary:
-        """What words can name in this index: read once per index version, for every Library of the process."""
+        """What words can name in this index: one scan of it per index version, kept in the server for every
+        process (PhotoStore.derived) and in this process for every Library (a page's visitors)."""
         store = self.store()
         key = (self.settings.server_label, store.schema.name, store.version())
-        return _VOCABULARIES.make(
-            key, lambda: Vocabulary.of_photos(photo for _, photo in store.scan(VOCABULARY_FIELDS))
-        )
+
+        def scanned() -> str:
+            return vocabulary_json(photo for _, photo in store.scan(VOCABULARY_FIELDS))
+
+        return _VOCABULARIES.make(key, lambda: Vocabulary.of_json(store.derived("vocabulary", scanned)))
 
     def photos(self, keys: Sequence[str], fields: Sequence[str] = PHOTO_FIELDS) -> list[Photo | None]:
         """The fields of some of the index's photos (None for a key that is gone)."""

@@ -296,6 +296,23 @@ class PhotoStore:
         """Count a change of the index's contents, in the pipeline that makes it."""
         pipe.hincrby(self.schema.meta_key, CHANGES_META, 1)
 
+    def derived(self, name: str, make: Callable[[], str]) -> str:
+        """Text made from the index's contents (one of DERIVED), kept in the server with the version it was made
+        at: each process (a CLI run, a page) reads it there rather than scan the index again, until a write
+        changes the version."""
+        if name not in DERIVED:
+            raise ValueError(f"{name!r} is not one of {DERIVED}")
+        key, version = self._derived_key(name), self.version()
+        kept_version, text = self.client.hmget(key, ["version", "text"])
+        if kept_version is not None and text is not None and kept_version.decode() == version:
+            return bytes(text).decode("utf-8")
+        made = make()
+        self.client.hset(key, mapping={"version": version, "text": made.encode("utf-8")})
+        return made
+
+    def _derived_key(self, name: str) -> str:
+        return f"{self.schema.name}:{name}"  # beside the metadata, outside the photo prefix
+
     def record_photos_root(self, root: Path) -> None:
         self.client.hset(self.schema.meta_key, PHOTOS_ROOT_META, os.fsencode(Path(root).resolve()))
 
@@ -319,7 +336,7 @@ class PhotoStore:
             if own.fullmatch(name):
                 _drop_search_index(self.client, name)
         self.delete(self.client.scan_iter(match=f"{self.schema.prefix}*", count=1000))
-        self.client.delete(self.schema.meta_key)
+        self.client.delete(self.schema.meta_key, *(self._derived_key(name) for name in DERIVED))
 
     # --- write path ---------------------------------------------------------------------
 
@@ -534,6 +551,9 @@ def refusal(index_name: str, error: Exception) -> ClipsearchError:
     if any(sign in text for sign in ("no such index", "unknown index", "not found")):
         return IndexMissing(f"index {index_name!r} is gone from the server ({error})")
     return SearchRefused(f"index {index_name!r}: {error}")
+
+
+DERIVED = ("vocabulary",)  # what PhotoStore.derived keeps: the words a query can name (clipsearch.understanding)
 
 
 def _returned(pairs: Sequence[Any], fields: Sequence[str]) -> list[Any]:

@@ -16,6 +16,7 @@ August, autumn (fall) September to November, winter December to February; "winte
 from __future__ import annotations
 
 import gzip
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -107,20 +108,29 @@ class Vocabulary:
         return cls(known, runs, years)
 
     @classmethod
-    def of_photos(cls, photos: Iterable[Photo]) -> Vocabulary:
-        """From the index's photos (VOCABULARY_FIELDS read)."""
-        places: set[str] = set()
-        cameras: set[str] = set()
-        first = last = None
-        for photo in photos:
-            places.update(name for name in (photo.city, photo.region, photo.country) if name)
-            if photo.camera:
-                cameras.add(photo.camera)
-            if photo.taken is not None:
-                year = datetime.fromtimestamp(photo.taken, UTC).year
-                if FIRST_DAY.year <= year <= LAST_DAY.year:
-                    first, last = min(first or year, year), max(last or year, year)
-        return cls.of(places, cameras, None if first is None or last is None else (first, last))
+    def of_json(cls, text: str) -> Vocabulary:
+        """From what vocabulary_json made."""
+        held = json.loads(text)
+        years = held["years"]
+        return cls.of(held["places"], held["cameras"], None if years is None else (years[0], years[1]))
+
+
+def vocabulary_json(photos: Iterable[Photo]) -> str:
+    """What an index's photos (VOCABULARY_FIELDS read) can be named by, as JSON: their place names, cameras
+    and first and last years; what the index keeps for every process to read (PhotoStore.derived)."""
+    places: set[str] = set()
+    cameras: set[str] = set()
+    first = last = None
+    for photo in photos:
+        places.update(name for name in (photo.city, photo.region, photo.country) if name)
+        if photo.camera:
+            cameras.add(photo.camera)
+        if photo.taken is not None:
+            year = datetime.fromtimestamp(photo.taken, UTC).year
+            if FIRST_DAY.year <= year <= LAST_DAY.year:
+                first, last = min(first or year, year), max(last or year, year)
+    years = None if first is None or last is None else [first, last]
+    return json.dumps({"places": sorted(places), "cameras": sorted(cameras), "years": years}, ensure_ascii=False)
 
 
 def ordinary_words() -> frozenset[str]:

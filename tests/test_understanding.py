@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from streamlit.testing.v1 import AppTest
 
+from clipsearch import library as library_module
 from clipsearch.filters import FilterConflict, SearchFilter
 from clipsearch.library import Library
 from clipsearch.photos import DAY, PhotoFacts, day_start
@@ -24,6 +25,8 @@ from clipsearch.places import fold_name, places_at
 from clipsearch.query import MAX_QUERY_CHARS
 from clipsearch.results import SearchOptions
 from clipsearch.schema import PhotoRecord
+from clipsearch.sharing import Shared
+from clipsearch.store import PhotoStore
 from clipsearch.understanding import MAX_NAME_WORDS, Span, Vocabulary, understand
 
 ENGINES = ("redisearch", "valkey-search", "cluster")
@@ -388,3 +391,28 @@ def test_a_query_of_filters_alone_lists_the_photos_newest_first(page_over_travel
     conflict.query_params["after"] = "2023-01-01"
     conflict.run()
     assert any("cannot both hold" in error.value for error in conflict.error)
+
+
+def test_the_vocabulary_is_scanned_once_per_index_version_for_every_process(travels, settings, encoder, monkeypatch):
+    """A second process (a CLI run) reads the vocabulary the first kept in the server; a write makes it anew;
+    dropping the index drops it."""
+    library, vectors, _, _ = travels
+    assert library.understand("snow in Turkey", today=TODAY).words == "snow"
+    store = library.store()
+    key = f"{store.schema.name}:vocabulary"
+    assert store.client.exists(key)
+    monkeypatch.setattr(library_module, "_VOCABULARIES", Shared(4))  # as in another process
+
+    def no_scan(*args, **kwargs):
+        pytest.fail("the vocabulary kept for this version is read, not scanned again")
+
+    monkeypatch.setattr(PhotoStore, "scan", no_scan)
+    another = Library(dataclasses.replace(settings, algorithm="FLAT"), text_encoder=lambda: encoder)
+    assert [part.place for part in another.understand("snow in Turkey", today=TODAY).parts] == ["Turkey"]
+    monkeypatch.undo()
+    reykjavik = PhotoFacts(day_start("2024-02-02"), "exif", "", "Apple iPhone 12", 64.1466, -21.9426)
+    store.upsert([PhotoRecord(path="iceland.jpg", vector=vectors[0], name="iceland.jpg", facts=reykjavik)])
+    store.wait_indexed()
+    assert [part.place for part in another.understand("ice in Iceland", today=TODAY).parts] == ["Iceland"]
+    store.drop()
+    assert not store.client.exists(key)
