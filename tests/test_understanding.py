@@ -259,6 +259,19 @@ SEARCHED = [
     ("streets of São Paulo in 2022", "streets of", both(in_place("São Paulo"), days("2022-01-01", "2022-12-31"))),
     ("Kyoto 2021", "", both(in_place("Kyoto"), days("2021-01-01", "2021-12-31"))),
     ("Kyoto shot on iPhone", "", lambda fact, place: fact.camera == "Apple iPhone 12" and place.city == "Kyoto"),
+    ("beach last summer", "beach", days("2026-06-01", "2026-08-31")),
+    ("boats after May 2020", "boats", days("2020-06-01", None)),
+    ("market between 2019 and 2020", "market", days("2019-01-01", "2020-12-31")),
+    ("a tram in Lisbon in the winter of 2022", "a tram", both(in_place("Lisbon"), days("2022-12-01", "2023-02-28"))),
+    ("Kyoto, Japan", "", in_place("Kyoto")),
+    ("night in Ankara, Turkey", "night", both(in_place("Ankara"), in_place("Turkey"))),
+    ("Pixel 7 sunset in France", "sunset", both(in_place("France"), lambda fact, _: fact.camera == "Google Pixel 7")),
+    ("a reading lamp", "a reading lamp", lambda fact, place: True),
+    ("a cat in orange", "a cat in orange", lambda fact, place: True),
+    ("pixel art", "pixel art", lambda fact, place: True),
+    ("a canon on a hill", "a canon on a hill", lambda fact, place: True),
+    ("may flowers", "may flowers", lambda fact, place: True),
+    ("1984 poster", "1984 poster", lambda fact, place: True),
 ]  # fmt: skip
 
 
