@@ -193,6 +193,7 @@ class Part:
         return " or ".join(self.cameras)
 
     def filter(self) -> SearchFilter:
+        """The filter this part says: its place, its days, or any of its cameras."""
         if self.place is not None:
             return SearchFilter(places=(self.place,))
         if self.span is not None:
@@ -269,12 +270,18 @@ def understand(text: str, vocabulary: Vocabulary, today: date) -> Understood:
             or _camera(tokens, at, vocabulary)
             or _place(tokens, at, vocabulary, after_place)
         )
-        if found is None:
+        if found is None or _in_a_term(text, found[0].start):
             at += 1
             continue
         part, at = found
         parts.append(replace(part, words=text[part.start : part.end]))
     return Understood(text, tuple(parts))
+
+
+def _in_a_term(text: str, start: int) -> bool:
+    """Whether the words at `start` are a term of query arithmetic that CLIP must see: a weighted one ("2:Kyoto")
+    or one taken away ("temple - Kyoto")."""
+    return text[:start].rstrip()[-1:] in ("-", ":")
 
 
 # --- places -----------------------------------------------------------------------------------

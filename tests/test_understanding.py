@@ -90,6 +90,8 @@ PHRASINGS: list[tuple[str, str, list[tuple[str, str, object]]]] = [
     ("a nice turkey reading", "a nice turkey reading", []),
     ("may flowers", "may flowers", []),
     ("a canon on a hill", "a canon on a hill", []),
+    ("temple - Kyoto", "temple - Kyoto", []),  # query arithmetic: a term taken away is CLIP's
+    ("2:Kyoto + beach 2021", "2:Kyoto + beach", [("date", "2021", years(2021, 2021))]),
 ]
 
 

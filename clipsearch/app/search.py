@@ -321,6 +321,8 @@ def active_settings(settings: Settings) -> list[Active]:
     """What differs from the defaults, in the order the popovers show it."""
     state = st.session_state
     active = [Active(f"{state.k} results", "k", DEFAULT_RESULTS)] if state.k != DEFAULT_RESULTS else []
+    if state.get("literal"):
+        active.append(Active("words searched as written", "literal", False))
     if not state.fold:
         active.append(Active("near-duplicates shown", "fold", True))
     if state.variety:
