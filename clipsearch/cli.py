@@ -24,7 +24,7 @@ from clipsearch.library import Library
 from clipsearch.loader import LoadOptions, Part
 from clipsearch.photos import BadPhoto, display_path, read_file, taken_iso
 from clipsearch.places import DEFAULT_WITHIN_KM, Near, parse_position
-from clipsearch.results import Cut, Result, SearchOptions, why_nothing
+from clipsearch.results import DEFAULT_RESULTS, Cut, Result, SearchOptions, why_nothing
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
 from clipsearch.store import Hit
@@ -51,7 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument("--image", type=Path, action="append", default=[], help="a photo as a term (repeatable)")
     search.add_argument("--like", metavar="KEY", action="append", default=[], help="an indexed photo as a term")
-    search.add_argument("--k", type=positive_int, default=10, help="how many results (default 10)")
+    search.add_argument(
+        "--k",
+        type=positive_int,
+        default=DEFAULT_RESULTS,
+        help=f"how many results (default {DEFAULT_RESULTS}, as on the page)",
+    )
     search.add_argument("--json", action="store_true", help="print a JSON list of {key, path, score, ...}")
     search.add_argument(
         "--literal",

@@ -18,6 +18,7 @@ from clipsearch.filters import ORDERS, SearchFilter, in_order
 from clipsearch.schema import PHOTO_FIELDS, VECTOR_FIELD
 from clipsearch.store import Hit, PhotoStore
 
+DEFAULT_RESULTS = 12  # what a search shows unless asked for more or fewer: on the page and from the CLI
 MAX_CANDIDATES = 2000  # the most candidates one search reads back (2 KiB of vector each)
 EXTRA_CANDIDATES = 20  # beyond k: enough to see the drop of the scores after the k-th
 VARIETY_POOL = 4  # variety chooses among this many candidates per result wanted
@@ -44,7 +45,7 @@ class Cut:
 class SearchOptions:
     """What a search shows, in the words the page, the URL and the CLI use (docs/development.md)."""
 
-    k: int = 12
+    k: int = DEFAULT_RESULTS
     fold: bool = True  # near-duplicates of a better result go under it, not in the k
     duplicate_similarity: float = 0.95  # what makes a photo a near-duplicate of another
     variety: float = 0.0  # 0: by relevance alone; towards 1, each next result unlike those before it

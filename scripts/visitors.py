@@ -8,6 +8,7 @@ Used by the capacity benchmark (bench_visitors.py) and the tests of what one vis
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from streamlit.proto.BackMsg_pb2 import BackMsg
@@ -34,10 +35,13 @@ class Visitor:
     def __init__(self, url: str, timeout: float = 120) -> None:
         self.timeout = timeout
         self.text_boxes: dict[str, str] = {}
-        self.connection: ClientConnection = connect(
-            url.replace("http", "ws", 1) + "/_stcore/stream",
-            subprotocols=[Subprotocol("streamlit")],
-            max_size=None,
+        self._open = ExitStack()  # the connection is a context (websockets deprecates one used without)
+        self.connection: ClientConnection = self._open.enter_context(
+            connect(
+                url.replace("http", "ws", 1) + "/_stcore/stream",
+                subprotocols=[Subprotocol("streamlit")],
+                max_size=None,
+            )
         )
 
     def run(self, query_string: str = "", page: str = "") -> Run:
@@ -93,4 +97,4 @@ class Visitor:
         self.connection.send(message.SerializeToString())
 
     def close(self) -> None:
-        self.connection.close()
+        self._open.close()

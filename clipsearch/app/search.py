@@ -23,14 +23,13 @@ from clipsearch.overview import per_month
 from clipsearch.photos import FIRST_DAY, LAST_DAY, BadPhoto, display_path
 from clipsearch.places import DEFAULT_WITHIN_KM, MAX_WITHIN_KM, Near, parse_position
 from clipsearch.query import MAX_QUERY_CHARS, BadQuery
-from clipsearch.results import Cut, Result, Results, SearchOptions, why_nothing
+from clipsearch.results import DEFAULT_RESULTS, Cut, Result, Results, SearchOptions, why_nothing
 from clipsearch.schema import PHOTO_FIELDS
 from clipsearch.settings import Settings
 from clipsearch.understanding import Understood
 
 EXAMPLE_PROMPTS = ("cat", "dog on chair", "man jumping", "snowy streets", "woolen hat", "santa claus")
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "heic", "heif", "avif"]
-DEFAULT_RESULTS = 12
 DEFAULT_COLUMNS = 4
 DEFAULT_BELOW_BEST = 0.05
 TUNING = ("k", "fold", "variety", "cut", "min_similarity", "below_best", "order")  # a change starts from page 1
