@@ -567,10 +567,9 @@ def _hits(reply: Sequence[Any], fields: Sequence[str]) -> list[Hit]:
     similarity and `fields`, best first: the servers differ in the order they return, so it is sorted here."""
     hits = []
     for key, pairs in zip(reply[1::2], reply[2::2], strict=True):
-        returned = {os.fsdecode(name): value for name, value in zip(pairs[::2], pairs[1::2], strict=True)}
-        similarity = 1.0 - float(returned[SCORE_ALIAS])
-        photo = Photo.decoded(fields, [returned.get(name) for name in fields]) if fields else Photo()
-        hits.append(Hit(os.fsdecode(key), similarity, photo))
+        distance, *values = _returned(pairs, [SCORE_ALIAS, *fields])
+        photo = Photo.decoded(fields, values) if fields else Photo()
+        hits.append(Hit(os.fsdecode(key), 1.0 - float(distance), photo))
     return sorted(hits, key=lambda hit: hit.score, reverse=True)
 
 
