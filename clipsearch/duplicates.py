@@ -210,6 +210,8 @@ def _through_the_index(
             batch = []
     if batch:
         done += check(batch)
+    if max_neighbours is None:
+        pairs = _both_ways(pairs)
     first, second, similarity = (np.array(column) for column in zip(*pairs, strict=True)) if pairs else ([], [], [])
     return SimilarPairs(
         keys=list(index),
@@ -256,6 +258,15 @@ def check_similarity(similarity: float) -> None:
     """What makes photos near-duplicates must be a cosine similarity above 0 and at most 1."""
     if not 0.0 < similarity <= 1.0:
         raise ValueError(f"the duplicate similarity must be above 0 and at most 1, not {similarity}")
+
+
+def _both_ways(pairs: list[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
+    """Each pair found from either photo, in both directions, once. HNSW is approximate: among many near-copies
+    its graph can leave one that the others' searches do not reach, though its own search finds them."""
+    both = {(first, second): score for first, second, score in pairs}
+    for first, second, score in pairs:
+        both.setdefault((second, first), score)
+    return [(first, second, score) for (first, second), score in both.items()]
 
 
 def _at_least(

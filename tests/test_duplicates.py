@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clipsearch.duplicates import SimilarPairs, connected_labels
+from clipsearch.duplicates import SimilarPairs, _both_ways, connected_labels
 from clipsearch.sharing import Shared
 
 
@@ -69,6 +69,18 @@ def test_groups_at_a_threshold_keep_only_the_pairs_that_reach_it() -> None:
     assert found.groups(1.0) == []
     with pytest.raises(ValueError, match="found at 0.9 or more"):
         found.groups(0.8)
+
+
+@given(st.lists(st.tuples(st.integers(0, 9), st.integers(0, 9), st.floats(0.9, 1.0))))
+def test_a_pair_found_from_one_side_counts_both_ways_once(found: list[tuple[int, int, float]]) -> None:
+    """HNSW can leave a near-copy that the others' searches do not reach: its own search still finds the pair."""
+    found = [(a, b, score) for a, b, score in found if a != b]
+    both = _both_ways(found)
+    directed = [(a, b) for a, b, _ in both]
+    assert len(directed) == len(set(directed)), "each direction once"
+    assert set(directed) == {(a, b) for a, b, _ in found} | {(b, a) for a, b, _ in found}
+    scores = {(a, b): score for a, b, score in both}
+    assert all(scores[(a, b)] in {s for x, y, s in found if {x, y} == {a, b}} for a, b in directed)
 
 
 def test_one_scan_serves_every_caller_that_asks_while_it_runs() -> None:

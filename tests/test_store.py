@@ -506,7 +506,8 @@ def planted_vectors(rng: np.random.Generator) -> np.ndarray:
 def test_similar_pairs_equal_brute_force_on_either_index(
     client, settings: Settings, algorithm: str, monkeypatch
 ) -> None:
-    """FLAT: compared in blocks here (several each way); HNSW: each photo's KNN, asked again while all pass."""
+    """FLAT: compared in blocks here (several each way); HNSW: each photo's KNN, asked again while all pass;
+    a pair counts if found from either side."""
     from clipsearch import duplicates
 
     monkeypatch.setattr(duplicates, "BLOCK", 64)
