@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="search the words as written: no place, date or camera understood from them (docs/searching.md)",
     )
+    search.add_argument(
+        "--no-text",
+        action="store_true",
+        help="search by CLIP alone: the words are not also matched against file and folder names (docs/searching.md)",
+    )
     search.add_argument("--after", metavar="YYYY-MM-DD", help="only photos taken on or after this day")
     search.add_argument("--before", metavar="YYYY-MM-DD", help="only photos taken on or before this day")
     search.add_argument("--folder", metavar="PATH", help="only photos in this folder of the collection (or below it)")
@@ -325,7 +330,8 @@ def search_command(settings: Settings, args: argparse.Namespace) -> int:
     if text is None and not args.image and not args.like:
         results = library.listing(where, options)  # the words were all filters: newest first
     else:
-        results = library.search(_query(library, text, args.image, args.like), options, where=where)
+        vector = _query(library, text, args.image, args.like)
+        results = library.search(vector, options, where=where, text=None if args.no_text else text)
     if args.json:
         parts = [part.as_json() for part in understood.parts] if understood is not None else []
         print(
@@ -339,7 +345,8 @@ def search_command(settings: Settings, args: argparse.Namespace) -> int:
     for rank, result in enumerate(results.shown, 1):
         folded = f"  (+{len(result.near_duplicates)} near-duplicates)" if result.near_duplicates else ""
         score = "     -" if math.isnan(result.hit.score) else f"{result.hit.score:.4f}"
-        print(f"{rank:>3}  {score}  {display_path(result.hit.path)}{folded}")
+        said = f"  [{'; '.join(result.matched)}]" if result.matched else ""
+        print(f"{rank:>3}  {score}  {display_path(result.hit.path)}{folded}{said}")
     if results.hidden:
         print(f"({results.hidden} of the {len(results.scores)} nearest under similarity {results.threshold:.4f})")
     return 0
@@ -411,7 +418,7 @@ def _query(library: Library, text: str | None, images: list[Path], likes: list[s
 def _json_result(result: Result) -> dict[str, object]:
     """A result as JSON, with the near-duplicates folded under it."""
     folded = [{name: _json_row(hit)[name] for name in ("key", "path", "score")} for hit in result.near_duplicates]
-    return _json_row(result.hit) | {"near_duplicates": folded}
+    return _json_row(result.hit) | {"near_duplicates": folded, "matched": list(result.matched)}
 
 
 def _json_row(hit: Hit) -> dict[str, object]:

@@ -10,6 +10,7 @@ from typing import Protocol, TypeVar
 from clipsearch.photos import DAY, day_start, taken_iso
 from clipsearch.places import Near, fold_name
 from clipsearch.schema import Photo, tag_value
+from clipsearch.words import any_clause, every_clause
 
 ORDERS = ("relevance", "newest", "oldest")
 
@@ -18,7 +19,9 @@ ORDERS = ("relevance", "newest", "oldest")
 class SearchFilter:
     """Which photos a search may return: taken in [after, before) (PhotoFacts time), in a folder (and its
     subfolders), by one of some cameras, in every one of some places (a city, region or country: "Kyoto" and
-    "Japan"), within a radius of a position. Every user-given value is escaped into the query."""
+    "Japan"), within a radius of a position, with words in its file or folder names (every one of them, or
+    with `any_word` one of them; words as clipsearch.words makes them). Every user-given value is escaped
+    into the query."""
 
     after: float | None = None
     before: float | None = None
@@ -26,6 +29,8 @@ class SearchFilter:
     cameras: tuple[str, ...] = ()
     places: tuple[str, ...] = ()
     near: Near | None = None
+    words: tuple[str, ...] = ()
+    any_word: bool = False
 
     @classmethod
     def of_days(
@@ -63,6 +68,8 @@ class SearchFilter:
             raise FilterConflict(f"a photo is not both in folder {self.folder} and in folder {other.folder}")
         if self.near is not None and other.near is not None and self.near != other.near:
             raise FilterConflict("two radii: set one")
+        if self.words and other.words and (self.words, self.any_word) != (other.words, other.any_word):
+            raise FilterConflict("two sets of words: set one")
         return SearchFilter(
             after=after,
             before=before,
@@ -70,6 +77,8 @@ class SearchFilter:
             cameras=cameras,
             places=tuple(dict.fromkeys((*self.places, *other.places))),
             near=self.near or other.near,
+            words=self.words or other.words,
+            any_word=self.any_word if self.words else other.any_word,
         )
 
     def _days(self) -> str:
@@ -97,6 +106,8 @@ class SearchFilter:
         parts.extend(f"in {place}" for place in self.places)
         if self.near is not None:
             parts.append(self.near.describe())
+        if self.words:
+            parts.append(f"named with {'any' if self.any_word else 'all'} of the words {' '.join(self.words)}")
         return ", ".join(parts)
 
     def admits(self, photo: Photo) -> bool:
@@ -121,6 +132,8 @@ class SearchFilter:
         for place in self.places:
             if tag := tag_value(fold_name(place)):
                 clauses.append(f"@places:{{{escape_tag(tag)}}}")  # every one of them
+        if self.words:
+            clauses.append(any_clause(self.words) if self.any_word else every_clause(self.words))
         return f"({' '.join(clauses)})" if clauses else "*"
 
 

@@ -34,6 +34,7 @@ from clipsearch.settings import Settings
 from clipsearch.sharing import Shared
 from clipsearch.store import Hit, PhotoStore
 from clipsearch.understanding import VOCABULARY_FIELDS, Understood, Vocabulary, understand, vocabulary_json
+from clipsearch.words import query_words
 
 KEPT_VOCABULARIES = 4  # of a few indexes, or versions of one: each a scan of the index
 # The vocabulary of each index version, for every Library of the process (a page's visitors).
@@ -275,10 +276,14 @@ class Library:
         options: SearchOptions,
         where: SearchFilter | None = None,
         fields: Sequence[str] = PHOTO_FIELDS,
+        text: str | None = None,
     ) -> Results:
         """The results of a query vector: near-duplicates folded, variety, the cut, the order (results.find). The
-        index is always the one checked against this model: a vector of another model is never compared."""
-        return find(self.store(), vector, options, where=where, fields=fields)
+        index is always the one checked against this model: a vector of another model is never compared.
+        `text`: the words searched (those left for CLIP), also matched against the photos' file and folder
+        names, one ranking with CLIP's (clipsearch.words); None searches by CLIP alone."""
+        words = query_words(text) if text is not None else ()
+        return find(self.store(), vector, options, where=where, fields=fields, words=words)
 
     def listing(self, where: SearchFilter, options: SearchOptions, fields: Sequence[str] = PHOTO_FIELDS) -> Results:
         """The photos that a query of filters alone lets through ("Kyoto 2021"), newest first, no similarity."""

@@ -63,6 +63,7 @@ class Param:
 PARAMS: dict[str, Param] = {
     "q": Param("text", max_chars=MAX_QUERY_CHARS),  # the words searched for
     "literal": Param("choice", choices=TOGGLE),  # the words searched as written: no place, date or camera read
+    "text": Param("choice", choices=TOGGLE),  # the words also matched against file and folder names
     "as_written": Param("text", max_chars=MAX_QUERY_CHARS),  # words understood, given back to CLIP (by line)
     "also": Param("text", max_chars=MAX_QUERY_CHARS),  # words added to a photo
     "like": Param("text", max_chars=MAX_NAME_CHARS),  # "More like this": a photo's key

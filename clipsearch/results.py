@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -17,6 +17,7 @@ from clipsearch.duplicates import check_similarity
 from clipsearch.filters import ORDERS, SearchFilter, in_order
 from clipsearch.schema import PHOTO_FIELDS, VECTOR_FIELD
 from clipsearch.store import Hit, PhotoStore
+from clipsearch.words import TEXT_FIELDS, carried, fuse, matched
 
 DEFAULT_RESULTS = 12  # what a search shows unless asked for more or fewer: on the page and from the CLI
 MAX_CANDIDATES = 2000  # the most candidates one search reads back (2 KiB of vector each)
@@ -71,6 +72,7 @@ class SearchOptions:
 class Result:
     hit: Hit
     near_duplicates: tuple[Hit, ...] = ()  # folded under it, best first
+    matched: tuple[str, ...] = ()  # what of it a query's words matched as text: "name: kyoto"
 
 
 @dataclass(frozen=True)
@@ -102,10 +104,12 @@ def find(
     options: SearchOptions,
     where: SearchFilter | None = None,
     fields: Sequence[str] = PHOTO_FIELDS,
+    words: Sequence[str] = (),
 ) -> Results:
     """The results of one query vector as `options` say, with `fields` read for every result (and the path
     and name of the photos folded under them). Asks the index for more candidates, up to MAX_CANDIDATES, until
-    folding leaves k results."""
+    folding leaves k results. With `words` (clipsearch.words.query_words), the photos whose names carry them
+    are ranked with CLIP's results by one fused ranking (with_words)."""
     with_vectors = options.fold or options.variety > 0
     near = where is not None and where.near is not None
     # What each candidate's KNN reply carries: its vector (folding, variety), its position (the circle), its
@@ -127,6 +131,8 @@ def find(
         # As many more as folding needs, going by how much it folded so far (at least twice as many).
         pool = min(MAX_CANDIDATES, max(2 * pool, math.ceil(1.5 * pool * (options.k + 1) / max(len(groups), 1))))
     chosen = mmr(groups, np.asarray(vector, dtype=np.float32), options.k, options.variety) if with_vectors else groups
+    if words:
+        chosen = with_words(store, vector, words, where, chosen[: options.k], threshold, read, options.k)
     shown = {result.hit.key: result for result in _with_fields(store, chosen[: options.k], fields)}
     return Results(
         shown=[shown[hit.key] for hit in in_order([result.hit for result in shown.values()], options.order)],
@@ -135,6 +141,48 @@ def find(
         more=len(groups) > options.k or not exhausted,
         times=[hit.photo.taken for hit in admitted if hit.photo.taken is not None],
     )
+
+
+def with_words(
+    store: PhotoStore,
+    vector: np.ndarray,
+    words: Sequence[str],
+    where: SearchFilter | None,
+    ranked: Sequence[Result],
+    threshold: float | None,
+    read: Sequence[str],
+    k: int,
+) -> list[Result]:
+    """CLIP's results (`ranked`, best first) fused with the photos whose file or folder names carry the words
+    (clipsearch.words.fuse): the k nearest of those with every word and of those with any, asked in one round
+    trip, ranked by the words they carry, then by similarity. A match that CLIP's results folded under one of
+    them as a near-duplicate is shown on its own (it is the photo named so); a match under the cut or outside
+    the filter is not shown."""
+    base = where or SearchFilter()
+    wheres = [replace(base, words=tuple(words)), replace(base, words=tuple(words), any_word=True)]
+    every, anyone = store.nearest_among(vector, wheres, k, [*read, *TEXT_FIELDS])
+    matches: dict[str, Hit] = {}
+    for hit in [*every, *anyone]:
+        if (threshold is None or hit.score >= threshold) and base.admits(hit.photo):
+            matches.setdefault(hit.key, hit)
+    results: dict[str, Result] = {}  # CLIP's, by key, best first; a match folded under one is taken out
+    for result in ranked:
+        folded = tuple(hit for hit in result.near_duplicates if hit.key not in matches)
+        results.setdefault(result.hit.key, replace(result, near_duplicates=folded))
+    text = [(key, hit.score, carried(words, _text_of(hit))) for key, hit in matches.items()]
+    fused = fuse([(key, result.hit.score) for key, result in results.items()], text, limit=k)
+    shown = []
+    for place in fused:
+        match = matches.get(place.key)
+        said = matched(words, dict(zip(TEXT_FIELDS, _text_of(match), strict=True))) if match is not None else ()
+        result = results.get(place.key) or Result(matches[place.key])
+        shown.append(replace(result, matched=said))
+    return shown
+
+
+def _text_of(hit: Hit) -> list[str | None]:
+    """The text fields a hit's reply carried, in TEXT_FIELDS' order."""
+    return [getattr(hit.photo, name) for name in TEXT_FIELDS]
 
 
 def listing(
@@ -223,4 +271,4 @@ def _with_fields(store: PhotoStore, results: Sequence[Result], fields: Sequence[
         row = rows[hit.key]
         return Hit(hit.key, hit.score, hit.photo.merged(row) if row else hit.photo)
 
-    return [Result(filled(result.hit), result.near_duplicates) for result in results]
+    return [replace(result, hit=filled(result.hit)) for result in results]

@@ -13,17 +13,18 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 import numpy as np
-from valkey.commands.search.field import Field, NumericField, TagField, VectorField
+from valkey.commands.search.field import Field, NumericField, TagField, TextField, VectorField
 
 from clipsearch.errors import IndexMismatch
 from clipsearch.identity import ModelIdentity
 from clipsearch.photos import PhotoFacts, folders_of
 from clipsearch.places import Place, fold_name, places_at
 from clipsearch.settings import Settings
+from clipsearch.words import folder_words, name_words
 
 # The layout of keys and hash fields. Each step of the ladder (clipsearch.store.UPGRADES) brings an index one
 # version up in place; an index newer than this, or older than the ladder reaches, is refused.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 TAG_SEPARATOR = "|"
 # CLIPSEARCH_ALGORITHM=auto: exact FLAT search up to this many photos, HNSW above (docs/indexing.md says why);
 # back to FLAT only below 80 % of it, so that a collection around the limit does not switch back and forth.
@@ -43,7 +44,7 @@ class FieldSpec:
 
     name: str
     decode: Callable[[bytes], Any]
-    indexed: Literal["vector", "numeric", "tag"] | None = None
+    indexed: Literal["vector", "numeric", "tag", "text"] | None = None
     since: int = 1  # the schema version that added it
 
 
@@ -76,6 +77,8 @@ FIELDS: dict[str, FieldSpec] = {
         FieldSpec("region", bytes.decode, since=3),
         FieldSpec("country", bytes.decode, since=3),
         FieldSpec("places", bytes.decode, "tag", since=3),  # city, region and country, folded (places.fold_name)
+        FieldSpec("name_words", bytes.decode, "text", since=4),  # the file name's words (clipsearch.words)
+        FieldSpec("folder_words", bytes.decode, "text", since=4),  # the words of the folders it is in
     )
 }
 VECTOR_FIELD = "vector"
@@ -115,6 +118,8 @@ class Photo:
     region: str | None = None
     country: str | None = None
     places: str | None = None
+    name_words: str | None = None
+    folder_words: str | None = None
 
     @property
     def place(self) -> Place | None:
@@ -218,6 +223,8 @@ class IndexSchema:
                 made.append(NumericField(spec.name))
             elif spec.indexed == "tag":
                 made.append(TagField(spec.name, separator=TAG_SEPARATOR))
+            elif spec.indexed == "text":  # words made by clipsearch.words: no stemming, no stop words
+                made.append(TextField(spec.name, no_stem=True))
         return made
 
     def meta(self) -> dict[str, str]:
@@ -279,7 +286,8 @@ class PhotoRecord:
         }
         if self.thumbnail is not None:
             mapping["thumbnail"] = self.thumbnail
-        return mapping | fact_mapping(self.path, self.source, self.facts)
+        name = self.name or os.path.basename(self.path)
+        return mapping | fact_mapping(self.path, self.source, self.facts) | word_mapping(self.path, name, self.source)
 
 
 def fact_mapping(path: str, source: str, facts: PhotoFacts | None) -> HashMapping:
@@ -301,6 +309,11 @@ def fact_mapping(path: str, source: str, facts: PhotoFacts | None) -> HashMappin
     unknown = mapping.keys() - FIELDS.keys()
     assert not unknown, f"fields missing from FIELDS: {unknown}"
     return mapping
+
+
+def word_mapping(path: str, name: str, source: str) -> HashMapping:
+    """The hash fields of the words of a photo's file name and folders (a downloaded photo is in none)."""
+    return {"name_words": name_words(name), "folder_words": folder_words(path) if source == "file" else ""}
 
 
 def place_mapping(place: Place | None) -> HashMapping:

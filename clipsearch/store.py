@@ -55,6 +55,7 @@ from clipsearch.schema import (
     fitting_algorithm,
     meta_key,
     place_mapping,
+    word_mapping,
 )
 
 SCORE_ALIAS = "score"
@@ -169,7 +170,8 @@ class PhotoStore:
     def _create_index(self, schema: IndexSchema) -> None:
         definition = IndexDefinition(prefix=[schema.prefix], index_type=IndexType.HASH)
         try:
-            self.client.ft(schema.search_index).create_index(schema.fields(), definition=definition)
+            # No stop words: a query's words are chosen by clipsearch.words, the same on both engines.
+            self.client.ft(schema.search_index).create_index(schema.fields(), definition=definition, stopwords=[])
         except valkey.ResponseError as error:
             # Another process won the race: RediSearch says "Index already exists", valkey-search
             # "Index NAME in database 0 already exists".
@@ -220,6 +222,19 @@ class PhotoStore:
             for (key, _), place in zip(located, places_at([position for _, position in located]), strict=True):
                 if place is not None:
                     pipe.hset(key, mapping=place_mapping(place))
+            pipe.execute()
+            upgraded += len(batch)
+        return upgraded
+
+    def _add_words(self, facts_of: Callable[[str, str], PhotoFacts | None]) -> int:
+        """Version 3 to 4: every photo gains the words of its file name and of its folders, made from the path
+        and name stored: no file is read again. The search index is made again with them as TEXT fields."""
+        upgraded = 0
+        for batch in batched(self.scan(("path", "name", "source"))):
+            pipe = self.client.pipeline(transaction=False)
+            for key, photo in batch:
+                path = photo.path or ""
+                pipe.hset(key, mapping=word_mapping(path, photo.name or "", photo.source or "file"))
             pipe.execute()
             upgraded += len(batch)
         return upgraded
@@ -430,6 +445,18 @@ class PhotoStore:
         found = self._on_the_current_index(lambda: self._nearest_each(vectors, k, ef_runtime, where, ()))
         return [[(hit.key, hit.score) for hit in hits] for hits in found]
 
+    def nearest_among(
+        self, vector: np.ndarray, wheres: Sequence[SearchFilter], k: int, fields: Sequence[str] = PHOTO_FIELDS
+    ) -> list[list[Hit]]:
+        """The k nearest photos that each filter lets through, best first, with `fields`: one pipelined round
+        trip of a KNN query per filter (the text matches of a hybrid search)."""
+        check_fields(fields)
+        if k <= 0:
+            return [[] for _ in wheres]
+        return self._on_the_current_index(
+            lambda: self._searches([(vector, where) for where in wheres], k, None, list(fields))
+        )
+
     def _nearest_each(
         self,
         vectors: Sequence[np.ndarray],
@@ -439,8 +466,18 @@ class PhotoStore:
         fields: Sequence[str],
     ) -> list[list[Hit]]:
         """Each vector's KNN query, the photos' `fields` returned with their scores (no second round trip)."""
+        return self._searches([(vector, where) for vector in vectors], k, ef_runtime, fields)
+
+    def _searches(
+        self,
+        queries: Sequence[tuple[np.ndarray, SearchFilter | None]],
+        k: int,
+        ef_runtime: int | None,
+        fields: Sequence[str],
+    ) -> list[list[Hit]]:
+        """KNN queries of (vector, filter) in one pipelined round trip, each with the photos' `fields`."""
         pipe = self._search_node().pipeline(transaction=False)
-        for vector in vectors:
+        for vector, where in queries:
             pipe.execute_command("FT.SEARCH", *self._knn(vector, k, ef_runtime, where, fields))
         try:
             replies = pipe.execute()
@@ -633,8 +670,10 @@ def _check_compatible(wanted: IndexSchema, stored: IndexSchema, writer: bool) ->
 UPGRADES: dict[int, Callable[[PhotoStore, Callable[[str, str], PhotoFacts | None]], int]] = {
     1: PhotoStore._add_facts,
     2: PhotoStore._add_places,
+    3: PhotoStore._add_words,
 }
 WHAT_UPGRADES_ADD = {
     1: "the dates, folders and cameras that filters need",
     2: "the places of photos with a GPS position",
+    3: "the words of file and folder names that a search matches",
 }

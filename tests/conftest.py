@@ -352,13 +352,36 @@ def downgrade_to_version_2() -> Callable[..., None]:
 
         client.execute_command("FT.DROPINDEX", store.schema.search_index)
         for key, _ in store.scan(("path",)):
-            client.hdel(key, *(name for name, spec in FIELDS.items() if spec.since == 3))
+            client.hdel(key, *(name for name, spec in FIELDS.items() if spec.since >= 3))
         client.hset(store.schema.meta_key, "schema_version", "2")
         definition = IndexDefinition(prefix=[store.schema.prefix], index_type=IndexType.HASH)
-        version_2 = [field for field in store.schema.fields() if field.name not in ("latitude", "longitude", "places")]
+        later = {"latitude", "longitude"} | {name for name, spec in FIELDS.items() if spec.since >= 3}
+        version_2 = [field for field in store.schema.fields() if field.name not in later]
         client.ft(store.schema.search_index).create_index(version_2, definition=definition)
 
     return downgrade_to_version_2
+
+
+@pytest.fixture(scope="session")
+def downgrade_to_version_3() -> Callable[..., None]:
+    from clipsearch.schema import FIELDS
+    from clipsearch.store import PhotoStore
+
+    def downgrade_to_version_3(client, store: PhotoStore) -> None:
+        """Make an index look as the previous clipsearch left it: no words of names, version 3, and a search
+        index without them."""
+        from valkey.commands.search.indexDefinition import IndexDefinition, IndexType
+
+        client.execute_command("FT.DROPINDEX", store.schema.search_index)
+        later = [name for name, spec in FIELDS.items() if spec.since >= 4]
+        for key, _ in store.scan(("path",)):
+            client.hdel(key, *later)
+        client.hset(store.schema.meta_key, "schema_version", "3")
+        definition = IndexDefinition(prefix=[store.schema.prefix], index_type=IndexType.HASH)
+        version_3 = [field for field in store.schema.fields() if field.name not in later]
+        client.ft(store.schema.search_index).create_index(version_3, definition=definition)
+
+    return downgrade_to_version_3
 
 
 @pytest.fixture(scope="session")
@@ -527,14 +550,14 @@ def planted_duplicates(photo_folder: Path) -> dict[str, list[str]]:
 
 @pytest.fixture
 def search_equals_brute_force(run_cli, encoder) -> Callable[..., None]:
-    """Checks `search TEXT --json` against brute force over every vector of the index (`rows`: key to a
-    Photo with its vector and path): the same 10 keys in order, the same scores."""
+    """Checks `search TEXT --json --no-text` (CLIP alone) against brute force over every vector of the index
+    (`rows`: key to a Photo with its vector and path): the same 10 keys in order, the same scores."""
 
     def check(env: dict[str, str], rows: dict, texts: tuple[str, ...] = ("a photo of a cat", "snowy streets")) -> None:
         keys = list(rows)
         matrix = np.stack([rows[key].vector for key in keys])
         for text in texts:
-            found = json.loads(run_cli(env, "search", text, "--k", "10", "--json", "--no-fold").stdout)
+            found = json.loads(run_cli(env, "search", text, "--k", "10", "--json", "--no-fold", "--no-text").stdout)
             scores = matrix @ encoder.encode_text([text])[0]
             best = np.argsort(-scores)[:10]
             assert [hit["key"] for hit in found] == [keys[i] for i in best]

@@ -178,6 +178,8 @@ def test_search_json_equals_brute_force_and_own_vectors_come_first(
     rows = {key: row for key, row in store.scan(("path", "vector", "content_hash"))}
     assert len(rows) == len(list(sample_photos.glob("*.jpg")))
     search_equals_brute_force(sample_index, rows)
+    named = json.loads(run_cli(sample_index, "search", "a photo of a cat", "--json", "--no-fold").stdout)
+    assert named[0]["path"] == "farm-animals-cat.jpg" and named[0]["matched"] == ["name: cat"]  # its name's word
 
     for key in rows:
         first = store.nearest(rows[key].vector, k=1)[0]

@@ -187,6 +187,8 @@ def test_the_schema_table_drives_reading_and_the_search_index() -> None:
         "latitude": "NumericField",
         "longitude": "NumericField",
         "places": "TagField",
+        "name_words": "TextField",
+        "folder_words": "TextField",
     }
     key = schema.key_for("a/b.jpg")
     assert schema.is_photo_key(key) and not schema.is_photo_key("idx:meta") and key == schema.key_for("a/b.jpg")
@@ -197,6 +199,7 @@ def test_a_record_writes_only_fields_of_the_table() -> None:
     mapping = PhotoRecord("2021/japan/x.jpg", np.ones(4), facts=facts).to_mapping(4)
     assert mapping.keys() <= FIELDS.keys()
     assert mapping["folders"] == "2021|2021/japan" and mapping["camera_tag"] == "canon / r6"
+    assert mapping["name_words"] == "x" and mapping["folder_words"] == "2021 japan"
     assert "places" not in mapping and mapping["latitude"] == "1.5"  # in the Gulf of Guinea: no place near
     in_kyoto = dataclasses.replace(facts, latitude=35.0116, longitude=135.7681)
     mapping = PhotoRecord("x.jpg", np.ones(4), facts=in_kyoto).to_mapping(4)

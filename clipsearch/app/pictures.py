@@ -140,6 +140,8 @@ def gallery_tile(rank: int, result: Result, library: Library) -> None:
     hit = result.hit
     # Captions are Markdown: a file name must not become a link or an image.
     caption = f"#{rank}{how_similar(hit)} · {escape_markdown(display_path(hit.photo.name or hit.path))}"
+    if result.matched:  # what of it the words matched as text: why it rose
+        caption += " · " + escape_markdown("; ".join(result.matched))
     captioned_picture(hit, library, caption, "stretch")
     actions = [LIKE, OPEN]
     if folded := result.near_duplicates:

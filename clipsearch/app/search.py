@@ -126,7 +126,7 @@ def view(settings: Settings, library: Library) -> None:
             f"Photos {escape_markdown(where.describe())}, {'oldest' if options.order == 'oldest' else 'newest'} first"
         )
     else:
-        results = library.search(vector, options, where=where, fields=fields)
+        results = library.search(vector, options, where=where, fields=fields, text=matched_text(understood))
     folded = sum(len(result.near_duplicates) for result in results.shown)
     st.markdown(
         f"{heading} · {len(results.shown)} results"
@@ -163,6 +163,15 @@ def understood_words(library: Library) -> Understood | None:
         return library.understand(state.q.strip()).without(state.as_written)
     except IndexMissing:
         return None  # (the search says so)
+
+
+def matched_text(understood: Understood | None) -> str | None:
+    """The words also matched against file and folder names: those searched with CLIP, when words are searched
+    and the Match names toggle is on (a photo's search is by CLIP alone)."""
+    state = st.session_state
+    if state.mode != "Words" or state.like or not state.get("text", True):
+        return None
+    return understood.words if understood is not None else state.q.strip()
 
 
 def where_and_when(located: list[tuple[int, Result]], shown: int, times: list[float]) -> None:
@@ -286,6 +295,14 @@ def filter_controls(library: Library) -> None:
         '2021" searches "temple" among the Kyoto photos of 2021), each shown as a chip that gives its words '
         "back when removed. On: every word goes to CLIP.",
     )
+    st.toggle(
+        "Match names",
+        True,
+        key="text",
+        bind="query-params",
+        help="On: the words are also matched against the photos' file and folder names, and a photo named with "
+        "them rises among CLIP's results (each says what matched). Off: CLIP alone.",
+    )
     # The days a link takes (clipsearch.photos.FIRST_DAY, LAST_DAY): Streamlit's default bounds, today ± 10 years,
     # would drop an older photo's date from the box and the URL.
     st.date_input("Taken on or after", None, FIRST_DAY, LAST_DAY, key="after", bind="query-params", format="YYYY-MM-DD")
@@ -322,6 +339,8 @@ def active_settings(settings: Settings) -> list[Active]:
     active = [Active(f"{state.k} results", "k", DEFAULT_RESULTS)] if state.k != DEFAULT_RESULTS else []
     if state.get("literal"):
         active.append(Active("words searched as written", "literal", False))
+    if not state.get("text", True):
+        active.append(Active("names not matched", "text", True))
     if not state.fold:
         active.append(Active("near-duplicates shown", "fold", True))
     if state.variety:
