@@ -164,6 +164,13 @@ def add_index_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="CSV URLs may name this machine or private and link-local addresses",
     )
+    parser.add_argument(
+        "--read-text",
+        action="store_true",
+        default=None,
+        help="read the words written in each photo (OCR), also of photos indexed before; several times slower "
+        "(default: CLIPSEARCH_READ_TEXT)",
+    )
     defaults = LoadOptions()
     numbers = {
         "thumbnail_size": "long side of thumbnails in pixels",
@@ -268,6 +275,7 @@ def index_command(settings: Settings, args: argparse.Namespace) -> int:
         allow_any_path=args.allow_any_path,
         allow_private_hosts=args.allow_private_hosts,
         part=args.part,
+        read_text=settings.read_text if args.read_text is None else args.read_text,
     )
     library = Library(settings)
     part = f" (part {args.part})" if args.part else ""

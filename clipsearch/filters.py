@@ -10,7 +10,7 @@ from typing import Protocol, TypeVar
 from clipsearch.photos import DAY, day_start, taken_iso
 from clipsearch.places import Near, fold_name
 from clipsearch.schema import Photo, tag_value
-from clipsearch.words import any_clause, every_clause
+from clipsearch.words import any_clause, every_clause, phrase_clause
 
 ORDERS = ("relevance", "newest", "oldest")
 
@@ -20,8 +20,8 @@ class SearchFilter:
     """Which photos a search may return: taken in [after, before) (PhotoFacts time), in a folder (and its
     subfolders), by one of some cameras, in every one of some places (a city, region or country: "Kyoto" and
     "Japan"), within a radius of a position, with words in its file or folder names (every one of them, or
-    with `any_word` one of them; words as clipsearch.words makes them). Every user-given value is escaped
-    into the query."""
+    with `any_word` one of them; words as clipsearch.words makes them), with each of some phrases written in
+    it or its names (clipsearch.words.quoted). Every user-given value is escaped into the query."""
 
     after: float | None = None
     before: float | None = None
@@ -31,6 +31,7 @@ class SearchFilter:
     near: Near | None = None
     words: tuple[str, ...] = ()
     any_word: bool = False
+    phrases: tuple[tuple[str, ...], ...] = ()
 
     @classmethod
     def of_days(
@@ -79,6 +80,7 @@ class SearchFilter:
             near=self.near or other.near,
             words=self.words or other.words,
             any_word=self.any_word if self.words else other.any_word,
+            phrases=tuple(dict.fromkeys((*self.phrases, *other.phrases))),
         )
 
     def _days(self) -> str:
@@ -108,6 +110,7 @@ class SearchFilter:
             parts.append(self.near.describe())
         if self.words:
             parts.append(f"named with {'any' if self.any_word else 'all'} of the words {' '.join(self.words)}")
+        parts.extend(f'with "{" ".join(phrase)}" written in it or its name' for phrase in self.phrases)
         return ", ".join(parts)
 
     def admits(self, photo: Photo) -> bool:
@@ -134,6 +137,7 @@ class SearchFilter:
                 clauses.append(f"@places:{{{escape_tag(tag)}}}")  # every one of them
         if self.words:
             clauses.append(any_clause(self.words) if self.any_word else every_clause(self.words))
+        clauses.extend(phrase_clause(phrase) for phrase in self.phrases)
         return f"({' '.join(clauses)})" if clauses else "*"
 
 

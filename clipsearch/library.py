@@ -34,7 +34,7 @@ from clipsearch.settings import Settings
 from clipsearch.sharing import Shared
 from clipsearch.store import Hit, PhotoStore
 from clipsearch.understanding import VOCABULARY_FIELDS, Understood, Vocabulary, understand, vocabulary_json
-from clipsearch.words import query_words
+from clipsearch.words import query_words, quoted
 
 KEPT_VOCABULARIES = 4  # of a few indexes, or versions of one: each a scan of the index
 # The vocabulary of each index version, for every Library of the process (a page's visitors).
@@ -280,9 +280,12 @@ class Library:
     ) -> Results:
         """The results of a query vector: near-duplicates folded, variety, the cut, the order (results.find). The
         index is always the one checked against this model: a vector of another model is never compared.
-        `text`: the words searched (those left for CLIP), also matched against the photos' file and folder
-        names, one ranking with CLIP's (clipsearch.words); None searches by CLIP alone."""
+        `text`: the words searched (those left for CLIP), also matched against the words written in the photos
+        and their file and folder names, one ranking with CLIP's; words in double quotes must be written there
+        (clipsearch.words). None searches by CLIP alone."""
         words = query_words(text) if text is not None else ()
+        if text is not None and (phrases := quoted(text)):
+            where = (where or SearchFilter()).narrowed(SearchFilter(phrases=phrases))
         return find(self.store(), vector, options, where=where, fields=fields, words=words)
 
     def listing(self, where: SearchFilter, options: SearchOptions, fields: Sequence[str] = PHOTO_FIELDS) -> Results:

@@ -47,6 +47,7 @@ from clipsearch.photos import (
     read_file,
     walk_photos,
 )
+from clipsearch.reading import READ_SIDE, READER, TextReader
 from clipsearch.schema import SCHEMA_VERSION, VECTOR_FIELD, PhotoRecord
 from clipsearch.store import PhotoStore
 
@@ -107,6 +108,7 @@ class LoadOptions:
     download_deadline: float = 120.0  # for a whole download, so a slow-drip server cannot hold a worker
     download_retries: int = 3
     part: Part | None = None  # only this part of the photos: one of several loaders of one index
+    read_text: bool = False  # read the words written in each photo (clipsearch.reading), also of those indexed
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_pixels", "max_bytes", "workers", "download_retries"):
@@ -142,6 +144,7 @@ class Known:
     size: int
     mtime: float
     content_hash: str
+    text_read: str = ""  # what read its text; "" for not read
 
 
 @dataclass
@@ -153,6 +156,8 @@ class LoadReport:
     pruned: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)  # files of other types, by suffix
+    read: int = 0  # photos whose text was read (new ones, and indexed ones read for the first time)
+    with_text: int = 0  # of those read, the photos with words written in them
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -162,6 +167,8 @@ class LoadReport:
             f"indexed {self.indexed}{reused}, unchanged {self.unchanged}, failed {len(self.failed)}, "
             f"pruned {self.pruned} in {self.seconds:.1f} s{rate}"
         ]
+        if self.read:
+            lines.append(f"  read the text of {self.read} photos: {self.with_text} with words in them")
         if self.skipped:
             by_count = sorted(self.skipped.items(), key=lambda item: (-item[1], item[0]))
             counts = ", ".join(f"{count} {suffix}" for suffix, count in by_count)
@@ -189,6 +196,7 @@ class _Prepared:
     thumbnail: bytes | None = None
     facts: PhotoFacts | None = None
     same_as: str | None = None  # the key of a stored photo with the same content
+    text: str | None = None  # the words written in it; None: not read
 
 
 class PhotoLoader:
@@ -210,6 +218,7 @@ class PhotoLoader:
         self.options = options or LoadOptions()
         self.on_progress = on_progress
         self.show_bar = show_bar
+        self.reader = TextReader(self.options.workers) if self.options.read_text else None
 
     def index_folder(self, root: Path) -> LoadReport:
         root = Path(root)
@@ -283,6 +292,9 @@ class PhotoLoader:
         todo, report.unchanged = _plan(sources, known)
         if todo:
             self._encode_all(todo, report)
+        if self.reader is not None:  # indexed before text was read, or by another reader: read, not encoded
+            unread = [(source, entry) for source in sources if (entry := known.get(source.path)) is not None]
+            self._read_all([(source, entry) for source, entry in unread if entry.text_read != READER], report)
         if gone is not None:  # after the writes: a moved photo's new document copies the old one first
             report.pruned = self.store.delete(entry.key for path, entry in known.items() if gone(path))
         report.seconds = time.monotonic() - started
@@ -306,6 +318,35 @@ class PhotoLoader:
                 if self.on_progress:
                     self.on_progress(done, len(todo))
 
+    def _read_all(self, todo: list[tuple[Source, Known]], report: LoadReport) -> None:
+        """The text of indexed photos, read from their files (or URLs) in worker threads and stored with what
+        read it, one photo at a time: a run killed part way leaves the others to the next run."""
+        if not todo:
+            return
+        with (
+            ThreadPoolExecutor(self.options.workers) as pool,
+            tqdm(total=len(todo), unit="photo", desc="reading text", disable=not self.show_bar) as bar,
+        ):
+            futures = [pool.submit(self._read, source) for source, _ in todo]
+            for (source, entry), future in zip(todo, futures, strict=True):
+                try:
+                    text = future.result()
+                except BadPhoto as error:
+                    report.failed.append((source.path, f"reading its text: {error}"))
+                else:
+                    self.store.touch(entry.key, text=text, text_read=READER)
+                    report.read += 1
+                    report.with_text += bool(text)
+                bar.update(1)
+                if self.on_progress:
+                    self.on_progress(bar.n, len(todo))
+
+    def _read(self, source: Source) -> str:
+        """The words written in one photo, from its file (or URL)."""
+        assert self.reader is not None
+        image, _ = decode_photo_scaled(source.read(), self.options.max_pixels, at_least=READ_SIDE)
+        return self.reader.read(image)
+
     def _submit(self, pool: ThreadPoolExecutor, batch: list[tuple[Source, Known | None]]) -> list[Future[_Prepared]]:
         return [pool.submit(self._prepare, source, known) for source, known in batch]
 
@@ -321,10 +362,14 @@ class PhotoLoader:
             if item.content_hash in self._by_content:
                 item.same_as = self._by_content[item.content_hash]  # moved, renamed or copied
                 return item
-            # Decoded at twice the model's input side (or the thumbnail's, if larger), not at full size.
+            # Decoded at twice the model's input side (or the thumbnail's, or the reading's, if larger), not at
+            # full size.
             side = max(DECODE_MARGIN * self.encoder.input_side, self.options.thumbnail_size or 0)
+            side = max(side, READ_SIDE) if self.reader is not None else side
             image, (item.width, item.height) = decode_photo_scaled(data, self.options.max_pixels, at_least=side)
             item.pixels = self.encoder.preprocess_image(image)
+            if self.reader is not None:
+                item.text = self.reader.read(image)
             if self.options.thumbnail_size:
                 item.thumbnail = make_thumbnail(image, self.options.thumbnail_size)
         except BadPhoto as error:
@@ -359,22 +404,35 @@ class PhotoLoader:
             return
         vectors = self.encoder.encode_pixels([pixels for _, pixels in to_encode])
         self.store.upsert(
-            _record(item, vector, item.width, item.height, item.thumbnail)
+            _record(item, vector, item.width, item.height, item.thumbnail, item.text)
             for (item, _), vector in zip(to_encode, vectors, strict=True)
         )
         report.indexed += len(to_encode)
+        read = [item.text for item, _ in to_encode if item.text is not None]
+        report.read += len(read)
+        report.with_text += sum(bool(text) for text in read)
 
     def _copy_of(self, item: _Prepared) -> PhotoRecord | None:
-        """A document for item with the vector, size in pixels and thumbnail of the stored photo of the same
-        content; None if that photo is gone."""
+        """A document for item with the vector, size in pixels, thumbnail and text of the stored photo of the
+        same content; None if that photo is gone."""
         assert item.same_as is not None
-        [row] = self.store.get([item.same_as], (VECTOR_FIELD, "width", "height", "thumbnail"))
+        fields = (VECTOR_FIELD, "width", "height", "thumbnail", "text", "text_read")
+        [row] = self.store.get([item.same_as], fields)
         if row is None or row.vector is None:
             return None
-        return _record(item, row.vector, row.width or 0, row.height or 0, row.thumbnail)
+        text = row.text if row.text_read else None  # (read by another reader: the next run reads it again)
+        return _record(item, row.vector, row.width or 0, row.height or 0, row.thumbnail, text, row.text_read or "")
 
 
-def _record(item: _Prepared, vector: np.ndarray, width: int, height: int, thumbnail: bytes | None) -> PhotoRecord:
+def _record(
+    item: _Prepared,
+    vector: np.ndarray,
+    width: int,
+    height: int,
+    thumbnail: bytes | None,
+    text: str | None,
+    text_read: str = READER,
+) -> PhotoRecord:
     return PhotoRecord(
         path=item.source.path,
         vector=vector,
@@ -387,14 +445,16 @@ def _record(item: _Prepared, vector: np.ndarray, width: int, height: int, thumbn
         source=item.source.kind,
         thumbnail=thumbnail,
         facts=item.facts,
+        text=text,
+        text_read=text_read,
     )
 
 
 def known_photos(store: PhotoStore) -> dict[str, Known]:
     """What the store holds, by path: enough to tell whether a file changed."""
-    fields = ("path", "size", "mtime", "content_hash")
+    fields = ("path", "size", "mtime", "content_hash", "text_read")
     return {
-        photo.path: Known(key, photo.size or 0, photo.mtime or 0.0, photo.content_hash or "")
+        photo.path: Known(key, photo.size or 0, photo.mtime or 0.0, photo.content_hash or "", photo.text_read or "")
         for key, photo in store.scan(fields)
         if photo.path is not None
     }

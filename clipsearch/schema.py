@@ -79,6 +79,8 @@ FIELDS: dict[str, FieldSpec] = {
         FieldSpec("places", bytes.decode, "tag", since=3),  # city, region and country, folded (places.fold_name)
         FieldSpec("name_words", bytes.decode, "text", since=4),  # the file name's words (clipsearch.words)
         FieldSpec("folder_words", bytes.decode, "text", since=4),  # the words of the folders it is in
+        FieldSpec("text", bytes.decode, "text", since=4),  # the words written in it (clipsearch.reading)
+        FieldSpec("text_read", bytes.decode, since=4),  # what read them (reading.READER); absent: not read
     )
 }
 VECTOR_FIELD = "vector"
@@ -87,9 +89,10 @@ PHOTO_FIELDS = (
     "path", "name", "width", "height", "size", "mtime", "content_hash", "source", "taken", "taken_from", "offset",
     "camera", "latitude", "longitude", "city", "region", "country",
 )  # fmt: skip
-# What a photo may lack (no EXIF, no GPS, no place near): rewriting a photo removes those its new file lacks.
+# What a photo may lack (no EXIF, no GPS, no place near, its text not read): rewriting a photo removes those its new
+# file lacks.
 OPTIONAL_FIELDS = ("thumbnail", "taken", "taken_from", "offset", "camera", "camera_tag", "latitude", "longitude",
-                   "city", "region", "country", "places")  # fmt: skip
+                   "city", "region", "country", "places", "text", "text_read")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,8 @@ class Photo:
     places: str | None = None
     name_words: str | None = None
     folder_words: str | None = None
+    text: str | None = None
+    text_read: str | None = None
 
     @property
     def place(self) -> Place | None:
@@ -268,6 +273,8 @@ class PhotoRecord:
     source: str = "file"
     thumbnail: bytes | None = None
     facts: PhotoFacts | None = None  # None: unknown (a downloaded photo keeps none)
+    text: str | None = None  # the words written in it; None: not read
+    text_read: str = ""  # what read them
 
     def to_mapping(self, dim: int) -> HashMapping:
         vector = np.asarray(self.vector, dtype="<f4")
@@ -286,6 +293,8 @@ class PhotoRecord:
         }
         if self.thumbnail is not None:
             mapping["thumbnail"] = self.thumbnail
+        if self.text is not None:
+            mapping |= {"text": self.text, "text_read": self.text_read}
         name = self.name or os.path.basename(self.path)
         return mapping | fact_mapping(self.path, self.source, self.facts) | word_mapping(self.path, name, self.source)
 

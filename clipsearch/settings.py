@@ -46,6 +46,7 @@ ENV_NAMES = {
     "engine": "CLIPSEARCH_ENGINE",
     "onnx_threads": "CLIPSEARCH_ONNX_THREADS",
     "onnx_cache": "CLIPSEARCH_ONNX_CACHE",
+    "read_text": "CLIPSEARCH_READ_TEXT",
 }
 
 
@@ -89,6 +90,8 @@ class Settings:
     # Threads each ONNX Runtime query runs on; 0: one per core. Many visitors' queries run side by side.
     onnx_threads: int = 0
     onnx_cache: Path = field(default_factory=lambda: default_cache_dir() / "onnx")
+    # Indexing reads the words written in each photo (OCR: several times slower than encoding alone).
+    read_text: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -136,6 +139,7 @@ class Settings:
             engine=engine,
             onnx_cache=Path(env.get("CLIPSEARCH_ONNX_CACHE", defaults.onnx_cache)),
             onnx_threads=_whole(env, "CLIPSEARCH_ONNX_THREADS", defaults.onnx_threads),
+            read_text=_flag(env, "CLIPSEARCH_READ_TEXT"),
         )
 
     @property

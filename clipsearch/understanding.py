@@ -270,7 +270,7 @@ def understand(text: str, vocabulary: Vocabulary, today: date) -> Understood:
             or _camera(tokens, at, vocabulary)
             or _place(tokens, at, vocabulary, after_place)
         )
-        if found is None or _in_a_term(text, found[0].start):
+        if found is None or _in_a_term(text, found[0].start) or _quoted(text, found[0].start):
             at += 1
             continue
         part, at = found
@@ -282,6 +282,12 @@ def _in_a_term(text: str, start: int) -> bool:
     """Whether the words at `start` are a term of query arithmetic that CLIP must see: a weighted one ("2:Kyoto")
     or one taken away ("temple - Kyoto")."""
     return text[:start].rstrip()[-1:] in ("-", ":")
+
+
+def _quoted(text: str, start: int) -> bool:
+    """Whether the words at `start` are inside double quotes: words that must be written in the photo or its
+    name ("\"Kyoto\"" is the word, not the place; clipsearch.words.quoted)."""
+    return text[:start].count('"') % 2 == 1
 
 
 # --- places -----------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from clipsearch.query import parse_query
 
 # A run of letters or digits of any script ("\w" without the underscore).
 WORD = re.compile(r"[^\W_]+")
+QUOTED = re.compile(r'"([^"]*)"')  # a phrase in double quotes
 # Where a name's word breaks inside such a run: lower to upper case ("kyotoTemple"), an acronym before a
 # word ("HDRPhoto"), letters to digits and back ("IMG2041", "2041a").
 BREAK = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])|(?<=[^\W\d_])(?=\d)|(?<=\d)(?=[^\W\d_])")
@@ -32,7 +33,7 @@ STOP_WORDS = frozenset({
     "these", "they", "this", "to", "was", "will", "with",
 })  # fmt: skip
 # The fields that a query's words are matched against, and how a result says which one matched.
-TEXT_FIELDS: Mapping[str, str] = {"name_words": "name", "folder_words": "folder"}
+TEXT_FIELDS: Mapping[str, str] = {"text": "text", "name_words": "name", "folder_words": "folder"}
 # Reciprocal rank fusion's constant: how much the first ranks count more than the next (docs/searching.md).
 FUSION_K = 60
 
@@ -64,6 +65,26 @@ def query_words(text: str) -> tuple[str, ...]:
     terms = parse_query(text, with_photos=True)
     words = (word for term in terms if term.weight > 0 for word in words_of(term.text))
     return tuple(dict.fromkeys(word for word in words if word not in STOP_WORDS))[:MAX_QUERY_WORDS]
+
+
+def quoted(text: str) -> tuple[tuple[str, ...], ...]:
+    """The phrases a query puts in double quotes, as words ('"exit 12" sign' has ("exit", "12")): words that
+    must be written in a photo, or in its file or folder names, in this order. An unclosed quote quotes
+    nothing; at most MAX_QUERY_WORDS words in all."""
+    phrases = [tuple(words_of(inside)) for inside in QUOTED.findall(text)]
+    kept: list[tuple[str, ...]] = []
+    for phrase in (phrase for phrase in phrases if phrase):
+        if sum(map(len, kept)) + len(phrase) > MAX_QUERY_WORDS:
+            break
+        kept.append(phrase)
+    return tuple(dict.fromkeys(kept))
+
+
+def phrase_clause(phrase: Sequence[str]) -> str:
+    """A query clause for photos with the words of `phrase`, one after the other, in one of the text fields."""
+    _check_words(phrase)
+    written = '"' + " ".join(phrase) + '"'
+    return "(" + " | ".join(f"@{field}:{written}" for field in TEXT_FIELDS) + ")"
 
 
 def any_clause(words: Sequence[str]) -> str:

@@ -31,7 +31,8 @@ from clipsearch.settings import ModelSpec, Settings
 ROOT = Path(__file__).resolve().parent.parent
 # Tests never download weights: a missing checkpoint must fail at once, not after network time-outs.
 os.environ["HF_HUB_OFFLINE"] = "1"
-SLOW_FIXTURES = {"search_server", "own_server", "random_checkpoint", "run_cli"}  # a server, the model, a subprocess
+# A server, the model, a subprocess, the OCR.
+SLOW_FIXTURES = {"search_server", "own_server", "random_checkpoint", "run_cli", "text_reader"}
 SLOW_MODULES = {"test_connection", "test_server", "test_benchmarks"}  # each test starts servers of its own
 
 
@@ -257,6 +258,14 @@ def encoder(random_checkpoint: Path):
     from clipsearch.torch_engine import TorchImageEncoder
 
     return TorchImageEncoder.load(ModelSpec("ViT-B-32", str(random_checkpoint)))
+
+
+@pytest.fixture(scope="session")
+def text_reader():
+    """PP-OCR, loaded once for the session."""
+    from clipsearch.reading import TextReader
+
+    return TextReader()
 
 
 @pytest.fixture

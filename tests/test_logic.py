@@ -188,6 +188,7 @@ def test_the_schema_table_drives_reading_and_the_search_index() -> None:
         "longitude": "NumericField",
         "places": "TagField",
         "name_words": "TextField",
+        "text": "TextField",
         "folder_words": "TextField",
     }
     key = schema.key_for("a/b.jpg")

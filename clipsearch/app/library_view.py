@@ -137,7 +137,10 @@ def index_photos(library: Library) -> None:
         bar.progress(done / total, text=f"Indexed {done} of {total} photos")
 
     indexed = library.index_folder(
-        library.settings.photos_dir, LoadOptions(prune=True), on_progress=on_progress, show_bar=False
+        library.settings.photos_dir,
+        LoadOptions(prune=True, read_text=library.settings.read_text),
+        on_progress=on_progress,
+        show_bar=False,
     )
     st.session_state.last_report = "  \n".join(escape_markdown(line) for line in indexed.summary().splitlines())
     resources.pending.clear()
