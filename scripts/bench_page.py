@@ -2,12 +2,14 @@
 
 Usage: python scripts/bench_page.py [--queries 30] [--pretrained TAG_OR_FILE] [--photos photos]
 
-Indexes the sample photos into a private embedded server, then starts `streamlit run` four times, one
+Indexes the sample photos into a private embedded server, then starts `streamlit run` five times, one
 after the other: scripts/reference_page.py (the minimal page: a text box and 12 cached, captioned
 thumbnails with two buttons each), streamlit_app.py with CLIPSEARCH_ENGINE=torch, and streamlit_app.py with
-the ONNX Runtime engine twice: its first start, with an empty export cache (the text tower is exported in a subprocess),
-and a later start with the cache in place. Debian's Chromium (Playwright) opens each with ?q= (cold
-start: from launching `streamlit run` to 12 loaded results), then types each query and presses Enter;
+the ONNX Runtime engine three times: its first start, with an empty export cache (the text tower is exported
+in a subprocess), a later start with the cache in place, and one with Match names off (`text=false`: CLIP
+alone, where the others also match the words against the photos' names and text). Debian's Chromium
+(Playwright) opens each with ?q= (cold start: from launching `streamlit run` to 12 loaded results), then
+types each query and presses Enter;
 a round trip ends when the heading names the query, no element is stale and all 12 images have loaded.
 Memory is the page process's VmRSS after the first query (split into anonymous memory and mapped files:
 shared libraries and memory-mapped weights) and its VmHWM (peak) at the end, from /proc. Without
@@ -47,12 +49,14 @@ QUERIES = [
     "a woolen hat", "santa claus", "a man jumping", "a dog on a chair", "a harbour", "an old church",
 ]  # fmt: skip
 SCENES = ("", " at dusk", " in winter", " seen from above")
-# (column, script, CLIPSEARCH_ENGINE): the ONNX runs share one export cache, empty before the first.
-RUNS = (
-    ("reference", "scripts/reference_page.py", "auto"),
-    ("torch", "streamlit_app.py", "torch"),
-    ("onnx 1st start", "streamlit_app.py", "onnx"),
-    ("onnx", "streamlit_app.py", "onnx"),
+# (column, script, CLIPSEARCH_ENGINE, URL parameters): the ONNX runs share one export cache, empty before the
+# first; the last searches by CLIP alone (Match names off), the others also match the words as text.
+RUNS: tuple[tuple[str, str, str, dict[str, str]], ...] = (
+    ("reference", "scripts/reference_page.py", "auto", {}),
+    ("torch", "streamlit_app.py", "torch", {}),
+    ("onnx 1st start", "streamlit_app.py", "onnx", {}),
+    ("onnx", "streamlit_app.py", "onnx", {}),
+    ("onnx CLIP alone", "streamlit_app.py", "onnx", {"text": "false"}),
 )
 DONE = """([query]) => {
   const heading = [...document.querySelectorAll('[data-testid="stMarkdownContainer"]')]
@@ -63,10 +67,12 @@ DONE = """([query]) => {
 }"""
 
 
-def measure(script: str, env: dict[str, str], queries: list[str], page: Page, log: Path) -> dict[str, float]:
+def measure(
+    script: str, env: dict[str, str], queries: list[str], page: Page, log: Path, params: dict[str, str]
+) -> dict[str, float]:
     started = time.perf_counter()
     with streamlit_page(script, env, ROOT, log) as (url, process):  # the first request as soon as it listens
-        page.goto(f"{url}/?{urllib.parse.urlencode({'q': queries[0]})}")
+        page.goto(f"{url}/?{urllib.parse.urlencode({'q': queries[0], **params})}")
         page.wait_for_function(DONE, arg=[queries[0]], timeout=300_000, polling="raf")
         cold = time.perf_counter() - started
         rss_first = {field: memory_kb(process.pid, field) for field in ("VmRSS", "RssAnon", "RssFile")}
@@ -111,10 +117,10 @@ def main() -> None:
             results = {}
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                for name, script, engine in RUNS:
+                for name, script, engine, params in RUNS:
                     page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
                     run_env = {**env, "CLIPSEARCH_ENGINE": engine}
-                    results[name] = measure(script, run_env, queries, page, scratch / f"{name}.log")
+                    results[name] = measure(script, run_env, queries, page, scratch / f"{name}.log", params)
                 browser.close()
         finally:
             server.stop()

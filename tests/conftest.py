@@ -260,6 +260,22 @@ def encoder(random_checkpoint: Path):
     return TorchImageEncoder.load(ModelSpec("ViT-B-32", str(random_checkpoint)))
 
 
+PLAIN = ["giraffe.jpg", "igloo.jpg", "pan.jpg", "chair.jpg", "baseball.jpg", "bulb.jpg"]  # beside text_photos
+
+
+@pytest.fixture(scope="session")
+def text_photos(tmp_path_factory, sample_photos: Path) -> tuple[Path, dict[str, str]]:
+    """The photos with words written in them (scripts/text_photos.py), and a few without (named plain-*), in
+    one folder; the words of each photo with words."""
+    from text_photos import write_text_photos
+
+    folder = tmp_path_factory.mktemp("text-photos")
+    written = write_text_photos(sample_photos, folder)
+    for name in PLAIN:
+        shutil.copy2(sample_photos / name, folder / f"plain-{name}")
+    return folder, written
+
+
 @pytest.fixture(scope="session")
 def text_reader():
     """PP-OCR, loaded once for the session."""

@@ -77,3 +77,14 @@ def test_the_understanding_benchmark_runs(run_cli, bench_env: dict[str, str]) ->
     assert done.returncode == 0, done.stderr
     for line in ("vocabulary of 300 places and 5 cameras", "longest, places and dates          1000"):
         assert line in done.stdout
+
+
+def test_the_reading_benchmarks_run(run_cli, bench_env: dict[str, str], random_checkpoint: Path, sample_photos):
+    reading = run_cli(bench_env, "--plain", "2", script="scripts/bench_reading.py", timeout=600)
+    assert reading.returncode == 0, reading.stderr
+    assert "reading side 1280: 7 photos with text, 2 without" in reading.stdout and "0.80" in reading.stdout
+    args = [str(sample_photos), "--limit", "3", "--pretrained", str(random_checkpoint)]
+    loading = run_cli(bench_env, *args, script="scripts/bench_read_text.py", timeout=900)
+    assert loading.returncode == 0, loading.stderr
+    for line in ("3 photos", "encoding and reading text", "the pass over an index made without", "peak RSS"):
+        assert line in loading.stdout

@@ -604,3 +604,26 @@ def test_typed_places_and_dates_become_chips_and_a_removed_chip_gives_its_words_
         assert place.count() == 0 and box.input_value() == "temple in Kyoto 2021"
         assert "q=temple+in+Kyoto+2021" in page.url
         browser.close()
+
+
+def test_a_search_finds_a_photo_by_the_words_written_in_it(
+    cli_env: dict[str, str], encoder, open_test_index, text_photos, free_port: int, tmp_path: Path
+) -> None:
+    """Indexed with the text read, a search for a sign's words shows that photo first, saying what matched,
+    whatever CLIP makes of it (a cat under a sign, with random weights); the README's screenshot."""
+    from playwright.sync_api import expect, sync_playwright
+
+    folder, _ = text_photos
+    PhotoLoader(open_test_index(), lambda: encoder, LoadOptions(read_text=True), show_bar=False).index_folder(folder)
+    env = {**cli_env, "CLIPSEARCH_PHOTOS": str(folder)}
+    with streamlit_run(env, free_port, tmp_path / "streamlit.log") as (url, _), sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{url}/?{urllib.parse.urlencode({'q': 'harbour ferry'})}")
+        gallery = page.locator('.st-key-gallery [data-testid="stImage"]')
+        expect(gallery.first).to_contain_text("turned.jpg", timeout=120_000)
+        expect(gallery.first).to_contain_text("text: harbour ferry")
+        page.wait_for_function("() => [...document.images].every(img => img.complete && img.naturalWidth > 0)")
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "page-text.png"))
+        browser.close()

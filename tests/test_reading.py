@@ -8,24 +8,21 @@ from __future__ import annotations
 import dataclasses
 import http.server
 import re
-import shutil
 import threading
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from text_photos import write_text_photos
 
 from clipsearch.library import Library
 from clipsearch.loader import LoadOptions
 from clipsearch.reading import MAX_TEXT_CHARS, READER, TextReader, bounded
 from clipsearch.results import SearchOptions
 from clipsearch.words import words_of
+from tests.conftest import PLAIN
 
 ENGINES = ("redisearch", "valkey-search", "cluster")
-PLAIN = ["giraffe.jpg", "igloo.jpg", "pan.jpg", "chair.jpg", "baseball.jpg", "bulb.jpg"]  # no text in them
 
 
 def test_the_text_kept_is_bounded_at_a_words_end() -> None:
@@ -33,16 +30,6 @@ def test_the_text_kept_is_bounded_at_a_words_end() -> None:
     kept = bounded(long)
     assert len(kept) <= MAX_TEXT_CHARS and long.startswith(kept) and long[len(kept)] == " "
     assert bounded("exit 12") == "exit 12"
-
-
-@pytest.fixture(scope="session")
-def text_photos(tmp_path_factory, sample_photos: Path) -> tuple[Path, dict[str, str]]:
-    """The photos with words written in them, and a few without, in one folder; the words of each."""
-    folder = tmp_path_factory.mktemp("text-photos")
-    written = write_text_photos(sample_photos, folder)
-    for name in PLAIN:
-        shutil.copy2(sample_photos / name, folder / f"plain-{name}")
-    return folder, written
 
 
 def test_ocr_reads_the_words_written_in_photos(text_reader: TextReader, text_photos) -> None:

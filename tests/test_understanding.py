@@ -92,6 +92,7 @@ PHRASINGS: list[tuple[str, str, list[tuple[str, str, object]]]] = [
     ("a canon on a hill", "a canon on a hill", []),
     ("temple - Kyoto", "temple - Kyoto", []),  # query arithmetic: a term taken away is CLIP's
     ("2:Kyoto + beach 2021", "2:Kyoto + beach", [("date", "2021", years(2021, 2021))]),
+    ('"Kyoto" sign in Japan', '"Kyoto" sign', [("place", "in Japan", "Japan")]),  # quoted: the word itself
 ]
 
 
