@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,12 @@ def test_the_reading_benchmarks_run(run_cli, bench_env: dict[str, str], random_c
     assert loading.returncode == 0, loading.stderr
     for line in ("3 photos", "encoding and reading text", "the pass over an index made without", "peak RSS"):
         assert line in loading.stdout
+
+
+def test_the_fusion_benchmark_runs(run_cli, bench_env: dict[str, str], random_checkpoint: Path, sample_photos):
+    args = ["--photos", str(sample_photos), "--samples", "3", "--pretrained", str(random_checkpoint)]
+    done = run_cli(bench_env, *args, script="scripts/bench_fusion.py", timeout=900)
+    assert done.returncode == 0, done.stderr
+    rows = dict(re.findall(r"^\s*(CLIP alone|RRF k=\d+)\s+(\d\.\d{3})\s", done.stdout, re.MULTILINE))
+    assert {"CLIP alone", "RRF k=60"} <= rows.keys(), done.stdout
+    assert rows["RRF k=60"] == "1.000", done.stdout  # the photo the words name ranks first in every search

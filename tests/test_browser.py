@@ -20,6 +20,7 @@ import pytest
 from clipsearch.display import WORD_JOINER, escape_markdown
 from clipsearch.engine import uses_onnx
 from clipsearch.labels import MAX_LABELS_TEXT, LabelList
+from clipsearch.library import Library
 from clipsearch.loader import LoadOptions, PhotoLoader
 from clipsearch.overview import per_month
 from clipsearch.photos import display_path
@@ -193,17 +194,18 @@ def test_hostile_links_show_text_and_nothing_else(
 
 
 def test_four_people_searching_at_once_each_get_their_own_results(
-    streamlit_server: str, open_test_index, encoder
+    streamlit_server: str, settings: Settings, encoder
 ) -> None:
+    """Each page shows what the library answers its own words (CLIP's ranking fused with names: "cat")."""
     from playwright.sync_api import expect, sync_playwright
 
-    store = open_test_index()
+    library = Library(settings, text_encoder=lambda: encoder)
     queries = ["a cat", "snowy streets", "a red car", "food on a plate"]
     folding = SearchOptions(k=12, duplicate_similarity=Settings().duplicate_similarity)  # the page's defaults
     expected = {
         query: [
             display_path(result.hit.photo.name)
-            for result in find(store, encoder.encode_text([query])[0], folding).shown
+            for result in library.search(encoder.encode_text([query])[0], folding, text=query).shown
         ]
         for query in queries
     }
