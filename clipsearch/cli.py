@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import json
 import math
 import os
 import sys
 from dataclasses import asdict
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
 
 import valkey
 from tqdm import tqdm
@@ -19,8 +17,8 @@ from tqdm import tqdm
 from clipsearch.connection import LOST
 from clipsearch.duplicates import check_similarity
 from clipsearch.errors import ClipsearchError, IndexMissing
-from clipsearch.filters import ORDERS, FilterConflict, SearchFilter
-from clipsearch.library import Library
+from clipsearch.filters import ORDERS, SearchFilter
+from clipsearch.library import Library, NotInIndex, QueryPhoto, SearchRequest, UnusablePhoto, WordsConflict
 from clipsearch.loader import LoadOptions, Part
 from clipsearch.photos import BadPhoto, display_path, read_file, taken_iso
 from clipsearch.places import DEFAULT_WITHIN_KM, Near, parse_position
@@ -28,9 +26,6 @@ from clipsearch.results import DEFAULT_RESULTS, Cut, Result, SearchOptions, why_
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
 from clipsearch.store import Hit
-
-if TYPE_CHECKING:
-    import numpy as np
 
 EXIT_FAILURES = 1  # --strict and some photos failed
 EXIT_ERROR = 2  # nothing done: bad settings, server unreachable, index missing...
@@ -316,30 +311,30 @@ def search_command(settings: Settings, args: argparse.Namespace) -> int:
         cut=Cut(min_similarity=args.min_similarity, below_best=args.below_best),
         order=args.order,
     )
-    library = Library(settings)
-    with contextlib.suppress(IndexMissing):  # (said by the search itself, once the query is read)
-        library.store()  # an index of another model refused before anything is encoded (words or a photo)
-    text, understood = args.text, None
-    if text is not None and not args.literal:
-        with contextlib.suppress(IndexMissing):
-            understood = library.understand(text)
+    photos = tuple(_query_photo(image) for image in args.image)
+    request = SearchRequest(
+        words=args.text or "",
+        photos=photos,
+        like=tuple(args.like),
+        where=where,
+        options=options,
+        understand=not args.literal,
+        match_text=not args.no_text,
+    )
+    try:
+        found = Library(settings).search(request)
+    except UnusablePhoto as error:
+        raise ValueError(str(error)) from None
+    except NotInIndex as error:
+        raise ValueError(f"--like {error.key!r}: no photo of index {settings.index_name!r} has this key") from None
+    except WordsConflict as error:
+        if error.with_filters:
+            raise ValueError(f"what the words say and the options cannot both hold: {error}") from None
+        raise ValueError(f"the words say two things that cannot both hold: {error}; --literal reads none") from None
+    results, understood, where = found.results, found.understood, found.where
     if understood is not None and understood.parts:
         said = " · ".join(f"{part.words!r} ({part.kind}: {part.value()})" for part in understood.parts)
         print(f"understood {said}; --literal searches the words as written", file=sys.stderr)
-        try:
-            from_words = understood.filter()
-        except FilterConflict as error:
-            raise ValueError(f"the words say two things that cannot both hold: {error}; --literal reads none") from None
-        try:
-            where = where.narrowed(from_words)
-        except FilterConflict as error:
-            raise ValueError(f"what the words say and the options cannot both hold: {error}") from None
-        text = understood.words or None
-    if text is None and not args.image and not args.like:
-        results = library.listing(where, options)  # the words were all filters: newest first
-    else:
-        vector = _query(library, text, args.image, args.like)
-        results = library.search(vector, options, where=where, text=None if args.no_text else text)
     if args.json:
         parts = [part.as_json() for part in understood.parts] if understood is not None else []
         print(
@@ -405,22 +400,11 @@ def given_or(value: float | None, default: float) -> float:
     return default if value is None else value
 
 
-def _query(library: Library, text: str | None, images: list[Path], likes: list[str]) -> np.ndarray:
-    """The query's vector: text terms, photos and indexed photos added up (clipsearch.query). Only the towers
-    a query needs are loaded: a text query loads only CLIP's text tower."""
-    photos = []
-    for image in images:
-        try:
-            photos.append(library.photo_query(read_file(image)).vector)
-        except BadPhoto as error:
-            raise ValueError(f"{image}: {error}") from None
-    for key in likes:
-        vector = library.stored_vector(key)
-        if vector is None:
-            raise ValueError(f"--like {key!r}: no photo of index {library.settings.index_name!r} has this key")
-        photos.append(vector)
-    terms = library.encode_terms(text, with_photos=bool(photos)) if text is not None else None
-    return library.compose(terms, photos)
+def _query_photo(path: Path) -> QueryPhoto:
+    try:
+        return QueryPhoto(str(path), read_file(path))
+    except BadPhoto as error:
+        raise ValueError(f"{path}: {error}") from None
 
 
 def _json_result(result: Result) -> dict[str, object]:

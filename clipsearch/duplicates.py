@@ -43,6 +43,7 @@ class DuplicateReport:
     sizes: list[int]  # of every group, largest first
     photos: int  # photos checked
     seconds: float
+    capped: int = 0  # photos linked to their nearest neighbours only (SimilarPairs.capped)
 
     @property
     def rate(self) -> float:
@@ -251,7 +252,7 @@ def report(
     ordered = _in_order(store, groups[:groups_read] if groups_read is not None else groups)
     ordered.sort(key=lambda keys: (-len(keys), keys[0][1]))
     built = [_group(store, keys, fields, members_read) for keys in ordered]
-    return DuplicateReport(built, [len(group) for group in groups], pairs.photos, pairs.seconds)
+    return DuplicateReport(built, [len(group) for group in groups], pairs.photos, pairs.seconds, pairs.capped)
 
 
 def check_similarity(similarity: float) -> None:

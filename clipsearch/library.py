@@ -8,37 +8,129 @@ load them). The server is reached before a model loads, so an unreachable server
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import date
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
-from PIL import Image
 
-from clipsearch.connection import Client, connect
+from clipsearch.chart import score_chart_svg
+from clipsearch.connection import LOST, Client, connect
 from clipsearch.duplicates import DuplicateReport, SimilarPairs, find_duplicates, similar_pairs
+from clipsearch.duplicates import report as duplicate_report
 from clipsearch.engine import ImageEncoding, TextEncoding, load_image_encoder, load_text_encoder, model_identity
 from clipsearch.errors import IndexMissing
-from clipsearch.filters import SearchFilter
+from clipsearch.filters import ORDERS, FilterConflict, SearchFilter
 from clipsearch.identity import ModelIdentity
+from clipsearch.labels import (
+    DEFAULT_LABELS,
+    MAX_LABEL_CHARS,
+    MAX_LABELS,
+    MAX_LABELS_TEXT,
+    LabelList,
+    LabelScore,
+    label_vectors,
+    rank_labels,
+)
+from clipsearch.links import MAX_SHOWN
 from clipsearch.loader import LoadOptions, LoadReport, PhotoLoader, ProgressCallback, pending_photos
-from clipsearch.overview import OVERVIEW_FIELDS, Overview, overview
-from clipsearch.photos import BadPhoto, decode_query_photo, file_under
-from clipsearch.query import BadQuery, combine, parse_query
-from clipsearch.results import Results, SearchOptions, find, listing
+from clipsearch.overview import OVERVIEW_FIELDS, Overview, Spot, month_of, month_span, overview, per_month
+from clipsearch.photos import (
+    FIRST_DAY,
+    LAST_DAY,
+    BadPhoto,
+    decode_photo,
+    decode_query_photo,
+    display_path,
+    file_under,
+    make_thumbnail,
+    read_file,
+    taken_iso,
+)
+from clipsearch.places import DEFAULT_WITHIN_KM, MAX_WITHIN_KM, Near, parse_position
+from clipsearch.query import MAX_QUERY_CHARS, BadQuery, combine, parse_query
+from clipsearch.results import DEFAULT_RESULTS, Cut, Result, Results, SearchOptions, find, listing, why_nothing
 from clipsearch.schema import PHOTO_FIELDS, IndexSchema, Photo
 from clipsearch.server import LoadingCallback
 from clipsearch.settings import Settings
 from clipsearch.sharing import Shared
-from clipsearch.store import Hit, PhotoStore
+from clipsearch.store import CheckedStore, Hit, PhotoStore
 from clipsearch.understanding import VOCABULARY_FIELDS, Understood, Vocabulary, understand, vocabulary_json
 from clipsearch.words import query_words, quoted
 
+# The page and the CLI import from here what requests and results are made of, besides the Library: the page
+# imports nothing else of the core (tests/test_docs.py holds it to this module, settings, links, display, errors).
+__all__ = [
+    "DEFAULT_LABELS",
+    "DEFAULT_RESULTS",
+    "DEFAULT_WITHIN_KM",
+    "FIRST_DAY",
+    "LAST_DAY",
+    "LOST",
+    "MAX_LABELS",
+    "MAX_LABELS_TEXT",
+    "MAX_LABEL_CHARS",
+    "MAX_QUERY_CHARS",
+    "MAX_WITHIN_KM",
+    "ORDERS",
+    "PHOTO_FIELDS",
+    "BadPhoto",
+    "BadQuery",
+    "Client",
+    "Cut",
+    "DuplicateCaps",
+    "DuplicateReport",
+    "FilterConflict",
+    "Found",
+    "Hit",
+    "ImageEncoding",
+    "Indexed",
+    "LabelList",
+    "LabelScore",
+    "Library",
+    "LoadOptions",
+    "Near",
+    "NotInIndex",
+    "Overview",
+    "Photo",
+    "PhotoQuery",
+    "QueryPhoto",
+    "Result",
+    "Results",
+    "SearchFilter",
+    "SearchOptions",
+    "SearchRequest",
+    "Shared",
+    "Spot",
+    "TermVectors",
+    "TextEncoding",
+    "Understood",
+    "UnusablePhoto",
+    "WordsConflict",
+    "connect",
+    "display_path",
+    "forget_encodings",
+    "load_image_encoder",
+    "load_text_encoder",
+    "month_of",
+    "month_span",
+    "parse_position",
+    "per_month",
+    "score_chart_svg",
+    "taken_iso",
+    "why_nothing",
+]
+
 KEPT_VOCABULARIES = 4  # of a few indexes, or versions of one: each a scan of the index
-# The vocabulary of each index version, for every Library of the process (a page's visitors).
-_VOCABULARIES: Shared[Vocabulary] = Shared(KEPT_VOCABULARIES)
+KEPT_QUERIES = 512  # encoded queries kept for every visitor, the first asked going first
+KEPT_PHOTO_QUERIES = 32  # given photos' vectors and previews
+KEPT_LABEL_LISTS = 16
+KEPT_VERSIONS = 4  # duplicate scans: of a few indexes, or versions of one
+PREVIEW_SIDE = 256  # pixels: a given photo's preview, kept instead of the photo as decoded
 
 
 @dataclass(frozen=True)
@@ -66,10 +158,134 @@ class TermVectors:
 
 @dataclass(frozen=True)
 class PhotoQuery:
-    """A photo searched with: its vector, and the photo as decoded (within the upload bounds), to show it."""
+    """A photo searched with: its vector, and a small JPEG of it as decoded (within the upload bounds), to show it
+    by (the file itself may be any size)."""
 
     vector: np.ndarray
-    image: Image.Image
+    preview: bytes
+
+
+@dataclass(frozen=True)
+class QueryPhoto:
+    """A photo a search starts from, as given: its name (what the heading and an error call it) and its bytes."""
+
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """One search as a person asks for it, whoever asks (the page, the CLI, a script): words, photos given, photos
+    of the index ("More like this": their keys), or some of each, added up (clipsearch.query); the filters, the
+    options, and the pages "Show more" added.
+
+    Words searched alone are read for the places, dates and cameras this index holds (unless `understand` is off;
+    the words of `as_written` are left to CLIP), and matched against the words written in the photos and in their
+    names (unless `match_text` is off). Beside a photo, the words are terms added to it ("- people"): CLIP's alone."""
+
+    words: str = ""
+    photos: tuple[QueryPhoto, ...] = ()
+    like: tuple[str, ...] = ()
+    where: SearchFilter = field(default_factory=SearchFilter)
+    options: SearchOptions = field(default_factory=SearchOptions)
+    pages: int = 1
+    understand: bool = True
+    as_written: tuple[str, ...] = ()
+    match_text: bool = True
+    fields: tuple[str, ...] = PHOTO_FIELDS
+
+    @property
+    def by_photo(self) -> bool:
+        return bool(self.photos or self.like)
+
+
+class NotInIndex(LookupError):
+    """A "More like this" key that names none of the index's photos (gone, or never one)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"no photo of the index has the key {key!r}")
+        self.key = key
+
+
+class UnusablePhoto(BadPhoto):
+    """A given photo that cannot be searched with: which one, and why."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name}: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+class WordsConflict(FilterConflict):
+    """What the words were understood to say cannot hold: two things of their own ("2019 2021"), or one of them
+    with the filters given (`with_filters`). Carries what was understood, to show it."""
+
+    def __init__(self, conflict: FilterConflict, understood: Understood, with_filters: bool) -> None:
+        super().__init__(str(conflict))
+        self.understood = understood
+        self.with_filters = with_filters
+
+
+@dataclass(frozen=True)
+class Found:
+    """What a search found, and what it searched: the query's vector (None where the words were all filters: the
+    photos are listed, newest first), the filters applied (given and understood), what the words were understood
+    to say, the words searched with CLIP, the photos searched with (their names, and the given ones' previews)."""
+
+    results: Results
+    vector: np.ndarray | None
+    where: SearchFilter
+    understood: Understood | None
+    searched: str
+    subjects: tuple[str, ...]
+    photos: tuple[PhotoQuery, ...]
+    order: str
+
+    def heading(self, emphasised: Callable[[str], str] = str, plain: Callable[[str], str] = str) -> str:
+        """What the results are, in words: "Photos matching red car", "Photos like cat.jpg + at night", "Photos
+        taken in Kyoto, newest first"; what a person gave passes through `emphasised`, the filters' words through
+        `plain` (the page escapes both for Markdown)."""
+        if self.vector is None:
+            first = "oldest" if self.order == "oldest" else "newest"
+            return f"Photos {plain(self.where.describe())}, {first} first"
+        if not self.subjects:
+            return f"Photos matching {emphasised(self.searched)}"
+        heading = "Photos like " + " and ".join(emphasised(subject) for subject in self.subjects)
+        if self.searched:
+            heading += " " + emphasised(self.searched if self.searched[:1] in "+-" else f"+ {self.searched}")
+        return heading
+
+
+@dataclass(frozen=True)
+class DuplicateCaps:
+    """What a look at the groups of near-duplicates may cost one process that serves everyone (a page): one scan
+    per index version down to `floor`, at most `max_neighbours` read a photo, `groups` groups and `members` of each
+    read to show (the CLI's duplicates command reads them all)."""
+
+    floor: float = 0.9
+    max_neighbours: int = 64
+    groups: int = 100
+    members: int = 16
+
+
+# Kept for every Library of the process (a page's visitors): the vocabulary of each index version, and what
+# encoding costs: a query's terms (a page runs again on every click), a given photo, a list of labels.
+_VOCABULARIES: Shared[Vocabulary] = Shared(KEPT_VOCABULARIES)
+_TERMS: Shared[TermVectors] = Shared(KEPT_QUERIES)
+_PHOTO_QUERIES: Shared[PhotoQuery] = Shared(KEPT_PHOTO_QUERIES)
+_LABEL_VECTORS: Shared[np.ndarray] = Shared(KEPT_LABEL_LISTS)
+_DUPLICATE_SCANS: Shared[SimilarPairs] = Shared(KEPT_VERSIONS)
+
+
+def _made_by(encoder: TextEncoding | ImageEncoding) -> tuple[str, ModelIdentity]:
+    """What a kept encoding is kept by: the engine and the weights that made it."""
+    return type(encoder).__qualname__, encoder.identity
+
+
+def forget_encodings() -> None:
+    """Every query, photo and label list is encoded again when next asked (what a fresh process does)."""
+    for kept in (_TERMS, _PHOTO_QUERIES, _LABEL_VECTORS):
+        kept.clear()
 
 
 class Library:
@@ -97,7 +313,7 @@ class Library:
         )
         self._text: TextEncoding | None = None
         self._image: ImageEncoding | None = None
-        self._store: PhotoStore | None = None
+        self._store: CheckedStore | None = None
 
     # --- what it is made of ------------------------------------------------------------
 
@@ -130,7 +346,7 @@ class Library:
             return self.image_encoder.identity
         return model_identity(self.settings.model) or self.text_encoder.identity
 
-    def store(self, *, create: bool = False, rebuild: bool = False) -> PhotoStore:
+    def store(self, *, create: bool = False, rebuild: bool = False) -> CheckedStore:
         """The index of the settings, checked to hold this model's vectors; with `create`, made if missing;
         with `rebuild`, dropped and made again."""
         if self._store is None or create or rebuild:
@@ -207,7 +423,7 @@ class Library:
     def pending(self, folder: Path) -> int:
         """Photos in the folder that the index lacks, holds stale, or holds though they are gone."""
         try:
-            store: PhotoStore | None = self.store()
+            store: CheckedStore | None = self.store()
         except IndexMissing:
             store = None
         return pending_photos(store if store is not None and store.count() else None, Path(folder))
@@ -225,38 +441,45 @@ class Library:
     # --- queries -------------------------------------------------------------------------
 
     def encode_terms(self, text: str, with_photos: bool = False) -> TermVectors:
-        """The terms of a query ("dog + beach - people") encoded in one batch; BadQuery if it is malformed.
-        `with_photos`: photos are terms too, so the words may be only negative."""
+        """The terms of a query ("dog + beach - people") encoded in one batch, once per model and text for every
+        Library of the process; BadQuery if it is malformed (nothing kept). `with_photos`: photos are terms too,
+        so the words may be only negative."""
         terms = parse_query(text, with_photos=with_photos)
-        vectors = self.text_encoder.encode_text([term.text for term in terms])
-        return TermVectors(tuple(term.weight for term in terms), vectors)
+        encoder = self.text_encoder
+
+        def encoded() -> TermVectors:
+            vectors = encoder.encode_text([term.text for term in terms])
+            return TermVectors(tuple(term.weight for term in terms), vectors)
+
+        return _TERMS.make((*_made_by(encoder), text, with_photos), encoded)
 
     def photo_query(self, data: bytes) -> PhotoQuery:
-        """A photo's vector, decoded within the upload bounds of the settings; BadPhoto says why not."""
+        """A photo's vector and preview, decoded within the upload bounds of the settings, once per model and photo
+        for every Library of the process; BadPhoto says why not."""
         settings = self.settings
         if len(data) > settings.upload_max_bytes:
             raise BadPhoto(f"{len(data):,} bytes, over the limit of {settings.upload_max_bytes:,}")
+
         encoder = self.image_encoder
-        image = decode_query_photo(
-            data, encoder.input_side, settings.upload_max_pixels, settings.upload_max_memory_mb << 20
-        )
-        return PhotoQuery(encoder.encode_images([image])[0], image)
+        bounds = (settings.upload_max_pixels, settings.upload_max_memory_mb)
+
+        def encoded() -> PhotoQuery:
+            image = decode_query_photo(data, encoder.input_side, bounds[0], bounds[1] << 20)
+            return PhotoQuery(encoder.encode_images([image])[0], make_thumbnail(image, PREVIEW_SIDE))
+
+        return _PHOTO_QUERIES.make((*_made_by(encoder), bounds, hashlib.blake2b(data).digest()), encoded)
 
     def stored_vector(self, key: str) -> np.ndarray | None:
         """The vector of one of the index's photos ("More like this"); None for any other key."""
-        return self._any_store().vector_of(key)
+        return self.store().vector_of(key)
 
     def photo_name(self, key: str) -> str | None:
         """The file name of one of the index's photos; None if it is not one."""
-        store = self._any_store()
+        store = self.store()
         if not store.is_photo_key(key):
             return None
         [row] = store.get([key], ["name"])
         return None if row is None else row.name
-
-    def _any_store(self) -> PhotoStore:
-        """The index for reading stored vectors: opened for this model if it was, else as it exists."""
-        return self._store or self.existing()
 
     @staticmethod
     def compose(terms: TermVectors | None, photos: Sequence[np.ndarray] = ()) -> np.ndarray:
@@ -270,7 +493,69 @@ class Library:
 
     # --- searching -----------------------------------------------------------------------
 
-    def search(
+    def search(self, request: SearchRequest) -> Found:
+        """A search as a person asks for it (SearchRequest): the words understood, the query composed of words and
+        photos, checked against the model whatever it holds (an index of another model is refused before anything
+        is encoded), the given photos within the upload bounds, the pages within MAX_SHOWN; then the results of
+        search_vector, or the listing of a query whose words were all filters. Errors: BadQuery (words that cannot
+        be read), UnusablePhoto, NotInIndex (a "like" key), WordsConflict, IndexMissing (once the words are read and
+        encoded: a model that cannot load is said first, since indexing needs it too)."""
+        try:
+            self.store()
+        except IndexMissing:
+            if request.words.strip():  # a malformed query, then weights that cannot load, are said first
+                self.encode_terms(request.words.strip(), with_photos=request.by_photo)
+            raise
+        words = request.words.strip()
+        where = request.where
+        understood = None
+        if words and request.understand and not request.by_photo:
+            understood = self.understand(words).without(request.as_written)
+            words = understood.words
+            where = self._narrowed(where, understood)
+        subjects = [display_path(self._like_name(key)) for key in request.like]
+        vectors = [self._like_vector(key) for key in request.like]
+        photos = tuple(self._photo(photo) for photo in request.photos)
+        subjects += [photo.name for photo in request.photos]
+        vectors += [photo.vector for photo in photos]
+        options = replace(request.options, k=min(MAX_SHOWN, request.options.k * max(request.pages, 1)))
+        if not words and not vectors and understood is not None and understood.parts:
+            results = self.listing(where, options, request.fields)  # the words were all filters
+            return Found(results, None, where, understood, "", (), (), options.order)
+        terms = self.encode_terms(words, with_photos=bool(vectors)) if words else None
+        vector = self.compose(terms, vectors)
+        text = words if request.match_text and not request.by_photo else None
+        results = self.search_vector(vector, options, where, request.fields, text)
+        return Found(results, vector, where, understood, words, tuple(subjects), photos, options.order)
+
+    @staticmethod
+    def _narrowed(where: SearchFilter, understood: Understood) -> SearchFilter:
+        try:
+            from_words = understood.filter()
+        except FilterConflict as conflict:
+            raise WordsConflict(conflict, understood, with_filters=False) from None
+        try:
+            return where.narrowed(from_words)
+        except FilterConflict as conflict:
+            raise WordsConflict(conflict, understood, with_filters=True) from None
+
+    def _like_vector(self, key: str) -> np.ndarray:
+        if (vector := self.stored_vector(key)) is None:
+            raise NotInIndex(key)
+        return vector
+
+    def _like_name(self, key: str) -> str:
+        if (name := self.photo_name(key)) is None:
+            raise NotInIndex(key)
+        return name
+
+    def _photo(self, photo: QueryPhoto) -> PhotoQuery:
+        try:
+            return self.photo_query(photo.data)
+        except BadPhoto as error:
+            raise UnusablePhoto(photo.name, str(error)) from None
+
+    def search_vector(
         self,
         vector: np.ndarray,
         options: SearchOptions,
@@ -292,6 +577,13 @@ class Library:
         """The photos that a query of filters alone lets through ("Kyoto 2021"), newest first, no similarity."""
         return listing(self.store(), where, options, fields)
 
+    def labels(self, vector: np.ndarray, labels: Sequence[str]) -> list[LabelScore]:
+        """The labels ranked for a photo's vector: CLIP's zero-shot classification (clipsearch.labels); each list
+        of labels encoded once per model for every Library of the process."""
+        encoder = self.text_encoder
+        vectors = _LABEL_VECTORS.make((*_made_by(encoder), tuple(labels)), lambda: label_vectors(encoder, labels))
+        return rank_labels(encoder, vector, labels, vectors)
+
     # --- understanding the words -------------------------------------------------------------
 
     def understand(self, text: str, today: date | None = None) -> Understood:
@@ -312,7 +604,7 @@ class Library:
 
     def photos(self, keys: Sequence[str], fields: Sequence[str] = PHOTO_FIELDS) -> list[Photo | None]:
         """The fields of some of the index's photos (None for a key that is gone)."""
-        return self._any_store().get(keys, fields)
+        return self.store().get(keys, fields)
 
     def cameras(self) -> list[str]:
         return self.store().cameras()
@@ -320,12 +612,37 @@ class Library:
     def overview(self) -> Overview:
         """What the collection holds, counted per month, camera, place and folder, with the spots of its map: one
         scan of the index's own fields (FT.AGGREGATE is not in the subset valkey-search shares)."""
-        return overview(photo for _, photo in self._any_store().scan(OVERVIEW_FIELDS))
+        return overview(photo for _, photo in self.existing().scan(OVERVIEW_FIELDS))
 
     def photo_file(self, hit: Hit) -> Path | None:
         """The photo's own file, only from the configured photo folder: never from a folder the index names,
         since whoever can write the index could name any folder on this machine."""
         return file_under(self.settings.photos_dir, hit.path) if hit.photo.source == "file" else None
+
+    def picture(self, hit: Hit) -> bytes | str | Path | None:
+        """What may show a photo, the one rule of what is served: its stored thumbnail (JPEG bytes); else, for a
+        downloaded photo, its web address (http or https only: a page reads any other string as a local file);
+        else its own file, under the photo folder only (photo_file). None when there is nothing to show."""
+        if hit.photo.thumbnail:
+            return hit.photo.thumbnail
+        if hit.photo.source == "url":
+            return hit.path if urlsplit(hit.path).scheme in ("http", "https") else None
+        return self.photo_file(hit)
+
+    @staticmethod
+    def resized(path: Path, long_side: int) -> bytes | None:
+        """A photo file upright, at most long_side pixels, as JPEG (decoded at the size it needs); None if it cannot
+        be read as a photo."""
+        try:
+            return make_thumbnail(decode_photo(read_file(path), at_least=long_side), long_side)
+        except BadPhoto:
+            return None
+
+    def version(self) -> tuple[str, str, str]:
+        """What anything derived from the index is kept by: the server, the index and its version (any write
+        changes it)."""
+        store = self.store()
+        return self.settings.server_label, store.schema.name, store.version()
 
     # --- duplicates ----------------------------------------------------------------------
 
@@ -337,15 +654,24 @@ class Library:
         chosen = self.settings.duplicate_similarity if similarity is None else similarity
         return find_duplicates(store, chosen, on_progress=on_progress)
 
-    def shared_pairs(
+    def duplicate_floor(self, caps: DuplicateCaps = DuplicateCaps()) -> float:
+        """The lowest duplicate similarity a look at the groups may ask for: what the one scan reads down to."""
+        return min(caps.floor, self.settings.duplicate_similarity)
+
+    def duplicate_groups(
         self,
-        scans: Shared[SimilarPairs],
-        floor: float,
-        max_neighbours: int,
+        similarity: float,
+        caps: DuplicateCaps = DuplicateCaps(),
+        fields: Sequence[str] = PHOTO_FIELDS,
         on_progress: ProgressCallback | None = None,
-    ) -> SimilarPairs:
-        """The similar pairs at or above `floor`, scanned once per index version for every caller that shares
-        `scans` (a page's visitors), whatever threshold each then groups them at."""
+    ) -> DuplicateReport:
+        """The groups of near-duplicates at `similarity` (at least duplicate_floor), the largest `caps.groups`
+        read with `fields`, `caps.members` of each. The index is scanned once per version at the floor for every
+        Library of the process (a page's visitors: one scan at a time), whatever similarity each then asks."""
+        floor = self.duplicate_floor(caps)
+        if not floor <= similarity <= 1.0:
+            raise ValueError(f"the duplicate similarity must be between {floor} and 1, not {similarity}")
         store = self.store()
-        signature: Hashable = (self.settings.server_label, store.schema.name, store.version(), floor)
-        return scans.make(signature, lambda: similar_pairs(store, floor, max_neighbours, on_progress))
+        signature: Hashable = (*self.version(), floor, caps.max_neighbours)
+        pairs = _DUPLICATE_SCANS.make(signature, lambda: similar_pairs(store, floor, caps.max_neighbours, on_progress))
+        return duplicate_report(store, pairs, similarity, fields, caps.groups, caps.members)

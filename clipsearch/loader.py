@@ -49,7 +49,7 @@ from clipsearch.photos import (
 )
 from clipsearch.reading import READ_SIDE, READER, TextReader
 from clipsearch.schema import SCHEMA_VERSION, VECTOR_FIELD, PhotoRecord
-from clipsearch.store import PhotoStore
+from clipsearch.store import CheckedStore, PhotoStore
 
 if TYPE_CHECKING:
     import numpy as np
@@ -202,7 +202,7 @@ class _Prepared:
 class PhotoLoader:
     def __init__(
         self,
-        store: PhotoStore,
+        store: CheckedStore,
         load_encoder: Callable[[], ImageEncoding],
         options: LoadOptions | None = None,
         *,

@@ -16,7 +16,7 @@ import numpy as np
 from clipsearch.duplicates import check_similarity
 from clipsearch.filters import ORDERS, SearchFilter, in_order
 from clipsearch.schema import PHOTO_FIELDS, VECTOR_FIELD
-from clipsearch.store import Hit, PhotoStore
+from clipsearch.store import CheckedStore, Hit, PhotoStore
 from clipsearch.words import TEXT_FIELDS, carried, fuse, matched
 
 DEFAULT_RESULTS = 12  # what a search shows unless asked for more or fewer: on the page and from the CLI
@@ -99,7 +99,7 @@ def why_nothing(results: Results, where: SearchFilter | None) -> str:
 
 
 def find(
-    store: PhotoStore,
+    store: CheckedStore,
     vector: np.ndarray,
     options: SearchOptions,
     where: SearchFilter | None = None,
@@ -144,7 +144,7 @@ def find(
 
 
 def with_words(
-    store: PhotoStore,
+    store: CheckedStore,
     vector: np.ndarray,
     words: Sequence[str],
     where: SearchFilter | None,
@@ -186,7 +186,7 @@ def _text_of(hit: Hit) -> list[str | None]:
 
 
 def listing(
-    store: PhotoStore, where: SearchFilter, options: SearchOptions, fields: Sequence[str] = PHOTO_FIELDS
+    store: CheckedStore, where: SearchFilter, options: SearchOptions, fields: Sequence[str] = PHOTO_FIELDS
 ) -> Results:
     """The photos a query of filters alone lets through ("Kyoto 2021"), newest first (oldest first for that
     order), without similarities: nothing is folded or cut, and each hit's score is NaN."""

@@ -46,3 +46,8 @@ class Shared(Generic[T]):
     def _dropped(self, value: T) -> None:
         if self.on_drop is not None:
             self.on_drop(value)
+
+    def clear(self) -> None:
+        """Forget every value (released)."""
+        for key in list(self.done):
+            self.drop(key)

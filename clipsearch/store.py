@@ -127,7 +127,7 @@ class PhotoStore:
         self.schema = schema
 
     @classmethod
-    def open(cls, client: Client, schema: IndexSchema, *, create: bool = False) -> PhotoStore:
+    def open(cls, client: Client, schema: IndexSchema, *, create: bool = False) -> CheckedStore:
         """The index, checked to hold vectors of this schema's model; with `create`, made if missing.
 
         An index keeps the algorithm and graph parameters it was built with until it is rebuilt;
@@ -142,7 +142,7 @@ class PhotoStore:
                 )
             stored = _claim(client, schema)
         _check_compatible(schema, stored, writer=create)
-        store = cls(
+        store = CheckedStore(
             client,
             replace(
                 schema,
@@ -161,7 +161,8 @@ class PhotoStore:
 
     @classmethod
     def existing(cls, client: Client, name: str) -> PhotoStore:
-        """An existing index as it was made, whatever its model: to describe it or drop it."""
+        """An existing index as it was made, whatever its model: to describe it, count it, drop it, or compare its
+        own vectors with each other (near-duplicates); never a CheckedStore, so never searched with a query."""
         stored = stored_schema(client, name)
         if stored is None:
             raise IndexMissing(f"index {name!r} does not exist on this server")
@@ -579,6 +580,11 @@ class PhotoStore:
         keys = (os.fsdecode(key) for key in self.client.scan_iter(match=f"{self.schema.prefix}*", count=batch_size))
         for batch in batched(keys, batch_size):
             yield from ((key, photo) for key, photo in zip(batch, self.get(batch, fields), strict=True) if photo)
+
+
+class CheckedStore(PhotoStore):
+    """An index checked to hold the vectors of its schema's model (PhotoStore.open): what a search and the loader
+    take, so that a vector of one model is never compared with, nor written beside, those of another."""
 
 
 def refusal(index_name: str, error: Exception) -> ClipsearchError:

@@ -62,7 +62,9 @@ def main() -> None:
             options = SearchOptions(k=args.k, fold=False)
             encoder = library.text_encoder
             vectors = {text: encoder.encode_text([text])[0] for text, _ in queries}
-            clip = {text: [r.hit.path for r in library.search(vectors[text], options).shown] for text, _ in queries}
+            clip = {
+                text: [r.hit.path for r in library.search_vector(vectors[text], options).shown] for text, _ in queries
+            }
             searches = f"{len(queries)} searches ({len(written)} by the words in a photo, the rest by a name's word)"
             print(f"{searches}, k {args.k}")
             print(f"{'rule':>16}  {'MRR':>6}  {'first':>7}  {'CLIP results kept':>17}")
@@ -73,7 +75,7 @@ def main() -> None:
                         shown = clip[text]
                     else:
                         clipsearch.words.FUSION_K = constant
-                        shown = [r.hit.path for r in library.search(vectors[text], options, text=text).shown]
+                        shown = [r.hit.path for r in library.search_vector(vectors[text], options, text=text).shown]
                     rank = next((place for place, path in enumerate(shown, 1) if path in targets), None)
                     ranks.append(1 / rank if rank else 0.0)
                     kept.append(len(set(shown) & set(clip[text])) / max(len(clip[text]), 1))

@@ -32,7 +32,7 @@ from clipsearch.results import SearchOptions, find
 from clipsearch.schema import PHOTO_FIELDS, IndexSchema, PhotoRecord
 from clipsearch.server import EmbeddedServer
 from clipsearch.settings import ModelSpec, Settings
-from clipsearch.store import PhotoStore
+from clipsearch.store import CheckedStore, PhotoStore
 
 FOLDING = SearchOptions(k=12, duplicate_similarity=0.95)
 VARIED = SearchOptions(k=12, duplicate_similarity=0.95, variety=0.5)
@@ -95,7 +95,7 @@ def time_text(pretrained: str, repeats: int) -> None:
         print(f"  {name:<28} p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  ({ratios}){difference}")
 
 
-def search_ways(store: PhotoStore) -> dict[str, Callable[[np.ndarray], int]]:
+def search_ways(store: CheckedStore) -> dict[str, Callable[[np.ndarray], int]]:
     """What a search of the page's 12 results costs, plain and as results.find runs it; each returns a count."""
     fields = (*PHOTO_FIELDS, "thumbnail")
     return {

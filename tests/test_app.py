@@ -16,12 +16,11 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from clipsearch import library
-from clipsearch.app import resources
 from clipsearch.display import escape_markdown
 from clipsearch.duplicates import find_duplicates
 from clipsearch.filters import SearchFilter
 from clipsearch.labels import MAX_LABELS_TEXT, LabelList
-from clipsearch.library import Library
+from clipsearch.library import Library, forget_encodings
 from clipsearch.loader import LoadOptions, PhotoLoader
 from clipsearch.onnx_engine import OnnxTextEncoder
 from clipsearch.photos import day_start
@@ -296,6 +295,10 @@ def test_model_mismatch_is_explained(indexed: PhotoStore, random_checkpoint: Pat
     monkeypatch.setenv("CLIPSEARCH_PRETRAINED", str(other))
     error = the_one_error(run_app())
     assert "does not fit this model" in error and "vit-b-32-random.pt" in error
+    key = next(iter(dict(indexed.scan(("path",)))))
+    for link in ({"q": "a cat"}, {"like": key}):  # a search by a photo of the index alone too
+        error = the_one_error(run_app(**link))
+        assert "does not fit this model" in error and "vit-b-32-random.pt" in error, link
 
 
 def test_weights_unavailable_offline_is_explained(app_env: Settings, monkeypatch) -> None:
@@ -309,7 +312,7 @@ def text_encodes(monkeypatch) -> list[list[str]]:
     """Every batch of texts the page encodes, in order, from empty caches (as in a fresh page process: the
     same test ran before on another engine in this process)."""
     st.cache_data.clear()
-    resources.forget_queries()
+    forget_encodings()
     calls: list[list[str]] = []
     for engine in (TorchTextEncoder, OnnxTextEncoder):
 

@@ -205,7 +205,7 @@ def test_four_people_searching_at_once_each_get_their_own_results(
     expected = {
         query: [
             display_path(result.hit.photo.name)
-            for result in library.search(encoder.encode_text([query])[0], folding, text=query).shown
+            for result in library.search_vector(encoder.encode_text([query])[0], folding, text=query).shown
         ]
         for query in queries
     }

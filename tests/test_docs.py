@@ -76,6 +76,17 @@ def test_no_module_imports_from_a_layer_below_it() -> None:
     assert not wrong, wrong
 
 
+PAGE_MAY_IMPORT = {"library", "settings", "links", "display", "errors", "app"}
+
+
+def test_the_page_only_parses_and_shows() -> None:
+    """The page's modules reach the core through the Library (which gives them the values requests and results
+    are made of): no rule of searching, serving or indexing can be written in the page."""
+    page = [*(PACKAGE / "app").rglob("*.py"), ROOT / "streamlit_app.py"]
+    beyond = {str(path.relative_to(ROOT)): sorted(imported(path) - PAGE_MAY_IMPORT) for path in page}
+    assert not {path: modules for path, modules in beyond.items() if modules}
+
+
 def test_nothing_outside_the_page_imports_streamlit() -> None:
     outside = [path for path in PACKAGE.rglob("*.py") if "app" not in path.relative_to(PACKAGE).parts[:1]]
     assert not [path for path in outside if re.search(r"^\s*(import|from) streamlit\b", path.read_text(), re.M)]

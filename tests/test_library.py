@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from clipsearch.errors import IndexMissing, ServerUnreachable
-from clipsearch.library import Library
+from clipsearch.errors import IndexMismatch, IndexMissing, ServerUnreachable
+from clipsearch.library import Library, NotInIndex, QueryPhoto, SearchRequest, UnusablePhoto
 from clipsearch.loader import LoadOptions
 from clipsearch.query import BadQuery
+from clipsearch.results import Results, SearchOptions
 from clipsearch.schema import PhotoRecord
 from clipsearch.settings import Settings
 
@@ -71,3 +73,68 @@ def test_index_search_and_compose_agree_with_the_store(settings: Settings, encod
     with pytest.raises(BadQuery):
         library.compose(None, [])
     assert library.stored_vector("clipsearch:meta") is None and library.photo_name("nope") is None
+
+
+def keys(results: Results) -> list[str]:
+    return [result.hit.key for result in results.shown]
+
+
+def test_one_request_composes_words_given_photos_and_indexed_photos(
+    settings: Settings, encoder, photo_folder: Path, sample_photos: Path
+) -> None:
+    """What the page and the CLI send: each kind of query is the vector of its terms, searched as search_vector
+    searches it (the words matched as text only when they are searched alone)."""
+    library = Library(settings, text_encoder=lambda: encoder, image_encoder=lambda: encoder)
+    library.index_folder(photo_folder, show_bar=False)
+    options = SearchOptions(k=5, fold=False)
+    words = library.search(SearchRequest(words="a harbour", options=options, understand=False))
+    alone = library.compose(library.encode_terms("a harbour"))
+    assert np.allclose(words.vector, alone) and words.heading() == "Photos matching a harbour"
+    assert keys(words.results) == keys(library.search_vector(alone, options, text="a harbour"))
+
+    key = library.store().nearest(alone, k=1, fields=())[0].key
+    chair = QueryPhoto("chair.jpg", (sample_photos / "chair.jpg").read_bytes())
+    found = library.search(SearchRequest(words="- people", photos=(chair,), like=(key,), options=options))
+    like = library.stored_vector(key)
+    assert like is not None
+    terms = library.encode_terms("- people", with_photos=True)
+    vector = library.compose(terms, [like, library.photo_query(chair.data).vector])
+    assert np.allclose(found.vector, vector, atol=1e-6)
+    assert keys(found.results) == keys(library.search_vector(vector, options))
+    assert found.heading() == f"Photos like {library.photo_name(key)} and chair.jpg - people"
+    assert found.photos and found.photos[0].preview[:2] == b"\xff\xd8"  # the upload's preview, a JPEG
+
+    paged = library.search(SearchRequest(words="a harbour", options=SearchOptions(k=2, fold=False), pages=3))
+    assert len(paged.results.shown) == 6, "each page adds k results"
+    with pytest.raises(NotInIndex):
+        library.search(SearchRequest(like=("clipsearch:meta",)))
+    with pytest.raises(UnusablePhoto, match="holiday.jpg") as refused:
+        library.search(SearchRequest(photos=(QueryPhoto("holiday.jpg", b"definitely not a jpeg"),)))
+    assert refused.value.name == "holiday.jpg"
+    with pytest.raises(BadQuery, match="only negative"):
+        library.search(SearchRequest(words="- people"))
+
+
+def test_every_kind_of_search_is_checked_against_the_model(
+    settings: Settings, encoder, random_checkpoint: Path, tmp_path: Path, sample_photos: Path, copy_photos
+) -> None:
+    """An index of one checkpoint, searched with another of the same width, by words, by a photo of the index
+    alone, by a given photo alone: refused each time, never compared."""
+    library = Library(settings, text_encoder=lambda: encoder, image_encoder=lambda: encoder)
+    library.index_folder(copy_photos(tmp_path / "p", ["chair.jpg", "baseball.jpg"]), show_bar=False)
+    key = next(iter(dict(library.store().scan(("path",)))))
+    other = tmp_path / "another-model.pt"
+    shutil.copy(random_checkpoint, other)
+    elsewhere = Library(dataclasses.replace(settings, pretrained=str(other)))
+    chair = QueryPhoto("chair.jpg", (sample_photos / "chair.jpg").read_bytes())
+    for request in (SearchRequest(words="a chair"), SearchRequest(like=(key,)), SearchRequest(photos=(chair,))):
+        with pytest.raises(IndexMismatch, match="does not fit|holds vectors from"):
+            elsewhere.search(request)
+
+
+def test_a_malformed_query_is_said_before_a_missing_index(settings: Settings, encoder) -> None:
+    library = Library(settings, text_encoder=lambda: encoder)
+    with pytest.raises(BadQuery, match="2x"):
+        library.search(SearchRequest(words="2x:dog + cat"))
+    with pytest.raises(IndexMissing):
+        library.search(SearchRequest(words="a dog"))

@@ -22,11 +22,11 @@ from clipsearch.duplicates import _most_similar, keep_first
 from clipsearch.filters import SearchFilter, escape_tag, in_order
 from clipsearch.identity import ModelIdentity
 from clipsearch.labels import MAX_LABELS, MAX_LABELS_TEXT, LabelList
-from clipsearch.library import Library, TermVectors
+from clipsearch.library import Found, Library, TermVectors
 from clipsearch.loader import Known, LoadOptions, Part, Source, _plan, check_download_url, csv_sources
 from clipsearch.photos import FIRST_DAY, LAST_DAY, BadPhoto, PhotoFacts, day_start, display_path
 from clipsearch.query import BadQuery
-from clipsearch.results import Cut, Result, SearchOptions, fold, fold_heads, mmr_order
+from clipsearch.results import Cut, Result, Results, SearchOptions, fold, fold_heads, mmr_order
 from clipsearch.schema import (
     AUTO_FLAT_UP_TO,
     FIELDS,
@@ -374,3 +374,20 @@ def test_a_drag_within_the_first_millisecond_of_a_month_is_that_month() -> None:
     from clipsearch.app import charts
 
     assert charts.selected_span({charts.SPAN: {"month": [0.0, 0.5]}}) == (date(1970, 1, 1), date(1970, 1, 31))
+
+
+def test_a_heading_says_what_was_searched_and_marks_what_a_person_gave() -> None:
+    nothing = Results([], [], None, False)
+    vector = np.ones(2, np.float32)
+
+    def heading(vector, searched="", subjects=(), where=None, order="relevance") -> str:
+        found = Found(nothing, vector, where or SearchFilter(), None, searched, subjects, (), order)
+        return found.heading(lambda words: f"<{words}>", lambda words: f"[{words}]")
+
+    assert heading(vector, "red car") == "Photos matching <red car>"
+    assert heading(vector, "", ("cat.jpg",)) == "Photos like <cat.jpg>"
+    assert heading(vector, "at night", ("cat.jpg", "dog.jpg")) == "Photos like <cat.jpg> and <dog.jpg> <+ at night>"
+    assert heading(vector, "- people", ("cat.jpg",)) == "Photos like <cat.jpg> <- people>"
+    kyoto = SearchFilter(places=("Kyoto",))
+    assert heading(None, where=kyoto) == f"Photos [{kyoto.describe()}], newest first"
+    assert heading(None, where=kyoto, order="oldest") == f"Photos [{kyoto.describe()}], oldest first"

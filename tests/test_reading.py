@@ -72,7 +72,7 @@ def text_library(text_photos, search_server, onnx_cache, encoder):
 
 def searched(library: Library, encoder, text: str, words: bool = True, k: int = 6):
     vector = encoder.encode_text([text.replace('"', "")])[0]
-    return library.search(vector, SearchOptions(k=k, fold=False), text=text if words else None)
+    return library.search_vector(vector, SearchOptions(k=k, fold=False), text=text if words else None)
 
 
 def test_a_search_for_the_words_in_a_photo_ranks_it_first(text_library, encoder) -> None:
@@ -104,7 +104,7 @@ def test_quoted_words_filter_exactly(text_library, encoder, phrase: str) -> None
         if any(pattern.search(getattr(row, field) or "") for field in fields[1:]):
             holding.append(row.path)
     vector = encoder.encode_text([phrase])[0]
-    found = library.search(vector, SearchOptions(k=10, fold=False), text=f'"{phrase}"')
+    found = library.search_vector(vector, SearchOptions(k=10, fold=False), text=f'"{phrase}"')
     expected = sorted(holding, key=lambda path: -float(rows[path].vector @ vector))
     assert [result.hit.path for result in found.shown] == expected
     assert (phrase in ("exit 12", "corner grocery", "17 40", "bakery")) == bool(expected)

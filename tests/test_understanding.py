@@ -288,7 +288,7 @@ def test_searches_by_words_equal_brute_force_over_the_photos_that_pass(travels, 
     options = SearchOptions(k=8, fold=False)
     if left:
         query = encoder.encode_text([left])[0]
-        results = library.search(query, options, where=understood.filter())
+        results = library.search_vector(query, options, where=understood.filter())
         expected = [subset[j] for j in np.argsort(-(vectors[subset] @ query), kind="stable")[:8]]
     else:  # only filters: the photos that pass, newest first
         results = library.listing(understood.filter(), options)

@@ -170,7 +170,7 @@ def named_library(tmp_path: Path, sample_photos: Path, settings, encoder):
 
 def searched(library: Library, encoder, text: str, words: bool = True, k: int = 8):
     options = SearchOptions(k=k, fold=False)
-    return library.search(encoder.encode_text([text])[0], options, text=text if words else None)
+    return library.search_vector(encoder.encode_text([text])[0], options, text=text if words else None)
 
 
 def test_a_word_only_in_a_file_or_folder_name_ranks_its_photo_first(named_library, encoder) -> None:
@@ -204,11 +204,11 @@ def test_the_words_respect_the_filters_and_the_cut(named_library, encoder) -> No
     library = named_library
     vector = encoder.encode_text(["zanzibar"])[0]
     options = SearchOptions(k=8, fold=False)
-    elsewhere = library.search(vector, options, SearchFilter(folder="Okavango delta"), text="zanzibar")
+    elsewhere = library.search_vector(vector, options, SearchFilter(folder="Okavango delta"), text="zanzibar")
     assert {result.hit.path for result in elsewhere.shown} == {NAMED[1], NAMED[2]}
     best = searched(library, encoder, "zanzibar", words=False).shown[0].hit.score
     above = dataclasses.replace(options, cut=Cut(min_similarity=best))
-    cut = library.search(vector, above, text="zanzibar")
+    cut = library.search_vector(vector, above, text="zanzibar")
     assert all(result.hit.score >= best for result in cut.shown) and NAMED[0] not in {r.hit.path for r in cut.shown}
 
 

@@ -19,8 +19,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from clipsearch.overview import Spot, month_of, month_span
-from clipsearch.photos import FIRST_DAY, LAST_DAY
+from clipsearch.library import FIRST_DAY, LAST_DAY, Spot, month_of, month_span
 
 TEMPLATES = Path(__file__).with_name("chart_templates.json")
 MIN_SPAN_DEGREES = 1.0  # the least a map shows around its points: a city and its surroundings

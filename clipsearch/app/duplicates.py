@@ -1,31 +1,23 @@
-"""The duplicates view: groups of near-identical photos in the whole index, largest first. The index is
-scanned once per version at the slider's lowest threshold, for every session of the process (one scan at a
-time); each threshold groups those pairs in memory."""
+"""The duplicates view: groups of near-identical photos in the whole index, largest first (Library.duplicate_groups:
+the index is scanned once per version at the slider's lowest threshold, for every session of the process; each
+threshold groups those pairs in memory)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from clipsearch.app import resources
 from clipsearch.app.pictures import captioned_picture
 from clipsearch.display import escape_markdown
-from clipsearch.duplicates import report as duplicate_report
-from clipsearch.library import Library
+from clipsearch.library import PHOTO_FIELDS, DuplicateCaps, Hit, Library, display_path
 from clipsearch.links import MAX_COLUMNS
-from clipsearch.photos import display_path
-from clipsearch.schema import PHOTO_FIELDS
 from clipsearch.settings import Settings
-from clipsearch.store import Hit
 
-MAX_GROUPS_SHOWN = 100
-MAX_MEMBERS_SHOWN = 16  # of each group
-FLOOR = 0.9  # the lowest threshold: where the one scan per index version reads down to
-MAX_NEIGHBOURS_SCANNED = 64  # per photo: a dense library costs at most this many reads a photo
+CAPS = DuplicateCaps()
 
 
 def view(settings: Settings, library: Library) -> None:
     st.subheader("Near-duplicates in the index")
-    floor = min(FLOOR, settings.duplicate_similarity)
+    floor = library.duplicate_floor(CAPS)
     threshold = st.slider(
         "Duplicate similarity: photos at least this similar are near-duplicates",
         floor,
@@ -41,22 +33,18 @@ def view(settings: Settings, library: Library) -> None:
     def progress(done: int, total: int) -> None:
         bar.progress(done / max(total, 1), text=f"Checked {done:,} of {total:,} photos")
 
-    pairs = library.shared_pairs(resources.duplicate_scans(), floor, MAX_NEIGHBOURS_SCANNED, progress)
+    report = library.duplicate_groups(threshold, CAPS, (*PHOTO_FIELDS, "thumbnail"), progress)
     bar.empty()
-    store = library.store()
-    report = duplicate_report(
-        store, pairs, threshold, (*PHOTO_FIELDS, "thumbnail"), MAX_GROUPS_SHOWN, MAX_MEMBERS_SHOWN
-    )
     st.markdown(
         f"**{len(report.sizes)} groups** of near-duplicates ({report.duplicates} photos beyond the first of each) "
         f"among {report.photos:,} photos, checked in {report.seconds:.1f} s ({report.rate:,.0f} photos/s)."
     )
     notes = []
-    if len(report.sizes) > MAX_GROUPS_SHOWN:
-        notes.append(f"Showing the {MAX_GROUPS_SHOWN} largest groups.")
-    if pairs.capped:
+    if len(report.sizes) > CAPS.groups:
+        notes.append(f"Showing the {CAPS.groups} largest groups.")
+    if report.capped:
         notes.append(
-            f"{pairs.capped:,} photos have over {MAX_NEIGHBOURS_SCANNED} others at {floor} or more: each is linked to "
+            f"{report.capped:,} photos have over {CAPS.max_neighbours} others at {floor} or more: each is linked to "
             "its nearest of them (the others still join through those)."
         )
     if notes:

@@ -13,10 +13,16 @@ from streamlit.navigation.page import StreamlitPage
 from clipsearch.app import charts, resources
 from clipsearch.display import escape_markdown
 from clipsearch.errors import IndexMissing
-from clipsearch.labels import DEFAULT_LABELS, MAX_LABEL_CHARS, MAX_LABELS, MAX_LABELS_TEXT, LabelList
-from clipsearch.library import Library
-from clipsearch.loader import LoadOptions
-from clipsearch.overview import Overview
+from clipsearch.library import (
+    DEFAULT_LABELS,
+    MAX_LABEL_CHARS,
+    MAX_LABELS,
+    MAX_LABELS_TEXT,
+    LabelList,
+    Library,
+    LoadOptions,
+    Overview,
+)
 
 LISTED_CITIES = 12  # cities named under the map, each a link
 

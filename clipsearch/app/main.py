@@ -8,10 +8,9 @@ from collections.abc import Callable
 import streamlit as st
 
 from clipsearch.app import duplicates, library_view, resources, search
-from clipsearch.connection import LOST
 from clipsearch.display import escape_markdown
 from clipsearch.errors import ClipsearchError, IndexMissing
-from clipsearch.library import Library
+from clipsearch.library import LOST, Library
 from clipsearch.links import held_link
 from clipsearch.settings import Settings
 

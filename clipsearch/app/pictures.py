@@ -6,19 +6,23 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 
 import numpy as np
 import streamlit as st
 
 from clipsearch.app import resources
 from clipsearch.display import escape_markdown
-from clipsearch.labels import DEFAULT_LABELS, LabelList, rank_labels
-from clipsearch.library import Library
-from clipsearch.photos import BadPhoto, decode_photo, display_path, make_thumbnail, read_file, taken_iso
-from clipsearch.results import Result
-from clipsearch.schema import PHOTO_FIELDS, Photo
-from clipsearch.store import Hit
+from clipsearch.library import (
+    DEFAULT_LABELS,
+    PHOTO_FIELDS,
+    Hit,
+    LabelList,
+    Library,
+    Photo,
+    Result,
+    display_path,
+    taken_iso,
+)
 
 DIALOG_SIDE = 1600  # "Open" sends this much, not the camera's full file
 NEAR_DUPLICATES_PICTURED = 8  # of a result's near-duplicates; the rest are named
@@ -43,20 +47,16 @@ def how_similar(hit: Hit, similarity: str = "") -> str:
 @st.cache_data(max_entries=1024, show_spinner=False)
 def resized_photo(path: str, mtime: float, long_side: int) -> bytes | None:
     """A photo file upright and at most long_side pixels (mtime only keys the cache)."""
-    try:
-        return make_thumbnail(decode_photo(read_file(Path(path)), at_least=long_side), long_side)
-    except BadPhoto:
-        return None
+    return Library.resized(Path(path), long_side)
 
 
 def picture(hit: Hit, library: Library) -> bytes | str | None:
-    """The stored thumbnail; else one made from the file, or the photo's URL."""
-    if hit.photo.thumbnail:
-        return hit.photo.thumbnail
-    if hit.photo.source == "url":  # only web addresses: Streamlit reads any other string as a local file
-        return hit.path if urlsplit(hit.path).scheme in ("http", "https") else None
-    path = library.photo_file(hit)
-    return resized_photo(str(path), path.stat().st_mtime, resources.PREVIEW_SIDE) if path else None
+    """What Library.picture allows: the stored thumbnail, the photo's web address, or a thumbnail made from its
+    file."""
+    found = library.picture(hit)
+    if isinstance(found, Path):
+        return resized_photo(str(found), found.stat().st_mtime, resources.THUMBNAIL_SIDE)
+    return found
 
 
 def captioned_picture(hit: Hit, library: Library, caption: str, width: int | Literal["stretch"]) -> None:
@@ -81,10 +81,8 @@ def where_taken(photo: Photo) -> str:
 
 def show_labels(library: Library, vector: np.ndarray) -> None:
     """The labels of the sidebar ranked for a photo's vector: CLIP's zero-shot classification."""
-    encoder = library.text_encoder
     labels = LabelList.parse(st.session_state.get("labels", "\n".join(DEFAULT_LABELS))).labels
-    vectors = resources.labels_vectors(encoder, encoder.identity.describe(), labels)
-    ranked = rank_labels(encoder, vector, labels, vectors)[:TOP_LABELS]
+    ranked = library.labels(vector, labels)[:TOP_LABELS]
     if not ranked:
         st.caption("Add some labels in the sidebar to rank them.")
     for score in ranked:

@@ -1,31 +1,31 @@
 """What the page keeps between reruns and between visitors: the settings, one client and one encoder of each
-tower per process, the counts and duplicate scans of each index version (all kept whatever clears
-Streamlit's caches), and Streamlit's caches of what a request makes (query terms, uploads, label vectors).
-Every view gets its Library here."""
+tower per process, and the counts of each index version, all kept whatever clears Streamlit's caches (the
+Library keeps what a search encodes and the duplicate scans the same way). Every view gets its Library here."""
 
 from __future__ import annotations
 
 import gc
 import os
 import threading
-from collections import OrderedDict
 from pathlib import Path
 
-import numpy as np
 import streamlit as st
 
-from clipsearch.connection import Client, connect
-from clipsearch.duplicates import SimilarPairs
-from clipsearch.engine import ImageEncoding, TextEncoding, load_image_encoder, load_text_encoder
-from clipsearch.labels import label_vectors
-from clipsearch.library import Library, PhotoQuery, TermVectors
-from clipsearch.overview import Overview
-from clipsearch.photos import make_thumbnail
+from clipsearch.library import (
+    Client,
+    ImageEncoding,
+    Library,
+    Overview,
+    Shared,
+    TextEncoding,
+    connect,
+    load_image_encoder,
+    load_text_encoder,
+)
 from clipsearch.settings import ModelSpec, Settings
-from clipsearch.sharing import Shared
 
-PREVIEW_SIDE = 256  # pixels: an upload's preview, and a thumbnail made from a file
-KEPT_VERSIONS = 4  # counts and duplicate scans kept for every session: of a few indexes, or versions of one
+THUMBNAIL_SIDE = 256  # pixels: a thumbnail made from a photo's file
+KEPT_VERSIONS = 4  # counts kept for every session: of a few indexes, or versions of one
 
 
 def load_settings() -> Settings:
@@ -109,68 +109,19 @@ def library() -> Library:
     )
 
 
-_TERMS: OrderedDict[tuple[ModelSpec, str, bool], TermVectors] = OrderedDict()
-_TERMS_LOCK = threading.Lock()
-KEPT_QUERIES = 512  # encoded queries kept for every visitor, the least recently asked going first
-
-
-def term_vectors(library: Library, text: str, with_photos: bool) -> TermVectors:
-    """A query's terms encoded once per model and text, for every visitor. A dictionary rather than
-    st.cache_data, which hashes the arguments and pickles the vectors on every new query: this runs on every
-    search, and most queries are new."""
-    key = (library.settings.model, text, with_photos)
-    with _TERMS_LOCK:
-        if (found := _TERMS.get(key)) is not None:
-            _TERMS.move_to_end(key)
-            return found
-    made = library.encode_terms(text, with_photos)  # BadQuery for a malformed one: nothing kept
-    with _TERMS_LOCK:
-        _TERMS[key] = made
-        while len(_TERMS) > KEPT_QUERIES:
-            _TERMS.popitem(last=False)
-    return made
-
-
-def forget_queries() -> None:
-    """Every kept query encoded again (the tests count encodings from empty caches)."""
-    with _TERMS_LOCK:
-        _TERMS.clear()
-
-
-@st.cache_data(max_entries=32, show_spinner="Encoding your photo…")
-def upload_query(_library: Library, model: ModelSpec, data: bytes) -> tuple[np.ndarray, bytes]:
-    """An upload's vector, and a JPEG to show it by: made from the photo as decoded within its bounds (st.image
-    of the upload itself would decode the whole file again, unbounded)."""
-    query: PhotoQuery = _library.photo_query(data)
-    return query.vector, make_thumbnail(query.image, PREVIEW_SIDE)
-
-
-@st.cache_data(max_entries=16, show_spinner="Encoding the labels…")
-def labels_vectors(_encoder: TextEncoding, model: str, labels: tuple[str, ...]) -> np.ndarray:
-    """The labels' vectors, once per model and label list rather than on every rerun."""
-    return label_vectors(_encoder, labels)
-
-
 _CAMERAS: Shared[list[str]] = Shared(KEPT_VERSIONS)
 _OVERVIEWS: Shared[Overview] = Shared(KEPT_VERSIONS)
 _COUNTS: Shared[int] = Shared(KEPT_VERSIONS)
-_DUPLICATE_SCANS: Shared[SimilarPairs] = Shared(KEPT_VERSIONS)
-
-
-def _version(library: Library) -> tuple[str, str, str]:
-    """What a count of the index is kept by: the server, the index and its version (any write changes it)."""
-    store = library.store()
-    return library.settings.server_label, store.schema.name, store.version()
 
 
 def cameras(library: Library) -> list[str]:
     """The index's cameras, read once per index version (it reads every document)."""
-    return _CAMERAS.make(_version(library), library.cameras)
+    return _CAMERAS.make(library.version(), library.cameras)
 
 
 def overview(library: Library) -> Overview:
     """The library view's counts, made once per index version for every visitor (it reads every document)."""
-    key = _version(library)
+    key = library.version()
     if (found := _OVERVIEWS.get(key)) is not None:
         return found
     with st.spinner("Counting the photos of the library…"):
@@ -179,7 +130,7 @@ def overview(library: Library) -> Overview:
 
 def count(library: Library) -> int:
     """How many photos the index holds, asked of the server once per index version rather than on every rerun."""
-    return _COUNTS.make(_version(library), lambda: library.store().count())
+    return _COUNTS.make(library.version(), lambda: library.store().count())
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -187,9 +138,3 @@ def pending(_library: Library, index_name: str, photos_dir: Path, version: str) 
     """Photos in the folder that the index lacks or holds stale: it walks the folder and reads every document's
     bookkeeping, so it runs once per index version ("Check for changes" runs it again)."""
     return _library.pending(photos_dir)
-
-
-def duplicate_scans() -> Shared[SimilarPairs]:
-    """The similar pairs found, shared by every session of this process: on a public app, one visitor's scan of
-    a large library serves every threshold and every later visitor, until the index changes."""
-    return _DUPLICATE_SCANS

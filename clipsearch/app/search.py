@@ -5,34 +5,52 @@ Every control is bound to the URL (names in clipsearch.links), so a link reprodu
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-import numpy as np
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 from clipsearch.app import charts, resources
 from clipsearch.app.pictures import gallery, show_labels
-from clipsearch.chart import score_chart_svg
 from clipsearch.display import escape_markdown
-from clipsearch.errors import IndexMissing
-from clipsearch.filters import ORDERS, FilterConflict, SearchFilter
-from clipsearch.library import Library
+from clipsearch.library import (
+    DEFAULT_RESULTS,
+    DEFAULT_WITHIN_KM,
+    FIRST_DAY,
+    LAST_DAY,
+    MAX_QUERY_CHARS,
+    MAX_WITHIN_KM,
+    ORDERS,
+    PHOTO_FIELDS,
+    BadQuery,
+    Cut,
+    Found,
+    Library,
+    Near,
+    NotInIndex,
+    QueryPhoto,
+    Result,
+    Results,
+    SearchFilter,
+    SearchOptions,
+    SearchRequest,
+    Understood,
+    UnusablePhoto,
+    WordsConflict,
+    display_path,
+    parse_position,
+    per_month,
+    score_chart_svg,
+    why_nothing,
+)
 from clipsearch.links import CUT_MODES, MAX_BELOW_BEST, MAX_COLUMNS, MAX_NAME_CHARS, MAX_RESULTS, MAX_SHOWN
-from clipsearch.overview import per_month
-from clipsearch.photos import FIRST_DAY, LAST_DAY, BadPhoto, display_path
-from clipsearch.places import DEFAULT_WITHIN_KM, MAX_WITHIN_KM, Near, parse_position
-from clipsearch.query import MAX_QUERY_CHARS, BadQuery
-from clipsearch.results import DEFAULT_RESULTS, Cut, Result, Results, SearchOptions, why_nothing
-from clipsearch.schema import PHOTO_FIELDS
 from clipsearch.settings import Settings
-from clipsearch.understanding import Understood
 
 EXAMPLE_PROMPTS = ("cat", "dog on chair", "man jumping", "snowy streets", "woolen hat", "santa claus")
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "heic", "heif", "avif"]
 DEFAULT_COLUMNS = 4
 DEFAULT_BELOW_BEST = 0.05
-TUNING = ("k", "fold", "variety", "cut", "min_similarity", "below_best", "order")  # a change starts from page 1
+PAGE_FIELDS = (*PHOTO_FIELDS, "thumbnail")
 
 
 @dataclass(frozen=True)
@@ -94,53 +112,33 @@ def view(settings: Settings, library: Library) -> None:
     st.session_state.setdefault("q", "")
     st.session_state.setdefault("as_written", tuple(filter(None, st.query_params.get("as_written", "").split("\n"))))
     filters = search_bar(settings, library)
-    understood = understood_words(library)
-    if understood is not None and understood.parts:
-        said = " · ".join(f"{part.kind} {part.value()}" for part in understood.parts)
-        filters.caption(f"And from your words: {escape_markdown(said)} (each a chip above the photos).")
-    vector, heading = query_vector(settings, library, understood)
+    if st.session_state.as_written:
+        st.query_params["as_written"] = "\n".join(st.session_state.as_written)
+    elif "as_written" in st.query_params:
+        del st.query_params["as_written"]
     if st.session_state.like:
         st.button("← Back to your search", on_click=clear_like, type="tertiary")
         st.query_params["like"] = st.session_state.like
     elif "like" in st.query_params:
         del st.query_params["like"]
-    listed = vector is None and understood is not None and understood.parts and not understood.words
-    if vector is None and not listed:
-        if heading:
-            st.info(heading)
+    found = search(settings, library, filters)
+    if found is None:
         return
-    where = search_filter()
-    if understood is not None:
-        try:
-            where = where.narrowed(understood.filter())
-        except FilterConflict as conflict:
-            chips(active_settings(settings), understood)
-            st.error(f"**What the words say and the filters cannot both hold:** {escape_markdown(str(conflict))}.")
-            return
-    follow_pages(vector if vector is not None else np.zeros(0, np.float32), where)
-    options = search_options(settings)
-    fields = (*PHOTO_FIELDS, "thumbnail")
-    if vector is None:
-        results = library.listing(where, options, fields=fields)
-        heading = (
-            f"Photos {escape_markdown(where.describe())}, {'oldest' if options.order == 'oldest' else 'newest'} first"
-        )
-    else:
-        results = library.search(vector, options, where=where, fields=fields, text=matched_text(understood))
+    results, understood = found.results, found.understood
     folded = sum(len(result.near_duplicates) for result in results.shown)
     st.markdown(
-        f"{heading} · {len(results.shown)} results"
+        f"{found.heading(emphasised, escape_markdown)} · {len(results.shown)} results"
         + (f" · {folded} near-duplicates folded" if folded else "")
         + (f" · {results.hidden} of the {len(results.scores)} nearest under the cut" if results.hidden else "")
     )
     chips(active_settings(settings), understood)
     if not results.shown:
-        st.info(escape_markdown(why_nothing(results, where)))
+        st.info(escape_markdown(why_nothing(results, found.where)))
     located = [(rank, result) for rank, result in enumerate(results.shown, 1) if result.hit.photo.position]
     photos, beside = st.columns([3, 1]) if located or results.times else (st.container(), None)
     with photos:
         gallery(results.shown, st.session_state.columns, library)
-        if results.more and options.k < MAX_SHOWN:
+        if results.more and len(results.shown) < MAX_SHOWN:
             st.button(f"Show more (another {st.session_state.k})", on_click=show_more, key="more")
     if beside is not None:
         with beside:
@@ -149,29 +147,117 @@ def view(settings: Settings, library: Library) -> None:
         score_chart(results)
 
 
-def understood_words(library: Library) -> Understood | None:
-    """The places, dates and cameras the typed words name (none when they are searched as written, or for a
-    photo), less those given back to CLIP; the URL keeps the words, given back ones by line."""
+def emphasised(words: str) -> str:
+    """What a person gave, in a heading: bold, and never Markdown of its own."""
+    return f"**{escape_markdown(words)}**"
+
+
+def search(settings: Settings, library: Library, filters: DeltaGenerator) -> Found | None:
+    """The search the page asks for (Library.search), or None with what to do instead said: words, or a photo
+    ("More like this", or an upload) with words added to it. The places, dates and cameras understood from the
+    words are named in the Filters popover."""
     state = st.session_state
-    if state.as_written:
-        st.query_params["as_written"] = "\n".join(state.as_written)
-    elif "as_written" in st.query_params:
-        del st.query_params["as_written"]
-    if state.mode != "Words" or state.like or state.get("literal") or not state.q.strip():
+    slot = None
+    if state.like or state.mode == "Photo":
+        if (asked := photo_request(settings)) is None:
+            return None
+        request, slot = asked
+    elif (words := words_request(settings)) is not None:
+        request = words
+    else:
         return None
+    follow_pages(request)
     try:
-        return library.understand(state.q.strip()).without(state.as_written)
-    except IndexMissing:
-        return None  # (the search says so)
-
-
-def matched_text(understood: Understood | None) -> str | None:
-    """The words also matched against file and folder names: those searched with CLIP, when words are searched
-    and the Match names toggle is on (a photo's search is by CLIP alone)."""
-    state = st.session_state
-    if state.mode != "Words" or state.like or not state.get("text", True):
+        found = library.search(replace(request, pages=state.pages))
+    except NotInIndex:  # (a "More like this" photo that is gone: the words are searched instead)
+        st.warning("That photo is not in the index.")
+        state.like = ""
+        return search(settings, library, filters) if state.mode != "Photo" else None
+    except UnusablePhoto as error:
+        reason = escape_markdown(error.reason)
+        st.error(
+            f"**{escape_markdown(error.name)} cannot be used:** {reason}. Try another JPEG, PNG, WebP, HEIC or AVIF "
+            "file."
+        )
         return None
-    return understood.words if understood is not None else state.q.strip()
+    except BadQuery as problem:
+        what = "Those words" if request.by_photo else "That query"
+        st.error(f"**{what} cannot be read:** {escape_markdown(str(problem))}")
+        return None
+    except WordsConflict as conflict:
+        understood_caption(filters, conflict.understood)
+        chips(active_settings(settings), conflict.understood)
+        st.error(f"**What the words say and the filters cannot both hold:** {escape_markdown(str(conflict))}.")
+        return None
+    understood_caption(filters, found.understood)
+    if found.photos and slot is not None:
+        preview(slot, library, found)
+    return found
+
+
+def understood_caption(filters: DeltaGenerator, understood: Understood | None) -> None:
+    if understood is not None and understood.parts:
+        said = " · ".join(f"{part.kind} {part.value()}" for part in understood.parts)
+        filters.caption(f"And from your words: {escape_markdown(said)} (each a chip above the photos).")
+
+
+def words_request(settings: Settings) -> SearchRequest | None:
+    """The typed words, read for places, dates and cameras unless searched as written, and matched against the
+    photos' words unless Match names is off."""
+    state = st.session_state
+    words = state.q.strip()
+    if not words:
+        st.info("Type what you are looking for, or click an example.")
+        return None
+    return SearchRequest(
+        words=words,
+        where=search_filter(),
+        options=search_options(settings),
+        understand=not state.get("literal"),
+        as_written=state.as_written,
+        match_text=state.get("text", True),
+        fields=PAGE_FIELDS,
+    )
+
+
+def photo_request(settings: Settings) -> tuple[SearchRequest, DeltaGenerator] | None:
+    """A photo of the index ("More like this") or an upload, and the words added to it; and the place for the
+    upload's preview, above those words."""
+    state = st.session_state
+    photos: tuple[QueryPhoto, ...] = ()
+    if not state.like:
+        upload = st.file_uploader("Find photos like this one", type=UPLOAD_TYPES, key="upload")
+        if upload is None:
+            st.info("Upload a photo (JPEG, PNG, WebP, HEIC or AVIF) to find similar ones.")
+            return None
+        photos = (QueryPhoto(upload.name, upload.getvalue()),)
+    slot = st.container()
+    st.text_input(
+        "…with these words (optional)",
+        key="also",
+        bind="query-params",
+        max_chars=MAX_QUERY_CHARS,
+        placeholder="e.g. at night, or - people, or 2:snow - 0.5:cars",
+        help="Terms added to the photo (query arithmetic: + and - with spaces around them, weights as 2:word).",
+    )
+    request = SearchRequest(
+        words=state.also.strip(),
+        photos=photos,
+        like=(state.like,) if state.like else (),
+        where=search_filter(),
+        options=search_options(settings),
+        fields=PAGE_FIELDS,
+    )
+    return request, slot
+
+
+def preview(slot: DeltaGenerator, library: Library, found: Found) -> None:
+    """An uploaded photo as decoded (within the upload bounds), and what CLIP sees in it."""
+    left, right = slot.columns([1, 3])
+    left.image(found.photos[0].preview, caption=found.subjects[-1], width="stretch")
+    with right:
+        st.markdown("**What is in this photo?**")
+        show_labels(library, found.photos[0].vector)
 
 
 def where_and_when(located: list[tuple[int, Result]], shown: int, times: list[float]) -> None:
@@ -402,81 +488,6 @@ def chips(active: list[Active], understood: Understood | None = None) -> None:
             )
 
 
-def query_vector(settings: Settings, library: Library, understood: Understood | None) -> tuple[np.ndarray | None, str]:
-    """The vector to search with and a line saying what it stands for: words (those left once places, dates
-    and cameras were understood), a photo, or a photo and words."""
-    state = st.session_state
-    if state.like or state.mode == "Photo":
-        photo, heading = photo_term(settings, library)
-        if photo is not None:
-            return with_words(settings, library, photo, heading)
-        if state.mode == "Photo":  # (a "More like this" photo that is gone falls back to the words)
-            return None, heading
-    text = understood.words if understood is not None else state.q.strip()
-    if not text:
-        return None, "" if understood is not None else "Type what you are looking for, or click an example."
-    try:
-        vector = library.compose(resources.term_vectors(library, text, False))
-    except BadQuery as problem:
-        st.error(f"**That query cannot be read:** {escape_markdown(str(problem))}")
-        return None, ""
-    return vector, f"Photos matching **{escape_markdown(text)}**"
-
-
-def photo_term(settings: Settings, library: Library) -> tuple[np.ndarray | None, str]:
-    """The photo a search starts from ("More like this", or an upload) and what to call it."""
-    state = st.session_state
-    if state.like:
-        vector = library.stored_vector(state.like)
-        if vector is not None:
-            name = library.photo_name(state.like) or "?"
-            return vector, f"Photos like **{escape_markdown(display_path(name))}**"
-        st.warning("That photo is not in the index.")
-        state.like = ""
-        if state.mode != "Photo":
-            return None, ""
-    upload = st.file_uploader("Find photos like this one", type=UPLOAD_TYPES, key="upload")
-    if upload is None:
-        return None, "Upload a photo (JPEG, PNG, WebP, HEIC or AVIF) to find similar ones."
-    name = escape_markdown(upload.name)
-    try:
-        if upload.size > settings.upload_max_bytes:
-            raise BadPhoto(f"{upload.size:,} bytes, over the limit of {settings.upload_max_bytes:,}")
-        vector, preview = resources.upload_query(library, settings.model, upload.getvalue())
-    except BadPhoto as error:
-        reason = escape_markdown(str(error))
-        st.error(f"**{name} cannot be used:** {reason}. Try another JPEG, PNG, WebP, HEIC or AVIF file.")
-        return None, ""
-    left, right = st.columns([1, 3])
-    left.image(preview, caption=upload.name, width="stretch")
-    with right:
-        st.markdown("**What is in this photo?**")
-        show_labels(library, vector)
-    return vector, f"Photos like **{name}**"
-
-
-def with_words(settings: Settings, library: Library, photo: np.ndarray, heading: str) -> tuple[np.ndarray | None, str]:
-    """The photo plus the words typed beside it, as terms of one query: "at night", "- people"."""
-    st.text_input(
-        "…with these words (optional)",
-        key="also",
-        bind="query-params",
-        max_chars=MAX_QUERY_CHARS,
-        placeholder="e.g. at night, or - people, or 2:snow - 0.5:cars",
-        help="Terms added to the photo (query arithmetic: + and - with spaces around them, weights as 2:word).",
-    )
-    words = st.session_state.also.strip()
-    if not words:
-        return photo, heading
-    try:
-        vector = library.compose(resources.term_vectors(library, words, True), [photo])
-    except BadQuery as problem:
-        st.error(f"**Those words cannot be read:** {escape_markdown(str(problem))}")
-        return None, ""
-    joined = words if words[:1] in "+-" else f"+ {words}"
-    return vector, f"{heading} **{escape_markdown(joined)}**"
-
-
 def search_filter() -> SearchFilter:
     """The filters as the user set them (in the page or the URL)."""
     state = st.session_state
@@ -503,12 +514,12 @@ def near_filter() -> Near | None:
 
 
 def search_options(settings: Settings) -> SearchOptions:
-    """What the controls ask of the results (Show more multiplies the slider's count)."""
+    """What the controls ask of the results (Show more adds pages of the slider's count: SearchRequest.pages)."""
     state = st.session_state
     relative = state.cut == "relative"
     cut = Cut(below_best=state.below_best) if relative else Cut(min_similarity=state.min_similarity or None)
     return SearchOptions(
-        k=min(MAX_SHOWN, state.k * state.pages),
+        k=state.k,
         fold=state.fold,
         duplicate_similarity=settings.duplicate_similarity,
         variety=state.variety,
@@ -517,11 +528,12 @@ def search_options(settings: Settings) -> SearchOptions:
     )
 
 
-def follow_pages(vector: np.ndarray, where: SearchFilter) -> None:
+def follow_pages(request: SearchRequest) -> None:
     """One page again for a new search; the pages "Show more" added for this one, in the URL."""
     state = st.session_state
-    controls = repr((where, [state.get(key) for key in TUNING])).encode()
-    signature = hashlib.blake2b(vector.tobytes() + controls).hexdigest()
+    digests = tuple(replace(photo, data=hashlib.blake2b(photo.data).digest()) for photo in request.photos)
+    asked = replace(request, photos=digests)
+    signature = hashlib.blake2b(repr(asked).encode()).hexdigest()
     if state.get("signature") not in (None, signature):
         state.pages = 1
     state.signature = signature
