@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
 def index_command(settings: Settings, args: argparse.Namespace) -> int:
     if args.folder is not None and args.from_csv is not None:
         raise ValueError("give a folder or --from-csv, not both")
-    folder = args.folder or settings.photos_dir
+    folder = settings.photos_dir if args.folder is None else args.folder
     options = LoadOptions(
         batch_size=args.batch_size,
         thumbnail_size=None if args.no_thumbnails else args.thumbnail_size,

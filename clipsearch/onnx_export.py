@@ -66,7 +66,7 @@ class _TextUpToLength(torch.nn.Module):
 
 
 def export_text(model_name: str, pretrained: str, work: Path) -> dict[str, Any]:
-    encoder = TorchTextEncoder.load(ModelSpec(model_name, pretrained), device=torch.device("cpu"))
+    encoder = TorchTextEncoder.load(ModelSpec.named(model_name, pretrained), device=torch.device("cpu"))
     manifest = _identity_fields(encoder.identity, "text")
     manifest |= {"logit_scale": encoder.logit_scale, "context_length": encoder.tokenizer.context_length}
     reason = _why_text_not_exportable(encoder)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from valkey.connection import parse_url
 
@@ -17,6 +18,7 @@ DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 URL_SCHEMES = ("valkey", "valkeys", "redis", "rediss", "unix")
 TLS_SCHEMES = ("valkeys", "rediss")
 ENGINES = ("auto", "onnx", "torch")  # see clipsearch.engine
+ALGORITHMS = ("AUTO", "HNSW", "FLAT")  # see clipsearch.schema
 PERCENT_ENCODING_HELP = (
     "percent-encode the user name and password: '@' as %40, '/' as %2F, '?' as %3F, '#' as %23, ':' as %3A "
     "and '%' as %25 (python3 -c \"import urllib.parse, getpass; "
@@ -24,42 +26,21 @@ PERCENT_ENCODING_HELP = (
 )
 
 
-# The environment variable of each setting (a Streamlit secret of the same name fills in for it in the page).
-ENV_NAMES = {
-    "valkey_url": "VALKEY_URL",
-    "data_dir": "CLIPSEARCH_DATA_DIR",
-    "index_name": "CLIPSEARCH_INDEX",
-    "model_name": "CLIPSEARCH_MODEL",
-    "pretrained": "CLIPSEARCH_PRETRAINED",
-    "photos_dir": "CLIPSEARCH_PHOTOS",
-    "algorithm": "CLIPSEARCH_ALGORITHM",
-    "hnsw_m": "CLIPSEARCH_HNSW_M",
-    "hnsw_ef_construction": "CLIPSEARCH_HNSW_EF_CONSTRUCTION",
-    "hnsw_ef_runtime": "CLIPSEARCH_HNSW_EF_RUNTIME",
-    "tls_ca_file": "CLIPSEARCH_TLS_CA_FILE",
-    "allow_shared_data_dir": "CLIPSEARCH_ALLOW_SHARED_DATA_DIR",
-    "search_module": "CLIPSEARCH_SEARCH_MODULE",
-    "upload_max_bytes": "CLIPSEARCH_UPLOAD_MAX_BYTES",
-    "upload_max_pixels": "CLIPSEARCH_UPLOAD_MAX_PIXELS",
-    "upload_max_memory_mb": "CLIPSEARCH_UPLOAD_MAX_MEMORY_MB",
-    "duplicate_similarity": "CLIPSEARCH_DUPLICATE_SIMILARITY",
-    "engine": "CLIPSEARCH_ENGINE",
-    "onnx_threads": "CLIPSEARCH_ONNX_THREADS",
-    "onnx_cache": "CLIPSEARCH_ONNX_CACHE",
-    "read_text": "CLIPSEARCH_READ_TEXT",
-}
-
-
 @dataclass(frozen=True)
 class ModelSpec:
     """A CLIP model as the engines load it: its open_clip name and weights, the engine that runs it, and
-    where its ONNX export lives (Settings.model)."""
+    where its ONNX export lives. Made from Settings (Settings.model), whose defaults are the only ones."""
 
-    model_name: str = DEFAULT_MODEL
-    pretrained: str = DEFAULT_PRETRAINED
-    engine: str = "auto"  # auto, onnx or torch: see clipsearch.engine
-    onnx_cache: Path = field(default_factory=lambda: default_cache_dir() / "onnx")
-    onnx_threads: int = 0
+    model_name: str
+    pretrained: str
+    engine: str
+    onnx_cache: Path
+    onnx_threads: int
+
+    @staticmethod
+    def named(model_name: str, pretrained: str) -> ModelSpec:
+        """A model by its name and weights, the rest as the settings' defaults."""
+        return Settings(model_name=model_name, pretrained=pretrained).model
 
 
 @dataclass(frozen=True)
@@ -95,51 +76,11 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from `environ` (default: os.environ); unset or empty values keep defaults."""
+        """Build settings from `environ` (default: os.environ), each as SETTINGS reads it; unset or empty values
+        keep the defaults."""
         env = {k: v for k, v in (os.environ if environ is None else environ).items() if str(v).strip()}
-        defaults = cls()
-        url = env.get("VALKEY_URL")
-        if url is not None:
-            check_url(url)
-        index_name = env.get("CLIPSEARCH_INDEX", defaults.index_name)
-        if not index_name.replace("_", "").replace("-", "").isalnum():
-            raise ConfigError(f"CLIPSEARCH_INDEX={index_name!r}: use letters, digits, '-' and '_' only")
-        algorithm = env.get("CLIPSEARCH_ALGORITHM", defaults.algorithm).upper()
-        if algorithm not in ("AUTO", "HNSW", "FLAT"):
-            raise ConfigError(f"CLIPSEARCH_ALGORITHM={algorithm!r}: choose auto, HNSW or FLAT")
-        engine = env.get("CLIPSEARCH_ENGINE", defaults.engine).lower()
-        if engine not in ENGINES:
-            raise ConfigError(f"CLIPSEARCH_ENGINE={engine!r}: choose " + ", ".join(ENGINES))
-        ca_file = env.get("CLIPSEARCH_TLS_CA_FILE")
-        if ca_file is not None and not Path(ca_file).is_file():
-            raise ConfigError(f"CLIPSEARCH_TLS_CA_FILE={ca_file!r} is not a file (expected CA certificates in PEM)")
-        search_module = env.get("CLIPSEARCH_SEARCH_MODULE")
-        if search_module is not None and not Path(search_module).is_file():
-            raise ConfigError(
-                f"CLIPSEARCH_SEARCH_MODULE={search_module!r} is not a file (expected valkey-search's libsearch.so)"
-            )
         return cls(
-            valkey_url=url,
-            data_dir=Path(env.get("CLIPSEARCH_DATA_DIR", defaults.data_dir)),
-            index_name=index_name,
-            model_name=env.get("CLIPSEARCH_MODEL", defaults.model_name),
-            pretrained=env.get("CLIPSEARCH_PRETRAINED", defaults.pretrained),
-            photos_dir=Path(env.get("CLIPSEARCH_PHOTOS", defaults.photos_dir)),
-            algorithm=algorithm,
-            hnsw_m=_positive_int(env, "CLIPSEARCH_HNSW_M", defaults.hnsw_m),
-            hnsw_ef_construction=_positive_int(env, "CLIPSEARCH_HNSW_EF_CONSTRUCTION", defaults.hnsw_ef_construction),
-            hnsw_ef_runtime=_positive_int(env, "CLIPSEARCH_HNSW_EF_RUNTIME", defaults.hnsw_ef_runtime),
-            tls_ca_file=Path(ca_file) if ca_file else None,
-            allow_shared_data_dir=_flag(env, "CLIPSEARCH_ALLOW_SHARED_DATA_DIR"),
-            search_module=Path(search_module).resolve() if search_module else None,
-            upload_max_bytes=_positive_int(env, "CLIPSEARCH_UPLOAD_MAX_BYTES", defaults.upload_max_bytes),
-            upload_max_pixels=_positive_int(env, "CLIPSEARCH_UPLOAD_MAX_PIXELS", defaults.upload_max_pixels),
-            upload_max_memory_mb=_positive_int(env, "CLIPSEARCH_UPLOAD_MAX_MEMORY_MB", defaults.upload_max_memory_mb),
-            duplicate_similarity=_fraction(env, "CLIPSEARCH_DUPLICATE_SIMILARITY", defaults.duplicate_similarity),
-            engine=engine,
-            onnx_cache=Path(env.get("CLIPSEARCH_ONNX_CACHE", defaults.onnx_cache)),
-            onnx_threads=_whole(env, "CLIPSEARCH_ONNX_THREADS", defaults.onnx_threads),
-            read_text=_flag(env, "CLIPSEARCH_READ_TEXT"),
+            **{each.name: each.read(each.variable, env[each.variable]) for each in SETTINGS if each.variable in env}
         )
 
     @property
@@ -162,10 +103,50 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "clipsearch"
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None:
-        return default
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+def _path(name: str, raw: str) -> Path:
+    return Path(raw)
+
+
+def _url(name: str, raw: str) -> str:
+    check_url(raw)
+    return raw
+
+
+def _index_name(name: str, raw: str) -> str:
+    if not raw.replace("_", "").replace("-", "").isalnum():
+        raise ConfigError(f"{name}={raw!r}: use letters, digits, '-' and '_' only")
+    return raw
+
+
+def _algorithm(name: str, raw: str) -> str:
+    if (algorithm := raw.upper()) not in ALGORITHMS:
+        raise ConfigError(f"{name}={raw!r}: choose auto, HNSW or FLAT")
+    return algorithm
+
+
+def _engine(name: str, raw: str) -> str:
+    if (engine := raw.lower()) not in ENGINES:
+        raise ConfigError(f"{name}={raw!r}: choose " + ", ".join(ENGINES))
+    return engine
+
+
+def _ca_file(name: str, raw: str) -> Path:
+    if not Path(raw).is_file():
+        raise ConfigError(f"{name}={raw!r} is not a file (expected CA certificates in PEM)")
+    return Path(raw)
+
+
+def _search_module(name: str, raw: str) -> Path:
+    if not Path(raw).is_file():
+        raise ConfigError(f"{name}={raw!r} is not a file (expected valkey-search's libsearch.so)")
+    return Path(raw).resolve()
+
+
+def _positive_int(name: str, raw: str) -> int:
     try:
         value = int(raw)
     except ValueError:
@@ -175,19 +156,13 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
-def _whole(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None:
-        return default
+def _whole(name: str, raw: str) -> int:
     if not raw.strip().isdecimal():
         raise ConfigError(f"{name}={raw!r}: expected a whole number, 0 or more")
     return int(raw)
 
 
-def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None:
-        return default
+def _fraction(name: str, raw: str) -> float:
     try:
         value = float(raw)
     except ValueError:
@@ -197,11 +172,71 @@ def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    raw = env.get(name, "0").strip().lower()
-    if raw not in ("0", "1", "true", "false", "yes", "no"):
+def _flag(name: str, raw: str) -> bool:
+    if (flag := raw.strip().lower()) not in ("0", "1", "true", "false", "yes", "no"):
         raise ConfigError(f"{name}={raw!r}: expected 1 or 0")
-    return raw in ("1", "true", "yes")
+    return flag in ("1", "true", "yes")
+
+
+def _in_the_cache(value: object) -> str:
+    """A path under the cache folder as the README writes it: under ~/.cache, where XDG_CACHE_HOME is unset."""
+    return f"`~/.cache/clipsearch/{Path(str(value)).relative_to(default_cache_dir()).as_posix()}`"
+
+
+def _mebibytes(value: object) -> str:
+    return f"{value // 2**20} MiB" if isinstance(value, int) else str(value)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: the Settings field it fills, its environment variable (a Streamlit secret of the same name
+    fills in for it on the page), how its text is read (ConfigError says why not), and how the README's table
+    writes its default (tests/test_docs.py checks the table against these)."""
+
+    name: str
+    variable: str
+    read: Callable[[str, str], Any]  # (variable, its text): the value, of the field's type
+    shown: Callable[[object], str] | None = None
+
+    def default_text(self) -> str:
+        """The default as the README's table begins its cell: a value in backticks or a number, or unset/off."""
+        value = next(field.default for field in fields(Settings) if field.name == self.name)
+        if value is MISSING:
+            value = getattr(Settings(), self.name)
+        if self.shown is not None:
+            return self.shown(value)
+        if value is None:
+            return "unset"
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        if isinstance(value, int | float):
+            return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+        return f"`{str(value).replace(str(Path.home()), '~', 1).lower()}`"
+
+
+SETTINGS = (
+    Setting("valkey_url", "VALKEY_URL", _url),
+    Setting("data_dir", "CLIPSEARCH_DATA_DIR", _path),
+    Setting("index_name", "CLIPSEARCH_INDEX", _index_name),
+    Setting("photos_dir", "CLIPSEARCH_PHOTOS", _path),
+    Setting("model_name", "CLIPSEARCH_MODEL", _text, shown=lambda value: f"`{value}`"),
+    Setting("pretrained", "CLIPSEARCH_PRETRAINED", _text),
+    Setting("engine", "CLIPSEARCH_ENGINE", _engine),
+    Setting("onnx_cache", "CLIPSEARCH_ONNX_CACHE", _path, shown=_in_the_cache),
+    Setting("onnx_threads", "CLIPSEARCH_ONNX_THREADS", _whole),
+    Setting("read_text", "CLIPSEARCH_READ_TEXT", _flag),
+    Setting("algorithm", "CLIPSEARCH_ALGORITHM", _algorithm),
+    Setting("hnsw_m", "CLIPSEARCH_HNSW_M", _positive_int),
+    Setting("hnsw_ef_construction", "CLIPSEARCH_HNSW_EF_CONSTRUCTION", _positive_int),
+    Setting("hnsw_ef_runtime", "CLIPSEARCH_HNSW_EF_RUNTIME", _positive_int),
+    Setting("tls_ca_file", "CLIPSEARCH_TLS_CA_FILE", _ca_file),
+    Setting("search_module", "CLIPSEARCH_SEARCH_MODULE", _search_module),
+    Setting("allow_shared_data_dir", "CLIPSEARCH_ALLOW_SHARED_DATA_DIR", _flag),
+    Setting("upload_max_bytes", "CLIPSEARCH_UPLOAD_MAX_BYTES", _positive_int, shown=_mebibytes),
+    Setting("upload_max_pixels", "CLIPSEARCH_UPLOAD_MAX_PIXELS", _positive_int),
+    Setting("upload_max_memory_mb", "CLIPSEARCH_UPLOAD_MAX_MEMORY_MB", _positive_int),
+    Setting("duplicate_similarity", "CLIPSEARCH_DUPLICATE_SIMILARITY", _fraction),
+)
 
 
 def check_url(url: str) -> None:

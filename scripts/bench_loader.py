@@ -45,7 +45,7 @@ from clipsearch.photos import (
 )
 from clipsearch.schema import PhotoRecord
 from clipsearch.server import EmbeddedServer
-from clipsearch.settings import ModelSpec, Settings
+from clipsearch.settings import Settings
 from clipsearch.store import PhotoStore
 
 
@@ -116,7 +116,8 @@ def main() -> None:
 
     with scratch_and_weights(args.pretrained) as (scratch, pretrained):
         engines = {
-            engine: load_image_encoder(ModelSpec(pretrained=pretrained, engine=engine)) for engine in ("torch", "onnx")
+            engine: load_image_encoder(Settings(pretrained=pretrained, engine=engine).model)
+            for engine in ("torch", "onnx")
         }
         chosen = [entry for entry in walk_photos(args.folder) if entry.problem is None]
         generated = args.keep or scratch
@@ -133,7 +134,7 @@ def main() -> None:
         forward = {}
         for engine, engine_encoder in engines.items():
             forward[engine] = forward_rate(engine_encoder, pixels, args.batch_size)
-        encoder = load_image_encoder(ModelSpec(pretrained=pretrained, engine=args.engine))
+        encoder = load_image_encoder(Settings(pretrained=pretrained, engine=args.engine).model)
         engine_name = "onnx" if type(encoder) is type(engines["onnx"]) else "torch"
         scaled = compare_scaled_decoding(encoder, photos[:16]) if args.twelve_mp else None
         del engines, pixels

@@ -31,7 +31,7 @@ from clipsearch.identity import ModelIdentity
 from clipsearch.results import SearchOptions, find
 from clipsearch.schema import PHOTO_FIELDS, IndexSchema, PhotoRecord
 from clipsearch.server import EmbeddedServer
-from clipsearch.settings import ModelSpec, Settings
+from clipsearch.settings import Settings
 from clipsearch.store import CheckedStore, PhotoStore
 
 FOLDING = SearchOptions(k=12, duplicate_similarity=0.95)
@@ -53,8 +53,8 @@ def percentiles(seconds: list[float]) -> tuple[float, float]:
 
 def time_text(pretrained: str, repeats: int) -> None:
     engines: dict[str, TextEncoding] = {
-        "torch TorchTextEncoder (EOT cut)": load_text_encoder(ModelSpec(pretrained=pretrained, engine="torch")),
-        "ONNX Runtime (EOT cut)": load_text_encoder(ModelSpec(pretrained=pretrained, engine="onnx")),
+        "torch TorchTextEncoder (EOT cut)": load_text_encoder(Settings(pretrained=pretrained, engine="torch").model),
+        "ONNX Runtime (EOT cut)": load_text_encoder(Settings(pretrained=pretrained, engine="onnx").model),
     }
     model, _, _ = open_clip.create_model_and_transforms("ViT-B-32", pretrained=pretrained)
     model.eval()

@@ -257,7 +257,7 @@ def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def encoder(random_checkpoint: Path):
     from clipsearch.torch_engine import TorchImageEncoder
 
-    return TorchImageEncoder.load(ModelSpec("ViT-B-32", str(random_checkpoint)))
+    return TorchImageEncoder.load(ModelSpec.named("ViT-B-32", str(random_checkpoint)))
 
 
 PLAIN = ["giraffe.jpg", "igloo.jpg", "pan.jpg", "chair.jpg", "baseball.jpg", "bulb.jpg"]  # beside text_photos

@@ -9,7 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from clipsearch.links import OLD_NAMES, PARAMS
-from clipsearch.settings import ENV_NAMES, Settings
+from clipsearch.settings import SETTINGS, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "clipsearch"
@@ -29,13 +29,21 @@ def table_rows(markdown: str, heading: str) -> list[list[str]]:
     return rows[1:]  # without the header
 
 
-def test_every_setting_is_in_the_readme_table_by_its_variable() -> None:
-    assert set(ENV_NAMES) == {field.name for field in fields(Settings)}, "ENV_NAMES names every setting"
-    source = (PACKAGE / "settings.py").read_text(encoding="utf-8").split("def from_env", 1)[1]
-    assert all(f'"{name}"' in source for name in ENV_NAMES.values()), "from_env reads each variable"
+def test_every_setting_is_in_the_readme_table_by_its_variable_with_its_default() -> None:
+    assert [each.name for each in SETTINGS] != [] and {each.name for each in SETTINGS} == {
+        field.name for field in fields(Settings)
+    }, "SETTINGS declares every setting"
     rows = table_rows((ROOT / "README.md").read_text(encoding="utf-8"), "## Settings")
-    documented = {name for row in rows for name in re.findall(r"`([A-Z_]+)`", row[0])}
-    assert set(ENV_NAMES.values()) <= documented, set(ENV_NAMES.values()) - documented
+    defaults = {name: row[1] for row in rows for name in re.findall(r"`([A-Z_]+)`", row[0])}
+    assert {each.variable for each in SETTINGS} <= defaults.keys(), {
+        each.variable for each in SETTINGS
+    } - defaults.keys()
+    wrong = {
+        each.variable: (defaults[each.variable], each.default_text())
+        for each in SETTINGS
+        if not defaults[each.variable].startswith(each.default_text())
+    }
+    assert not wrong, f"the README's default (left) is not the code's (right): {wrong}"
 
 
 def test_every_url_parameter_is_in_the_security_doc() -> None:

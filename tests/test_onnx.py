@@ -178,9 +178,9 @@ import sys
 from pathlib import Path
 from clipsearch.engine import load_image_encoder
 from clipsearch.errors import ExportFailed
-from clipsearch.settings import ModelSpec
+from clipsearch.settings import Settings
 try:
-    load_image_encoder(ModelSpec(engine="onnx", pretrained=sys.argv[1], onnx_cache=Path(sys.argv[2])))
+    load_image_encoder(Settings(engine="onnx", pretrained=sys.argv[1], onnx_cache=Path(sys.argv[2])).model)
     print("loaded")
 except ExportFailed as error:
     print("ExportFailed:", error)

@@ -41,14 +41,14 @@ def test_encodings_equal_open_clips_own(
 def test_identity_is_computed_once_at_load(encoder: TorchImageEncoder, random_checkpoint: Path, monkeypatch) -> None:
     import clipsearch.identity as identity_module
 
-    loaded = TorchTextEncoder.load(ModelSpec("ViT-B-32", str(random_checkpoint)))
+    loaded = TorchTextEncoder.load(ModelSpec.named("ViT-B-32", str(random_checkpoint)))
     monkeypatch.setattr(identity_module, "file_fingerprint", lambda *args: pytest.fail("fingerprint read again"))
     assert loaded.identity == encoder.identity
     assert loaded.identity.pretrained.startswith("vit-b-32-random.pt#")
 
 
 def test_text_tower_alone_encodes_like_the_full_model(encoder: TorchImageEncoder, random_checkpoint: Path) -> None:
-    text_only = TorchTextEncoder.load(ModelSpec("ViT-B-32", str(random_checkpoint)))
+    text_only = TorchTextEncoder.load(ModelSpec.named("ViT-B-32", str(random_checkpoint)))
     assert text_only.identity == encoder.identity
     tower_parameters = sum(p.numel() for p in text_only.tower.parameters())
     assert tower_parameters < 0.5 * sum(p.numel() for p in encoder.model.parameters())
@@ -91,9 +91,9 @@ def test_a_checkpoint_file_is_known_by_name_and_content_not_by_folder(random_che
 
 def test_unknown_model_or_tag_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="not an open_clip model"):
-        TorchImageEncoder.load(ModelSpec("ViT-Z-99", "openai"))
+        TorchImageEncoder.load(ModelSpec.named("ViT-Z-99", "openai"))
     with pytest.raises(ConfigError, match="neither a pretrained tag of ViT-B-32.*nor an existing checkpoint file"):
-        TorchImageEncoder.load(ModelSpec("ViT-B-32", "no-such-tag-or-file"))
+        TorchImageEncoder.load(ModelSpec.named("ViT-B-32", "no-such-tag-or-file"))
 
 
 # --- the loader ----------------------------------------------------------------------------
@@ -103,7 +103,7 @@ def test_the_text_path_cut_at_end_of_text_equals_open_clips_encode_text(
     encoder: TorchImageEncoder, random_checkpoint: Path
 ) -> None:
     """The page's text tower runs each batch only up to its last end-of-text token: the same vectors."""
-    text_only = TorchTextEncoder.load(ModelSpec("ViT-B-32", str(random_checkpoint)))
+    text_only = TorchTextEncoder.load(ModelSpec.named("ViT-B-32", str(random_checkpoint)))
     assert text_only.cut_at_end_of_text, "ViT-B-32's tower is causal and pools at end-of-text"
     tokenizer = open_clip.get_tokenizer("ViT-B-32")
     texts = [
@@ -123,7 +123,7 @@ def test_the_text_path_cut_at_end_of_text_equals_open_clips_encode_text(
 
 def test_the_text_tower_maps_the_checkpoint_instead_of_copying_it(random_checkpoint: Path) -> None:
     """Its weights are the memory-mapped checkpoint's tensors: nothing of the vision tower is read into memory."""
-    text_only = TorchTextEncoder.load(ModelSpec("ViT-B-32", str(random_checkpoint)))
+    text_only = TorchTextEncoder.load(ModelSpec.named("ViT-B-32", str(random_checkpoint)))
     address = text_only.tower.token_embedding.weight.data_ptr()
     mapped_from = [
         line.split(maxsplit=5)[-1]

@@ -508,7 +508,8 @@ def near_filter() -> Near | None:
     if not text:
         return None
     try:
-        return Near(*parse_position(text), float(state.get("within") or DEFAULT_WITHIN_KM))
+        within = state.get("within")
+        return Near(*parse_position(text), DEFAULT_WITHIN_KM if within is None else float(within))
     except ValueError:
         return None
 
