@@ -1,15 +1,23 @@
-"""The docs say what the code does: every setting in the README's table, every URL parameter in SECURITY.md,
-and every import of the package along the layers of docs/development.md. Plain files: fast."""
+"""The docs say what the code does: every setting in the README's table (with its default), every URL parameter
+in SECURITY.md, every CLI option and JSON field in the docs, every indexed field in docs/indexing.md, and every
+import of the package along the layers of docs/development.md. Plain files: fast."""
 
 from __future__ import annotations
 
+import argparse
 import ast
+import os
 import re
 from dataclasses import fields
 from pathlib import Path
 
+from clipsearch import cli
+from clipsearch.cli import build_parser
 from clipsearch.links import OLD_NAMES, PARAMS
+from clipsearch.results import Result
+from clipsearch.schema import FIELDS, Photo
 from clipsearch.settings import SETTINGS, Settings
+from clipsearch.store import Hit
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "clipsearch"
@@ -98,3 +106,37 @@ def test_the_page_only_parses_and_shows() -> None:
 def test_nothing_outside_the_page_imports_streamlit() -> None:
     outside = [path for path in PACKAGE.rglob("*.py") if "app" not in path.relative_to(PACKAGE).parts[:1]]
     assert not [path for path in outside if re.search(r"^\s*(import|from) streamlit\b", path.read_text(), re.M)]
+
+
+def test_every_cli_option_and_json_field_is_in_the_docs() -> None:
+    """What `python -m clipsearch` takes and prints, against the README and docs (development.md names the options'
+    old names)."""
+    docs = "".join(
+        (ROOT / name).read_text(encoding="utf-8")
+        for name in ("README.md", "docs/searching.md", "docs/indexing.md", "docs/development.md")
+    )
+    commands = next(action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction))
+    options = {
+        (command, option)
+        for command, parser in commands.choices.items()
+        for action in parser._actions
+        if action.help != argparse.SUPPRESS
+        for option in action.option_strings
+        if option.startswith("--") and option != "--help"
+    }
+    assert options and not {
+        (command, option) for command, option in options if f"`{option}" not in docs and f" {option}" not in docs
+    }
+    searching = (ROOT / "docs" / "searching.md").read_text(encoding="utf-8")
+    strange = Hit("key", 0.5, Photo(path=os.fsdecode(b"caf\xe9.jpg"), name="caf.jpg", source="file"))
+    fields = {*cli._json_result(Result(strange)), "understood"}
+    assert "path_bytes" in fields and not {field for field in fields if f"`{field}`" not in searching}
+
+
+def test_every_indexed_field_is_in_the_index_docs() -> None:
+    section = (ROOT / "docs" / "indexing.md").read_text(encoding="utf-8").split("### The index", 1)[1]
+    section = section.split("\n### ", 1)[0]
+    kinds = {"vector": "vector", "numeric": "NUMERIC", "tag": "TAG", "text": "TEXT"}
+    indexed = [spec for spec in FIELDS.values() if spec.indexed]
+    missing = [spec.name for spec in indexed if f"`{spec.name}`" not in section or kinds[spec.indexed] not in section]
+    assert indexed and not missing, missing
