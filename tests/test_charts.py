@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 from clipsearch.app import chart_templates, charts
 
@@ -53,5 +54,45 @@ def test_bars_name_the_value_a_click_picks() -> None:
 
 
 def test_the_page_reads_the_specifications_altair_builds() -> None:
-    """chart_templates.json is what `python -m clipsearch.app.chart_templates` writes today."""
+    """chart_templates.json is what `python -m clipsearch.app.chart_templates` writes today (with the altair that
+    requirements-dev.txt pins)."""
     assert charts.TEMPLATES.read_text(encoding="utf-8") == chart_templates.written()
+
+
+def encoded_fields(layer: dict[str, Any]) -> set[str]:
+    """Every field a layer's encoding reads from its rows, tooltips included."""
+    channels = [*layer.get("encoding", {}).values()]
+    found = set()
+    for channel in channels:
+        for each in channel if isinstance(channel, list) else [channel]:
+            if isinstance(each, dict) and "field" in each:
+                found.add(each["field"])
+    return found
+
+
+def test_each_chart_draws_its_marks_from_the_fields_its_rows_carry() -> None:
+    """A wrong chart fails here, not only a file left unregenerated: each named layer's mark, and every field its
+    encoding and its selection read, against the rows clipsearch.app.charts fills it with."""
+    point = {"latitude": 35.0, "longitude": 135.7, "label": "1", "name": "#1 a.jpg", "place": "Kyoto, Japan"}
+    specs = {
+        "timeline": charts.timeline([("2021-12", 3)]),
+        "bars": charts.bars([("Apple iPhone 12", 3)], "camera"),
+        "map": charts.world_map([point], labelled=False),
+        "map-labelled": charts.world_map([point], labelled=True),
+    }
+    marks = {"months": "bar", "bars": "bar", "points": "circle", "labels": "text"}
+    for kind, spec in specs.items():
+        named = [layer for layer in spec["layer"] if layer.get("name")]
+        assert named, kind
+        for layer in named:
+            rows = layer["data"]["values"]
+            assert layer["mark"]["type"] == marks[layer["name"]], (kind, layer["name"])
+            assert encoded_fields(layer) <= set(rows[0]), (kind, layer["name"], encoded_fields(layer) - set(rows[0]))
+        for param in spec.get("params", []):
+            selected = param["select"]
+            assert set(selected.get("fields", [])) <= set(named[0]["data"]["values"][0]), (kind, param)
+            assert set(selected.get("encodings", [])) <= set(named[0]["encoding"]), (kind, param)
+    timeline = specs["timeline"]["layer"][0]["encoding"]
+    assert (timeline["x"]["type"], timeline["x"]["field"], timeline["x2"]["field"]) == ("temporal", "month", "end")
+    assert specs["bars"]["layer"][0]["encoding"]["y"]["sort"] == "-x", "most photos first"
+    assert [layer["mark"]["type"] for layer in specs["map"]["layer"][:3]] == ["geoshape"] * 3, "sea, land, graticule"
