@@ -95,7 +95,7 @@ def check_position(latitude: float, longitude: float) -> None:
 @dataclass(frozen=True)
 class Near:
     """Photos taken within `km` of a position. The index is asked for a box of latitudes and longitudes around
-    the circle (NUMERIC ranges both engines take); holds() is the circle itself."""
+    the circle (NUMERIC ranges both backends take); holds() is the circle itself."""
 
     latitude: float
     longitude: float

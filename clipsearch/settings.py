@@ -58,7 +58,7 @@ class Settings:
     tls_ca_file: Path | None = None  # CA certificates that a TLS server's certificate may chain to
     allow_shared_data_dir: bool = False  # let other local users read the embedded server's data
     # valkey-search's module (libsearch.so) for the embedded server to load instead of RediSearch: the
-    # engine of Aiven for Valkey, tried on the laptop.
+    # search backend of Aiven for Valkey, tried on the laptop.
     search_module: Path | None = None
     upload_max_bytes: int = 20 * 1024 * 1024
     upload_max_pixels: int = 50_000_000

@@ -171,7 +171,7 @@ class PhotoStore:
     def _create_index(self, schema: IndexSchema) -> None:
         definition = IndexDefinition(prefix=[schema.prefix], index_type=IndexType.HASH)
         try:
-            # No stop words: a query's words are chosen by clipsearch.words, the same on both engines.
+            # No stop words: a query's words are chosen by clipsearch.words, the same on both backends.
             self.client.ft(schema.search_index).create_index(schema.fields(), definition=definition, stopwords=[])
         except valkey.ResponseError as error:
             # Another process won the race: RediSearch says "Index already exists", valkey-search

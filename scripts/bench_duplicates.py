@@ -1,12 +1,12 @@
 """`duplicates` at library scale: how fast it checks a collection, and whether it finds every group.
 
 Usage: python scripts/bench_duplicates.py [--count 100000] [--algorithm auto|FLAT|HNSW]
-                                          [--engines redisearch,valkey-search,cluster] [--quick]
+                                          [--backends redisearch,valkey-search,cluster] [--quick]
 
 A synthetic collection of CLIP-like 512-d unit vectors: clusters of 50 loosely similar photos (cosine about
 0.55 within a cluster, as bench_search.py's "clustered" set), plus planted groups of near-duplicates (2 to 6
 copies of one photo, each at about 0.99 to it, 0.98 to one another) on about 5 % of the photos, and as many
-near misses (variants at about 0.91: the same scene, not the same photo). On each engine (the embedded
+near misses (variants at about 0.91: the same scene, not the same photo). On each backend (the embedded
 server with RediSearch, with valkey-search, a local 3-primary cluster), with the algorithm
 CLIPSEARCH_ALGORITHM=auto would choose for the count unless --algorithm says otherwise, clipsearch.duplicates
 finds the groups: on HNSW with the index's own KNN, on FLAT by comparing the vectors of one scan in blocks.
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from benchkit import ENGINES, Servers, chosen_engines
+from benchkit import BACKENDS, Servers, chosen_backends
 
 from clipsearch.connection import connect
 from clipsearch.duplicates import find_duplicates
@@ -87,18 +87,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--algorithm", choices=("auto", "FLAT", "HNSW"), default="auto")
-    parser.add_argument("--engines", default=",".join(ENGINES), help="of " + ", ".join(ENGINES))
+    parser.add_argument("--backends", default=",".join(BACKENDS), help="of " + ", ".join(BACKENDS))
     parser.add_argument("--quick", action="store_true", help="2,000 photos: that it runs")
     args = parser.parse_args()
     if args.quick:
         args.count = 2_000
     algorithm = args.algorithm if args.algorithm != "auto" else "HNSW" if args.count > AUTO_FLAT_UP_TO else "FLAT"
-    engines = chosen_engines(parser, args.engines)
+    backends = chosen_backends(parser, args.backends)
     vectors, planted = collection(np.random.default_rng(0), args.count)
     method = "index KNN" if algorithm == "HNSW" else "blocks of vectors"
-    for engine in engines:
+    for backend in backends:
         with tempfile.TemporaryDirectory(prefix="clipsearch-bench-") as scratch:
-            servers = Servers(engine, Path(scratch))
+            servers = Servers(backend, Path(scratch))
             try:
                 settings = servers.settings(algorithm)
                 schema = IndexSchema.from_settings(settings, ModelIdentity("synthetic", "vectors", DIM))
@@ -106,7 +106,7 @@ def main() -> None:
                 started = time.perf_counter()
                 store.upsert(PhotoRecord(f"{i}.jpg", vector) for i, vector in enumerate(vectors))
                 store.wait_indexed()
-                print(f"{engine}: {args.count:,} photos, {algorithm}, {planted:,} planted groups: loaded in "
+                print(f"{backend}: {args.count:,} photos, {algorithm}, {planted:,} planted groups: loaded in "
                       f"{time.perf_counter() - started:.0f} s", flush=True)  # fmt: skip
                 report = find_duplicates(store, THRESHOLD, fields=("path",))
                 found = {frozenset(hit.key for hit in group.members) for group in report.groups}

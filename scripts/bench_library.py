@@ -1,10 +1,10 @@
 """The library view at scale: how long its first render takes over a large index, against the scan it needs.
 
-Usage: python scripts/bench_library.py [--count 100000] [--engines redisearch]
+Usage: python scripts/bench_library.py [--count 100000] [--backends redisearch]
 
 Writes `--count` synthetic photos (random vectors; capture times over ten years, twelve cameras, a folder per
 year and trip, and three in four taken within 30 km of one of forty cities, geocoded as the loader does)
-into a private server of each engine, then times, in one run:
+into a private server of each backend, then times, in one run:
 
 - scan: reading the fields the view counts from every photo (PhotoStore.scan of OVERVIEW_FIELDS): the floor
   of any view that counts a collection from the index's own fields;
@@ -31,7 +31,7 @@ from benchkit import (
     CHROMIUM_ARGS,
     PRETRAINED_HELP,
     Servers,
-    chosen_engines,
+    chosen_backends,
     memory_kb,
     scratch_and_weights,
     streamlit_page,
@@ -89,15 +89,15 @@ def first_render(page_url: str, months: int, browser: Browser) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=100_000, help="synthetic photos (default 100,000)")
-    parser.add_argument("--engines", default="redisearch", help="comma-separated: redisearch, valkey-search, cluster")
+    parser.add_argument("--backends", default="redisearch", help="comma-separated: redisearch, valkey-search, cluster")
     parser.add_argument("--pretrained", help=PRETRAINED_HELP)
     args = parser.parse_args()
-    engines = chosen_engines(parser, args.engines)
+    backends = chosen_backends(parser, args.backends)
     rng = np.random.default_rng(0)
     results: dict[str, dict[str, float]] = {}
     with scratch_and_weights(args.pretrained) as (scratch, pretrained):
-        for engine in engines:
-            servers = Servers(engine, scratch / engine)
+        for backend in backends:
+            servers = Servers(backend, scratch / backend)
             try:
                 settings = replace(servers.settings("FLAT"), pretrained=pretrained, onnx_cache=scratch / "onnx-cache")
                 load_text_encoder(settings.model)  # its ONNX export made once, before the page's first start
@@ -128,7 +128,7 @@ def main() -> None:
                     **({"CLIPSEARCH_SEARCH_MODULE": str(settings.search_module)} if settings.search_module else {}),
                 }
                 with (
-                    streamlit_page("streamlit_app.py", env, ROOT, scratch / f"{engine}.log") as (url, process),
+                    streamlit_page("streamlit_app.py", env, ROOT, scratch / f"{backend}.log") as (url, process),
                     sync_playwright() as playwright,
                 ):
                     browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -136,7 +136,7 @@ def main() -> None:
                     warm = first_render(url, len(summary.months), browser)
                     rss = memory_kb(process.pid, "VmRSS") / 1024
                     browser.close()
-                results[engine] = {
+                results[backend] = {
                     "write_s": written,
                     "scan_s": scan,
                     "overview_s": counted,
@@ -149,7 +149,7 @@ def main() -> None:
             finally:
                 servers.stop()
     print(f"library view over {args.count:,} synthetic photos")
-    print(f"{'':30}" + "".join(f"{engine:>16}" for engine in results))
+    print(f"{'':30}" + "".join(f"{backend:>16}" for backend in results))
     for key, label in (
         ("write_s", "write + geocode (s)"),
         ("scan_s", "scan of its fields (s)"),

@@ -1,13 +1,13 @@
-"""The index at library scale on each engine: insert rate, memory per photo, restart time, KNN latency and recall.
+"""The index at library scale on each backend: insert rate, memory per photo, restart time, KNN latency and recall.
 
-Usage: python scripts/bench_search.py [--count 100000] [--queries 200] [--engines redisearch,valkey-search,cluster]
+Usage: python scripts/bench_search.py [--count 100000] [--queries 200] [--backends redisearch,valkey-search,cluster]
                                       [--quick]
 
 For each of two synthetic sets of CLIP-like unit vectors (512-d):
   clustered  many small clusters (50 photos each, tight): similar photos lie close together;
   hard       few large clusters (500 photos each) whose members are all about equally far from one
              another: the case where a graph index has the most trouble telling the true nearest apart,
-for FLAT and for HNSW (M 16, EF_CONSTRUCTION 200), and for each engine, each index in servers of its own:
+for FLAT and for HNSW (M 16, EF_CONSTRUCTION 200), and for each backend, each index in servers of its own:
   redisearch     the embedded Valkey with RediSearch 2.10;
   valkey-search  the embedded Valkey with valkey-search (../shared/valkey-search/libsearch.so);
   cluster        a local cluster of 3 primaries with valkey-search and its coordinator (clipsearch.cluster):
@@ -18,7 +18,7 @@ answers a search again: RediSearch rebuilds an HNSW graph while loading), and Ph
 and recall@10 against numpy brute force, without a filter and with a folder filter that passes about
 one photo in ten (recall against brute force over the filtered photos), at several EF_RUNTIME values
 for HNSW. A last run adds a 256-px JPEG-sized thumbnail (11 KiB) to every photo, for its memory.
-An engine that is not here (valkey-search's module missing) is left out and said so.
+An backend that is not here (valkey-search's module missing) is left out and said so.
 --quick (2,000 photos, 20 queries) is what CI runs: the numbers are not checked there.
 """
 
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import valkey
-from benchkit import ENGINES, Servers, chosen_engines
+from benchkit import BACKENDS, Servers, chosen_backends
 
 from clipsearch.connection import LOST, connect
 from clipsearch.errors import ClipsearchError
@@ -78,10 +78,10 @@ class Measured:
 
 
 def measure(
-    engine: str, vectors: np.ndarray, queries: np.ndarray, algorithm: str, scratch: Path, thumbnails: bool = False
+    backend: str, vectors: np.ndarray, queries: np.ndarray, algorithm: str, scratch: Path, thumbnails: bool = False
 ) -> Measured:
     """One index in servers of its own: fill it, time its queries, restart it."""
-    servers = Servers(engine, scratch / f"{engine}-{algorithm}-{time.monotonic_ns()}")
+    servers = Servers(backend, scratch / f"{backend}-{algorithm}-{time.monotonic_ns()}")
     settings = servers.settings(algorithm)
     model = ModelIdentity("synthetic", "vectors", DIM)
     try:
@@ -155,29 +155,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--engines", default=",".join(ENGINES), help="of " + ", ".join(ENGINES))
+    parser.add_argument("--backends", default=",".join(BACKENDS), help="of " + ", ".join(BACKENDS))
     parser.add_argument("--quick", action="store_true", help="2,000 photos and 20 queries: that it runs")
     args = parser.parse_args()
     if args.quick:
         args.count, args.queries = 2_000, 20
-    engines = chosen_engines(parser, args.engines)
+    backends = chosen_backends(parser, args.backends)
     rng = np.random.default_rng(0)
     sets = {
         "clustered": unit_vectors(rng, args.count + args.queries, cluster_size=50, spread=0.04),
         "hard": unit_vectors(rng, args.count + args.queries, cluster_size=500, spread=0.06),
     }
     with tempfile.TemporaryDirectory(prefix="clipsearch-bench-") as scratch:
-        for engine in engines:
+        for backend in backends:
             for name, everything in sets.items():
                 vectors, queries = everything[: args.count], everything[args.count :]
                 for algorithm in ("FLAT", "HNSW"):
-                    result = measure(engine, vectors, queries, algorithm, Path(scratch))
-                    print(f"{engine}: {name} {args.count:,} photos, {algorithm}: {result.line()}", flush=True)
+                    result = measure(backend, vectors, queries, algorithm, Path(scratch))
+                    print(f"{backend}: {name} {args.count:,} photos, {algorithm}: {result.line()}", flush=True)
                     for label, (p50, p95, recall) in result.queries.items():
                         print(f"    {label:<32} p50 {p50:6.2f} ms  p95 {p95:6.2f} ms  recall@10 {recall:.4f}")
             clustered = sets["clustered"][: args.count]
-            thumbnails = measure(engine, clustered, np.empty((0, DIM)), "FLAT", Path(scratch), True)
-            print(f"{engine}: clustered {args.count:,} photos, FLAT, with 11 KiB thumbnails: {thumbnails.line()}")
+            thumbnails = measure(backend, clustered, np.empty((0, DIM)), "FLAT", Path(scratch), True)
+            print(f"{backend}: clustered {args.count:,} photos, FLAT, with 11 KiB thumbnails: {thumbnails.line()}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """What the benchmark scripts share: a scratch folder, the weights to time, a page to drive, and the servers of
-each search engine."""
+each search backend."""
 
 from __future__ import annotations
 
@@ -94,20 +94,20 @@ def streamlit_page(
 
 
 VALKEY_SEARCH = Path(__file__).resolve().parent.parent.parent / "shared" / "valkey-search" / "libsearch.so"
-ENGINES = ("redisearch", "valkey-search", "cluster")
+BACKENDS = ("redisearch", "valkey-search", "cluster")
 
 
 class Servers:
-    """The servers one index of one engine lives in: an embedded server, or a local cluster."""
+    """The servers one index of one backend lives in: an embedded server, or a local cluster."""
 
-    def __init__(self, engine: str, scratch: Path) -> None:
-        self.engine = engine
+    def __init__(self, backend: str, scratch: Path) -> None:
+        self.engine = backend
         self.embedded: EmbeddedServer | None = None
         self.cluster: LocalCluster | None = None
-        if engine == "cluster":
+        if backend == "cluster":
             self.cluster = LocalCluster(scratch / "cluster", VALKEY_SEARCH).start()
         else:
-            module = VALKEY_SEARCH if engine == "valkey-search" else None
+            module = VALKEY_SEARCH if backend == "valkey-search" else None
             self.embedded = EmbeddedServer(scratch / "data", search_module=module)
             self.embedded.ensure_started()
 
@@ -154,12 +154,12 @@ class Servers:
             self._embedded().stop()
 
 
-def chosen_engines(parser: argparse.ArgumentParser, text: str) -> list[str]:
-    """The engines --engines names (comma-separated), less those that are not here, which it says."""
-    engines = [engine.strip() for engine in text.split(",") if engine.strip()]
-    if unknown := set(engines) - set(ENGINES):
-        parser.error(f"--engines: {', '.join(sorted(unknown))}? choose among {', '.join(ENGINES)}")
-    if not VALKEY_SEARCH.is_file() and {"valkey-search", "cluster"} & set(engines):
+def chosen_backends(parser: argparse.ArgumentParser, text: str) -> list[str]:
+    """The backends --backends names (comma-separated), less those that are not here, which it says."""
+    backends = [backend.strip() for backend in text.split(",") if backend.strip()]
+    if unknown := set(backends) - set(BACKENDS):
+        parser.error(f"--backends: {', '.join(sorted(unknown))}? choose among {', '.join(BACKENDS)}")
+    if not VALKEY_SEARCH.is_file() and {"valkey-search", "cluster"} & set(backends):
         print(f"valkey-search and the cluster left out: {VALKEY_SEARCH} is missing")
-        engines = [engine for engine in engines if engine == "redisearch"]
-    return engines
+        backends = [backend for backend in backends if backend == "redisearch"]
+    return backends

@@ -141,24 +141,24 @@ def as_other_user() -> list[str]:
 
 VALKEY_SEARCH = ROOT.parent / "shared" / "valkey-search" / "libsearch.so"
 # What a test that talks to a server runs against: the embedded server with RediSearch, with valkey-search,
-# and (in the modules that name it in their own ENGINES) a local 3-primary cluster with valkey-search.
-ENGINES = ("redisearch", "valkey-search")
+# and (in the modules that name it in their own BACKENDS) a local 3-primary cluster with valkey-search.
+BACKENDS = ("redisearch", "valkey-search")
 
 
 def valkey_search_module() -> Path:
     """valkey-search's module, which is not on PyPI: CI has it beside the project; elsewhere its tests skip."""
     if not VALKEY_SEARCH.is_file():
         if os.environ.get("CI"):
-            pytest.fail(f"CI tests both engines, and {VALKEY_SEARCH} is missing")
+            pytest.fail(f"CI tests both backends, and {VALKEY_SEARCH} is missing")
         pytest.skip(f"valkey-search is not here ({VALKEY_SEARCH} is missing)")
     return VALKEY_SEARCH
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Every test that reaches a server runs once per engine of its module (ENGINES, or the module's own)."""
-    if "search_engine" in metafunc.fixturenames:
-        engines = getattr(metafunc.module, "ENGINES", ENGINES)
-        metafunc.parametrize("search_engine", engines, indirect=True, scope="session")
+    """Every test that reaches a server runs once per backend of its module (BACKENDS, or the module's own)."""
+    if "backend" in metafunc.fixturenames:
+        backends = getattr(metafunc.module, "BACKENDS", BACKENDS)
+        metafunc.parametrize("backend", backends, indirect=True, scope="session")
 
 
 @pytest.fixture(scope="session")
@@ -168,16 +168,17 @@ def valkey_search() -> Path:
 
 
 @pytest.fixture(scope="session")
-def search_engine(request: pytest.FixtureRequest) -> str:
-    engine: str = request.param
-    return engine
+def backend(request: pytest.FixtureRequest) -> str:
+    """The search backend a test runs on: redisearch, valkey-search or cluster."""
+    chosen: str = request.param
+    return chosen
 
 
 @dataclass(frozen=True)
 class ServerUnderTest:
-    """The shared server of one engine: the embedded one, or a local cluster (valkey_url names a node)."""
+    """The shared server of one backend: the embedded one, or a local cluster (valkey_url names a node)."""
 
-    engine: str
+    backend: str
     embedded: EmbeddedServer | None = None
     cluster: LocalCluster | None = None
 
@@ -197,16 +198,16 @@ class ServerUnderTest:
 
 
 @pytest.fixture(scope="session")
-def search_server(tmp_path_factory: pytest.TempPathFactory, search_engine: str) -> Iterator[ServerUnderTest]:
-    if search_engine == "cluster":
+def search_server(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[ServerUnderTest]:
+    if backend == "cluster":
         cluster = LocalCluster(tmp_path_factory.mktemp("cluster"), valkey_search_module()).start()
-        yield ServerUnderTest(search_engine, cluster=cluster)
+        yield ServerUnderTest(backend, cluster=cluster)
         cluster.stop()
         return
-    module = valkey_search_module() if search_engine == "valkey-search" else None
-    server = EmbeddedServer(tmp_path_factory.mktemp(f"valkey-data-{search_engine}"), search_module=module)
+    module = valkey_search_module() if backend == "valkey-search" else None
+    server = EmbeddedServer(tmp_path_factory.mktemp(f"valkey-data-{backend}"), search_module=module)
     server.ensure_started()
-    yield ServerUnderTest(search_engine, embedded=server)
+    yield ServerUnderTest(backend, embedded=server)
     server.stop()
 
 
@@ -418,7 +419,7 @@ def downgrade_to_version_1() -> Callable[..., None]:
         """Make an index look as the previous clipsearch left it: no facts, version 1, a vector-only index."""
         from valkey.commands.search.indexDefinition import IndexDefinition, IndexType
 
-        client.execute_command("FT.DROPINDEX", store.schema.name)  # the name alone: both engines take it
+        client.execute_command("FT.DROPINDEX", store.schema.name)  # the name alone: both backends take it
         for key, _ in store.scan(("path",)):
             client.hdel(key, *(name for name, spec in FIELDS.items() if spec.since >= 2))
         client.hset(store.schema.meta_key, "schema_version", "1")

@@ -310,7 +310,7 @@ def test_weights_unavailable_offline_is_explained(app_env: Settings, monkeypatch
 @pytest.fixture
 def text_encodes(monkeypatch) -> list[list[str]]:
     """Every batch of texts the page encodes, in order, from empty caches (as in a fresh page process: the
-    same test ran before on another engine in this process)."""
+    same test ran before on another backend in this process)."""
     st.cache_data.clear()
     forget_encodings()
     calls: list[list[str]] = []

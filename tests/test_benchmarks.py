@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-# Each benchmark runs every engine it finds; CI has valkey-search (tests/conftest.py fails without it there).
+# Each benchmark runs every backend it finds; CI has valkey-search (tests/conftest.py fails without it there).
 VALKEY_SEARCH = Path(__file__).resolve().parents[2] / "shared" / "valkey-search" / "libsearch.so"
-ENGINES = ("redisearch", "valkey-search", "cluster") if VALKEY_SEARCH.is_file() else ("redisearch",)
+BACKENDS = ("redisearch", "valkey-search", "cluster") if VALKEY_SEARCH.is_file() else ("redisearch",)
 
 
 @pytest.fixture
@@ -24,8 +24,8 @@ def test_the_scale_benchmark_runs(run_cli, bench_env: dict[str, str]) -> None:
     assert done.returncode == 0, done.stderr
     for line in ("clustered 2,000 photos, FLAT", "hard 2,000 photos, HNSW", "EF_RUNTIME 400, folder filter"):
         assert line in done.stdout
-    for engine in ENGINES:
-        assert f"{engine}: hard 2,000 photos, HNSW" in done.stdout
+    for backend in BACKENDS:
+        assert f"{backend}: hard 2,000 photos, HNSW" in done.stdout
 
 
 def test_the_duplicates_benchmark_runs(run_cli, bench_env: dict[str, str]) -> None:
@@ -38,8 +38,8 @@ def test_the_duplicates_benchmark_runs(run_cli, bench_env: dict[str, str]) -> No
         "groups found exactly",
     ):
         assert line in done.stdout
-    for engine in ENGINES:
-        assert f"{engine}: 2,000 photos, FLAT" in done.stdout
+    for backend in BACKENDS:
+        assert f"{backend}: 2,000 photos, FLAT" in done.stdout
 
 
 def test_the_full_size_loader_benchmark_runs(
@@ -53,12 +53,12 @@ def test_the_full_size_loader_benchmark_runs(
 
 
 def test_the_library_view_benchmark_runs(run_cli, bench_env: dict[str, str], random_checkpoint: Path) -> None:
-    args = ["--count", "500", "--engines", ",".join(ENGINES), "--pretrained", str(random_checkpoint)]
+    args = ["--count", "500", "--backends", ",".join(BACKENDS), "--pretrained", str(random_checkpoint)]
     done = run_cli(bench_env, *args, script="scripts/bench_library.py", timeout=900)
     assert done.returncode == 0, done.stderr
     for line in ("library view over 500 synthetic photos", "first render (s)", "ratio to the scan", "months drawn"):
         assert line in done.stdout
-    assert done.stdout.split("\n")[1].split() == list(ENGINES)
+    assert done.stdout.split("\n")[1].split() == list(BACKENDS)
 
 
 def test_the_visitors_benchmark_runs(

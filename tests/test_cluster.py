@@ -1,7 +1,7 @@
 """clipsearch on a real local Valkey cluster: 3 primaries, each with valkey-search and its coordinator.
 
 The store's operations run on the shared cluster in test_store, test_results, test_library and test_query
-(their ENGINES); here, the CLI's life cycle as a user runs it against a cluster, and the page on a cluster
+(their BACKENDS); here, the CLI's life cycle as a user runs it against a cluster, and the page on a cluster
 that loses a primary and gets it back.
 """
 
@@ -23,7 +23,7 @@ from clipsearch.settings import Settings
 from clipsearch.store import PhotoStore
 
 ROOT = Path(__file__).resolve().parent.parent
-ENGINES = ("cluster",)
+BACKENDS = ("cluster",)
 
 
 def documents(store: PhotoStore) -> dict[str, object]:

@@ -17,7 +17,7 @@ from clipsearch.results import Results, SearchOptions
 from clipsearch.schema import PhotoRecord
 from clipsearch.settings import Settings
 
-ENGINES = ("redisearch", "valkey-search", "cluster")  # the store's operations on a cluster too
+BACKENDS = ("redisearch", "valkey-search", "cluster")  # the store's operations on a cluster too
 
 
 def test_encoders_are_made_once_by_their_functions(settings: Settings, random_checkpoint: Path, encoder) -> None:

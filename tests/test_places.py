@@ -1,5 +1,5 @@
 """Places from GPS positions (the offline geocoder), the place and radius filters against brute force, and
-the upgrade of an index of the previous version: on both engines and a cluster, with photos that carry real
+the upgrade of an index of the previous version: on both backends and a cluster, with photos that carry real
 EXIF GPS tags."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from clipsearch.store import PhotoStore
 from tests.conftest import LOCATIONS
 from tests.test_store import MODEL, unit_vectors
 
-ENGINES = ("redisearch", "valkey-search", "cluster")
+BACKENDS = ("redisearch", "valkey-search", "cluster")
 
 
 # --- pure logic: names, distances, the radius ------------------------------------------------

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from clipsearch.query import MAX_QUERY_CHARS, MAX_TERMS, MAX_WEIGHT, BadQuery, Term, combine, parse_query
 
-ENGINES = ("redisearch", "valkey-search", "cluster")  # the store's operations on a cluster too
+BACKENDS = ("redisearch", "valkey-search", "cluster")  # the store's operations on a cluster too
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """The words written in photos: read by PP-OCR at index time (new photos as they are encoded, indexed ones in a
 pass that encodes nothing), stored per photo, matched by searches with one ranking beside CLIP's, and quoted
-phrases as exact filters, on both engines and a cluster. The photos are text_photos' (scripts/): words drawn
+phrases as exact filters, on both backends and a cluster. The photos are text_photos' (scripts/): words drawn
 on sample photos in several fonts, sizes and colours, one turned, a screenshot and a receipt."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from clipsearch.results import SearchOptions
 from clipsearch.words import words_of
 from tests.conftest import PLAIN
 
-ENGINES = ("redisearch", "valkey-search", "cluster")
+BACKENDS = ("redisearch", "valkey-search", "cluster")
 
 
 def test_the_text_kept_is_bounded_at_a_words_end() -> None:
@@ -49,7 +49,7 @@ def test_ocr_reads_the_words_written_in_photos(text_reader: TextReader, text_pho
 @pytest.fixture(scope="module")
 def text_library(text_photos, search_server, onnx_cache, encoder):
     """The text photos indexed first without reading (as an index made before), then read by a pass that
-    encodes nothing, once per engine: (the library, the folder, the words of each photo, the stored rows)."""
+    encodes nothing, once per backend: (the library, the folder, the words of each photo, the stored rows)."""
     folder, written = text_photos
     flat = search_server.settings(index_name=f"test-{uuid.uuid4().hex[:10]}", onnx_cache=onnx_cache, algorithm="FLAT")
     library = Library(flat, text_encoder=lambda: encoder, image_encoder=lambda: encoder)
@@ -110,11 +110,9 @@ def test_quoted_words_filter_exactly(text_library, encoder, phrase: str) -> None
     assert (phrase in ("exit 12", "corner grocery", "17 40", "bakery")) == bool(expected)
 
 
-def test_an_interrupted_pass_reads_only_what_is_left(
-    search_engine: str, text_photos, settings, encoder, monkeypatch
-) -> None:
-    if search_engine != "redisearch":
-        pytest.skip("the loader's bookkeeping, the same on every engine")
+def test_an_interrupted_pass_reads_only_what_is_left(backend: str, text_photos, settings, encoder, monkeypatch) -> None:
+    if backend != "redisearch":
+        pytest.skip("the loader's bookkeeping, the same on every backend")
     folder, written = text_photos
     library = Library(dataclasses.replace(settings, algorithm="FLAT"), image_encoder=lambda: encoder)
     library.index_folder(folder, LoadOptions(), show_bar=False)
@@ -137,9 +135,9 @@ def test_an_interrupted_pass_reads_only_what_is_left(
     assert report.read == len(written) + len(PLAIN) - 3
 
 
-def test_photos_from_urls_are_read_as_they_are_encoded(search_engine: str, text_photos, settings, encoder, tmp_path):
-    if search_engine != "redisearch":
-        pytest.skip("the loader's bookkeeping, the same on every engine")
+def test_photos_from_urls_are_read_as_they_are_encoded(backend: str, text_photos, settings, encoder, tmp_path):
+    if backend != "redisearch":
+        pytest.skip("the loader's bookkeeping, the same on every backend")
     folder, _ = text_photos
     handler = lambda *args: http.server.SimpleHTTPRequestHandler(*args, directory=str(folder))  # noqa: E731
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)

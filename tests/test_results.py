@@ -15,7 +15,7 @@ from clipsearch.results import Cut, SearchOptions, find
 from clipsearch.schema import PHOTO_FIELDS
 from clipsearch.store import PhotoStore
 
-ENGINES = ("redisearch", "valkey-search", "cluster")  # the store's operations on a cluster too
+BACKENDS = ("redisearch", "valkey-search", "cluster")  # the store's operations on a cluster too
 
 
 @pytest.fixture

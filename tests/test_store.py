@@ -26,7 +26,7 @@ from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
 from clipsearch.store import PhotoStore, refusal
 
-ENGINES = ("redisearch", "valkey-search", "cluster")  # the store's operations on a cluster too
+BACKENDS = ("redisearch", "valkey-search", "cluster")  # the store's operations on a cluster too
 
 MODEL = ModelIdentity("ViT-B-32", "random-test", 512)
 
@@ -515,7 +515,7 @@ def test_similar_pairs_equal_brute_force_on_either_index(
     schema = IndexSchema.from_settings(dataclasses.replace(settings, algorithm=algorithm), MODEL)
     store = PhotoStore.open(client, schema, create=True)
     keys = store.upsert(records(vectors))
-    store.wait_indexed()  # an engine may index in the background (RediSearch's workers, valkey-search)
+    store.wait_indexed()  # a backend may index in the background (RediSearch's workers, valkey-search)
     similarity = vectors @ vectors.T
     np.fill_diagonal(similarity, -1)
     truth = {(keys[a], keys[b]) for a, b in zip(*np.nonzero(similarity >= 0.95), strict=True)}
@@ -545,7 +545,7 @@ HOSTILE = st.lists(st.sampled_from([*"@|-{}()\"'~%:;\\/ \t$[]<>!,.^é中a", "can
 @hypothesis_settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cameras=st.lists(HOSTILE, max_size=3), places=st.lists(HOSTILE, max_size=2), folder=HOSTILE)
 def test_hostile_tag_values_are_matched_exactly_or_not_at_all(settings_for_tags, cameras, places, folder) -> None:
-    """Cameras (any of them, beside a real one), places and a folder of any characters reach both engines and
+    """Cameras (any of them, beside a real one), places and a folder of any characters reach both backends and
     the cluster escaped: a search and a listing answer, and only with the photos the filter's meaning admits."""
     store, photos, vectors = settings_for_tags
     folder_tag = tag_value(folder.strip().strip("/"))  # a blank one is no filter (test_blank_filter_values...)
@@ -574,11 +574,11 @@ def settings_for_tags(client, settings: Settings):
     return store, photos, vectors
 
 
-def test_a_tag_value_that_ends_in_a_star_is_matched_exactly(request, search_engine: str, settings_for_tags) -> None:
+def test_a_tag_value_that_ends_in_a_star_is_matched_exactly(request, backend: str, settings_for_tags) -> None:
     """Known bug on valkey-search (and so on the cluster): `@folders:{2021\\*}` is read as the prefix 2021
     whatever the escape, so it admits every folder that begins with 2021, and `{\\*}` is refused. Exact on
     RediSearch. Strict: this fails once the bug is fixed, so that the alphabet above takes "*" again."""
-    if search_engine != "redisearch":
+    if backend != "redisearch":
         request.applymarker(pytest.mark.xfail(strict=True, reason="valkey-search: a trailing escaped * is a prefix"))
     store, _, vectors = settings_for_tags
     for folder in ("2021*", "*"):

@@ -1,5 +1,5 @@
 """A search box that understands where, when and with what: the grammar on plain values (fast), and searches
-whose words name places, dates and cameras on both engines and a cluster, against brute force over the photos
+whose words name places, dates and cameras on both backends and a cluster, against brute force over the photos
 that pass the filters the words should give."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from clipsearch.sharing import Shared
 from clipsearch.store import PhotoStore
 from clipsearch.understanding import MAX_NAME_WORDS, Span, Vocabulary, understand
 
-ENGINES = ("redisearch", "valkey-search", "cluster")
+BACKENDS = ("redisearch", "valkey-search", "cluster")
 APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
 TODAY = date(2026, 12, 7)  # a Monday
 CITIES = {  # where the test photos were taken: each a city, with its region and country (as GeoNames says)
@@ -205,7 +205,7 @@ def test_the_lookups_are_linear_in_the_words_of_any_text(text: str) -> None:
     assert Counted.lookups <= 2 * (MAX_NAME_WORDS + 1) * len(re.findall(r"\w+", text))
 
 
-# --- searches, on the engines ---------------------------------------------------------------------
+# --- searches, on the backends ---------------------------------------------------------------------
 
 
 def unit(vectors: np.ndarray) -> np.ndarray:

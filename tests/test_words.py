@@ -1,5 +1,5 @@
 """Words in file and folder names: how they are made and matched (plain values), and the one ranking they
-share with CLIP on both engines and a cluster, through the library, the CLI and an index upgraded in place."""
+share with CLIP on both backends and a cluster, through the library, the CLI and an index upgraded in place."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ from clipsearch.words import (
     words_of,
 )
 
-ENGINES = ("redisearch", "valkey-search", "cluster")
+BACKENDS = ("redisearch", "valkey-search", "cluster")
 APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
 
 
@@ -142,7 +142,7 @@ def test_the_text_matches_never_push_out_more_than_half_of_clips_results(k: int,
     assert ranks == sorted(ranks), "CLIP's results keep their order among themselves"
 
 
-# --- on the engines ------------------------------------------------------------------------------------
+# --- on the backends ------------------------------------------------------------------------------------
 
 NAMED = {  # sample photo: the path it is indexed under
     0: "IMG_2041-zanzibarLighthouse.jpg",
@@ -260,7 +260,7 @@ def hostile_store(client, settings):
 @hypothesis_settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(names=st.lists(st.one_of(HOSTILE, st.text(max_size=30)), min_size=1, max_size=6, unique=True), query=HOSTILE)
 def test_any_name_is_found_by_its_words_and_any_query_is_safe(hostile_store, names: list[str], query: str) -> None:
-    """Names and queries of any characters reach both engines and the cluster as words: each photo is found by
+    """Names and queries of any characters reach both backends and the cluster as words: each photo is found by
     the words of its name, and a query's words only ever match names that hold every one of them."""
     store = hostile_store
     vectors = np.eye(len(names), 512, dtype=np.float32)
