@@ -14,18 +14,19 @@ from pathlib import Path, PurePosixPath
 import valkey
 from tqdm import tqdm
 
-from clipsearch.connection import LOST
-from clipsearch.duplicates import check_similarity
 from clipsearch.errors import ClipsearchError, IndexMissing
-from clipsearch.filters import ORDERS, SearchFilter
+from clipsearch.index.connection import LOST
+from clipsearch.index.filters import ORDERS, SearchFilter
+from clipsearch.index.server import EmbeddedServer
+from clipsearch.index.store import Hit
+from clipsearch.ingest.facts import taken_iso
+from clipsearch.ingest.files import BadPhoto, display_path, read_file
+from clipsearch.ingest.loader import LoadOptions, Part
+from clipsearch.ingest.places import DEFAULT_WITHIN_KM, Near, parse_position
 from clipsearch.library import Library, NotInIndex, QueryPhoto, SearchRequest, UnusablePhoto, WordsConflict
-from clipsearch.loader import LoadOptions, Part
-from clipsearch.photos import BadPhoto, display_path, read_file, taken_iso
-from clipsearch.places import DEFAULT_WITHIN_KM, Near, parse_position
-from clipsearch.results import DEFAULT_RESULTS, Cut, Result, SearchOptions, why_nothing
-from clipsearch.server import EmbeddedServer
+from clipsearch.search.duplicates import check_similarity
+from clipsearch.search.results import DEFAULT_RESULTS, Cut, Result, SearchOptions, why_nothing
 from clipsearch.settings import Settings
-from clipsearch.store import Hit
 
 EXIT_FAILURES = 1  # --strict and some photos failed
 EXIT_ERROR = 2  # nothing done: bad settings, server unreachable, index missing...
@@ -357,7 +358,7 @@ def search_command(settings: Settings, args: argparse.Namespace) -> int:
 
 def export_command(settings: Settings) -> int:
     """Both towers exported (or found) in the cache: a page that finds them there never imports torch."""
-    from clipsearch.onnx_engine import exported
+    from clipsearch.model.onnx_engine import exported
 
     for tower in ("text", "image"):
         print(f"{tower} tower: {exported(settings.model, tower).folder}")

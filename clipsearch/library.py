@@ -18,15 +18,21 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from clipsearch.chart import score_chart_svg
-from clipsearch.connection import LOST, Client, connect
-from clipsearch.duplicates import DuplicateReport, SimilarPairs, find_duplicates, similar_pairs
-from clipsearch.duplicates import report as duplicate_report
-from clipsearch.engine import ImageEncoding, TextEncoding, load_image_encoder, load_text_encoder, model_identity
 from clipsearch.errors import IndexMissing
-from clipsearch.filters import ORDERS, FilterConflict, SearchFilter
-from clipsearch.identity import ModelIdentity
-from clipsearch.labels import (
+from clipsearch.index.connection import LOST, Client, connect
+from clipsearch.index.filters import ORDERS, FilterConflict, SearchFilter
+from clipsearch.index.schema import PHOTO_FIELDS, IndexSchema, Photo
+from clipsearch.index.server import LoadingCallback
+from clipsearch.index.store import CheckedStore, Hit, PhotoStore
+from clipsearch.ingest.decoding import decode_photo, decode_query_photo, make_thumbnail
+from clipsearch.ingest.facts import FIRST_DAY, LAST_DAY, taken_iso
+from clipsearch.ingest.files import BadPhoto, display_path, file_under, read_file
+from clipsearch.ingest.loader import LoadOptions, LoadReport, PhotoLoader, ProgressCallback, pending_photos
+from clipsearch.ingest.places import DEFAULT_WITHIN_KM, MAX_WITHIN_KM, Near, parse_position
+from clipsearch.links import MAX_SHOWN
+from clipsearch.model.engine import ImageEncoding, TextEncoding, load_image_encoder, load_text_encoder, model_identity
+from clipsearch.model.identity import ModelIdentity
+from clipsearch.model.labels import (
     DEFAULT_LABELS,
     MAX_LABEL_CHARS,
     MAX_LABELS,
@@ -36,31 +42,16 @@ from clipsearch.labels import (
     label_vectors,
     rank_labels,
 )
-from clipsearch.links import MAX_SHOWN
-from clipsearch.loader import LoadOptions, LoadReport, PhotoLoader, ProgressCallback, pending_photos
-from clipsearch.overview import OVERVIEW_FIELDS, Overview, Spot, month_of, month_span, overview, per_month
-from clipsearch.photos import (
-    FIRST_DAY,
-    LAST_DAY,
-    BadPhoto,
-    decode_photo,
-    decode_query_photo,
-    display_path,
-    file_under,
-    make_thumbnail,
-    read_file,
-    taken_iso,
-)
-from clipsearch.places import DEFAULT_WITHIN_KM, MAX_WITHIN_KM, Near, parse_position
-from clipsearch.query import MAX_QUERY_CHARS, BadQuery, combine, parse_query
-from clipsearch.results import DEFAULT_RESULTS, Cut, Result, Results, SearchOptions, find, listing, why_nothing
-from clipsearch.schema import PHOTO_FIELDS, IndexSchema, Photo
-from clipsearch.server import LoadingCallback
+from clipsearch.search.chart import score_chart_svg
+from clipsearch.search.duplicates import DuplicateReport, SimilarPairs, find_duplicates, similar_pairs
+from clipsearch.search.duplicates import report as duplicate_report
+from clipsearch.search.overview import OVERVIEW_FIELDS, Overview, Spot, month_of, month_span, overview, per_month
+from clipsearch.search.query import MAX_QUERY_CHARS, BadQuery, combine, parse_query
+from clipsearch.search.results import DEFAULT_RESULTS, Cut, Result, Results, SearchOptions, find, listing, why_nothing
+from clipsearch.search.understanding import VOCABULARY_FIELDS, Understood, Vocabulary, understand, vocabulary_json
+from clipsearch.search.words import query_words, quoted
 from clipsearch.settings import Settings
 from clipsearch.sharing import Shared
-from clipsearch.store import CheckedStore, Hit, PhotoStore
-from clipsearch.understanding import VOCABULARY_FIELDS, Understood, Vocabulary, understand, vocabulary_json
-from clipsearch.words import query_words, quoted
 
 # The page and the CLI import from here what requests and results are made of, besides the Library: the page
 # imports nothing else of the core (tests/test_docs.py holds it to this module, settings, links, display, errors).
@@ -176,7 +167,7 @@ class QueryPhoto:
 @dataclass(frozen=True)
 class SearchRequest:
     """One search as a person asks for it, whoever asks (the page, the CLI, a script): words, photos given, photos
-    of the index ("More like this": their keys), or some of each, added up (clipsearch.query); the filters, the
+    of the index ("More like this": their keys), or some of each, added up (clipsearch.search.query); the filters, the
     options, and the pages "Show more" added.
 
     Words searched alone are read for the places, dates and cameras this index holds (unless `understand` is off;
@@ -567,7 +558,7 @@ class Library:
         index is always the one checked against this model: a vector of another model is never compared.
         `text`: the words searched (those left for CLIP), also matched against the words written in the photos
         and their file and folder names, one ranking with CLIP's; words in double quotes must be written there
-        (clipsearch.words). None searches by CLIP alone."""
+        (clipsearch.search.words). None searches by CLIP alone."""
         words = query_words(text) if text is not None else ()
         if text is not None and (phrases := quoted(text)):
             where = (where or SearchFilter()).narrowed(SearchFilter(phrases=phrases))
@@ -578,7 +569,7 @@ class Library:
         return listing(self.store(), where, options, fields)
 
     def labels(self, vector: np.ndarray, labels: Sequence[str]) -> list[LabelScore]:
-        """The labels ranked for a photo's vector: CLIP's zero-shot classification (clipsearch.labels); each list
+        """The labels ranked for a photo's vector: CLIP's zero-shot classification (clipsearch.model.labels); each list
         of labels encoded once per model for every Library of the process."""
         encoder = self.text_encoder
         vectors = _LABEL_VECTORS.make((*_made_by(encoder), tuple(labels)), lambda: label_vectors(encoder, labels))
@@ -588,7 +579,7 @@ class Library:
 
     def understand(self, text: str, today: date | None = None) -> Understood:
         """The places, dates and cameras that the words name of those this index holds, and the words left for
-        CLIP (clipsearch.understanding); relative dates ("last summer") count from `today` (default: today)."""
+        CLIP (clipsearch.search.understanding); relative dates ("last summer") count from `today` (default: today)."""
         return understand(text, self.vocabulary(), today or date.today())
 
     def vocabulary(self) -> Vocabulary:

@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from clipsearch.filters import ORDERS
-from clipsearch.photos import day_start
-from clipsearch.places import MAX_WITHIN_KM, parse_position
-from clipsearch.query import MAX_QUERY_CHARS
+from clipsearch.index.filters import ORDERS
+from clipsearch.ingest.facts import day_start
+from clipsearch.ingest.places import MAX_WITHIN_KM, parse_position
+from clipsearch.search.query import MAX_QUERY_CHARS
 
 MAX_RESULTS = 100  # the Results slider
 MAX_COLUMNS = 8  # the Columns slider

@@ -17,8 +17,8 @@ DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 URL_SCHEMES = ("valkey", "valkeys", "redis", "rediss", "unix")
 TLS_SCHEMES = ("valkeys", "rediss")
-ENGINES = ("auto", "onnx", "torch")  # see clipsearch.engine
-ALGORITHMS = ("AUTO", "HNSW", "FLAT")  # see clipsearch.schema
+ENGINES = ("auto", "onnx", "torch")  # see clipsearch.model.engine
+ALGORITHMS = ("AUTO", "HNSW", "FLAT")  # see clipsearch.index.schema
 PERCENT_ENCODING_HELP = (
     "percent-encode the user name and password: '@' as %40, '/' as %2F, '?' as %3F, '#' as %23, ':' as %3A "
     "and '%' as %25 (python3 -c \"import urllib.parse, getpass; "
@@ -67,7 +67,7 @@ class Settings:
     # Photos at least this similar count as near-duplicates: folded under the better result, grouped by
     # `duplicates`. 0.95 for real CLIP weights (a resized or re-encoded copy scores 0.98 and above).
     duplicate_similarity: float = 0.95
-    engine: str = "auto"  # auto, onnx or torch: see clipsearch.engine
+    engine: str = "auto"  # auto, onnx or torch: see clipsearch.model.engine
     # Threads each ONNX Runtime query runs on; 0: one per core. Many visitors' queries run side by side.
     onnx_threads: int = 0
     onnx_cache: Path = field(default_factory=lambda: default_cache_dir() / "onnx")

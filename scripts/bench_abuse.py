@@ -42,10 +42,10 @@ from PIL import Image
 from playwright.sync_api import Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from clipsearch.engine import load_text_encoder
+from clipsearch.index.server import EmbeddedServer
+from clipsearch.ingest.loader import LoadOptions
 from clipsearch.library import Library
-from clipsearch.loader import LoadOptions
-from clipsearch.server import EmbeddedServer
+from clipsearch.model.engine import load_text_encoder
 from clipsearch.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

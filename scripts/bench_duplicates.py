@@ -8,7 +8,7 @@ A synthetic collection of CLIP-like 512-d unit vectors: clusters of 50 loosely s
 copies of one photo, each at about 0.99 to it, 0.98 to one another) on about 5 % of the photos, and as many
 near misses (variants at about 0.91: the same scene, not the same photo). On each backend (the embedded
 server with RediSearch, with valkey-search, a local 3-primary cluster), with the algorithm
-CLIPSEARCH_ALGORITHM=auto would choose for the count unless --algorithm says otherwise, clipsearch.duplicates
+CLIPSEARCH_ALGORITHM=auto would choose for the count unless --algorithm says otherwise, clipsearch.search.duplicates
 finds the groups: on HNSW with the index's own KNN, on FLAT by comparing the vectors of one scan in blocks.
 The baseline, in the same process, reads every vector out of the server and compares all pairs with numpy
 in blocks of rows (exact). Both are timed; the baseline's groups are the truth that clipsearch's are checked
@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 from benchkit import BACKENDS, Servers, chosen_backends
 
-from clipsearch.connection import connect
-from clipsearch.duplicates import find_duplicates
-from clipsearch.identity import ModelIdentity
-from clipsearch.schema import AUTO_FLAT_UP_TO, VECTOR_FIELD, IndexSchema, PhotoRecord
-from clipsearch.store import PhotoStore
+from clipsearch.index.connection import connect
+from clipsearch.index.schema import AUTO_FLAT_UP_TO, VECTOR_FIELD, IndexSchema, PhotoRecord
+from clipsearch.index.store import PhotoStore
+from clipsearch.model.identity import ModelIdentity
+from clipsearch.search.duplicates import find_duplicates
 
 DIM = 512
 THRESHOLD = 0.95

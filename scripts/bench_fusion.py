@@ -22,11 +22,11 @@ from pathlib import Path
 from benchkit import PRETRAINED_HELP, scratch_and_weights
 from text_photos import write_text_photos
 
-import clipsearch.words
+import clipsearch.search.words
+from clipsearch.index.server import EmbeddedServer
+from clipsearch.ingest.loader import LoadOptions
 from clipsearch.library import Library
-from clipsearch.loader import LoadOptions
-from clipsearch.results import SearchOptions
-from clipsearch.server import EmbeddedServer
+from clipsearch.search.results import SearchOptions
 from clipsearch.settings import Settings
 
 CONSTANTS = (1, 10, 60, 200)  # reciprocal rank fusion's k: 1/(k + rank)
@@ -74,7 +74,7 @@ def main() -> None:
                     if constant is None:
                         shown = clip[text]
                     else:
-                        clipsearch.words.FUSION_K = constant
+                        clipsearch.search.words.FUSION_K = constant
                         shown = [r.hit.path for r in library.search_vector(vectors[text], options, text=text).shown]
                     rank = next((place for place, path in enumerate(shown, 1) if path in targets), None)
                     ranks.append(1 / rank if rank else 0.0)

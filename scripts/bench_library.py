@@ -38,11 +38,11 @@ from benchkit import (
 )
 from playwright.sync_api import Browser, sync_playwright
 
-from clipsearch.engine import load_text_encoder
+from clipsearch.index.schema import PhotoRecord
+from clipsearch.ingest.facts import DAY, PhotoFacts, day_start
 from clipsearch.library import Library
-from clipsearch.overview import OVERVIEW_FIELDS
-from clipsearch.photos import DAY, PhotoFacts, day_start
-from clipsearch.schema import PhotoRecord
+from clipsearch.model.engine import load_text_encoder
+from clipsearch.search.overview import OVERVIEW_FIELDS
 
 ROOT = Path(__file__).resolve().parent.parent
 CITIES = [

@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 from benchkit import PRETRAINED_HELP, scratch_and_weights
 
-from clipsearch.engine import TextEncoding
+from clipsearch.index.server import EmbeddedServer
+from clipsearch.index.store import PhotoStore
+from clipsearch.ingest.loader import LoadOptions
 from clipsearch.library import Library
-from clipsearch.loader import LoadOptions
-from clipsearch.server import EmbeddedServer
+from clipsearch.model.engine import TextEncoding
 from clipsearch.settings import Settings
-from clipsearch.store import PhotoStore
 
 WORDS = ["cat", "dog", "street", "snow", "beach", "car", "tower", "food", "flower", "boat", "bridge", "child"]
 

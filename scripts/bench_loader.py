@@ -31,22 +31,15 @@ import torch
 from benchkit import PRETRAINED_HELP, scratch_and_weights
 from PIL import Image
 
-from clipsearch.engine import ImageEncoding, load_image_encoder
+from clipsearch.index.schema import PhotoRecord
+from clipsearch.index.server import EmbeddedServer
+from clipsearch.index.store import PhotoStore
+from clipsearch.ingest.decoding import DECODE_MARGIN, decode_photo, make_thumbnail
+from clipsearch.ingest.files import PhotoFile, content_hash, read_file, walk_photos
+from clipsearch.ingest.loader import LoadOptions, PhotoLoader
 from clipsearch.library import Library
-from clipsearch.loader import LoadOptions, PhotoLoader
-from clipsearch.photos import (
-    DECODE_MARGIN,
-    PhotoFile,
-    content_hash,
-    decode_photo,
-    make_thumbnail,
-    read_file,
-    walk_photos,
-)
-from clipsearch.schema import PhotoRecord
-from clipsearch.server import EmbeddedServer
+from clipsearch.model.engine import ImageEncoding, load_image_encoder
 from clipsearch.settings import Settings
-from clipsearch.store import PhotoStore
 
 
 def forward_rate(encoder: ImageEncoding, pixels: list[np.ndarray], batch_size: int) -> tuple[float, np.ndarray]:

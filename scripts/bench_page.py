@@ -37,10 +37,10 @@ from benchkit import (
 )
 from playwright.sync_api import Page, sync_playwright
 
-from clipsearch.engine import ImageEncoding, load_image_encoder
+from clipsearch.index.server import EmbeddedServer
+from clipsearch.ingest.loader import LoadOptions
 from clipsearch.library import Library
-from clipsearch.loader import LoadOptions
-from clipsearch.server import EmbeddedServer
+from clipsearch.model.engine import ImageEncoding, load_image_encoder
 from clipsearch.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -25,14 +25,14 @@ import open_clip
 import torch
 from benchkit import PRETRAINED_HELP, scratch_and_weights
 
-from clipsearch.connection import connect
-from clipsearch.engine import TextEncoding, load_text_encoder
-from clipsearch.identity import ModelIdentity
-from clipsearch.results import SearchOptions, find
-from clipsearch.schema import PHOTO_FIELDS, IndexSchema, PhotoRecord
-from clipsearch.server import EmbeddedServer
+from clipsearch.index.connection import connect
+from clipsearch.index.schema import PHOTO_FIELDS, IndexSchema, PhotoRecord
+from clipsearch.index.server import EmbeddedServer
+from clipsearch.index.store import CheckedStore, PhotoStore
+from clipsearch.model.engine import TextEncoding, load_text_encoder
+from clipsearch.model.identity import ModelIdentity
+from clipsearch.search.results import SearchOptions, find
 from clipsearch.settings import Settings
-from clipsearch.store import CheckedStore, PhotoStore
 
 FOLDING = SearchOptions(k=12, duplicate_similarity=0.95)
 VARIED = SearchOptions(k=12, duplicate_similarity=0.95, variety=0.5)

@@ -22,7 +22,7 @@ from pathlib import Path
 from bench_loader import make_camera_photos
 from benchkit import PRETRAINED_HELP, scratch_and_weights
 
-from clipsearch.photos import walk_photos
+from clipsearch.ingest.files import walk_photos
 
 # Runs a command and prints its peak RSS (KiB) last. A small process starts it: a child forked straight from
 # this one (which holds torch) would count this one's memory in its peak, since Linux keeps the high-water

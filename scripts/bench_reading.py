@@ -23,9 +23,9 @@ from pathlib import Path
 from PIL import Image
 from text_photos import write_text_photos
 
-import clipsearch.reading
-from clipsearch.reading import TextReader, kept
-from clipsearch.words import words_of
+import clipsearch.model.reading
+from clipsearch.model.reading import TextReader, kept
+from clipsearch.search.words import words_of
 
 THRESHOLDS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 
@@ -42,15 +42,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=Path, default=Path("photos"))
     parser.add_argument("--plain", type=int, default=None, help="how many sample photos without text (default all)")
-    parser.add_argument("--sides", default=f"{clipsearch.reading.READ_SIDE}", help="reading sizes, comma-separated")
+    parser.add_argument(
+        "--sides", default=f"{clipsearch.model.reading.READ_SIDE}", help="reading sizes, comma-separated"
+    )
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (default: every core)")
     args = parser.parse_args()
     plain = sorted(args.photos.glob("*.jpg"))[: args.plain]
     with tempfile.TemporaryDirectory() as scratch:
         written = write_text_photos(args.photos, Path(scratch))
         for side in (int(side) for side in args.sides.split(",")):
-            clipsearch.reading.READ_SIDE = side
-            clipsearch.reading.MIN_CONFIDENCE = 0.0  # every line: the thresholds are applied below
+            clipsearch.model.reading.READ_SIDE = side
+            clipsearch.model.reading.MIN_CONFIDENCE = 0.0  # every line: the thresholds are applied below
             reader = TextReader(args.threads)
             read_lines(reader, plain[0])  # warm-up: the sessions are made on first use
             texts = {name: read_lines(reader, Path(scratch) / name) for name in written}

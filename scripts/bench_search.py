@@ -10,7 +10,7 @@ For each of two synthetic sets of CLIP-like unit vectors (512-d):
 for FLAT and for HNSW (M 16, EF_CONSTRUCTION 200), and for each backend, each index in servers of its own:
   redisearch     the embedded Valkey with RediSearch 2.10;
   valkey-search  the embedded Valkey with valkey-search (../shared/valkey-search/libsearch.so);
-  cluster        a local cluster of 3 primaries with valkey-search and its coordinator (clipsearch.cluster):
+  cluster        a local cluster of 3 primaries with valkey-search and its coordinator (scripts/cluster.py):
 it measures the insert rate of PhotoStore.upsert (documents with folders and capture times, no thumbnails),
 the memory per photo (INFO used_memory after less before, summed over the shards; and the largest shard's
 share), the restart time (the server, or one primary of the cluster, stopped and started until the index
@@ -34,14 +34,14 @@ import numpy as np
 import valkey
 from benchkit import BACKENDS, Servers, chosen_backends
 
-from clipsearch.connection import LOST, connect
 from clipsearch.errors import ClipsearchError
-from clipsearch.filters import SearchFilter
-from clipsearch.identity import ModelIdentity
-from clipsearch.photos import DAY, PhotoFacts, day_start
-from clipsearch.schema import IndexSchema, PhotoRecord
+from clipsearch.index.connection import LOST, connect
+from clipsearch.index.filters import SearchFilter
+from clipsearch.index.schema import IndexSchema, PhotoRecord
+from clipsearch.index.store import PhotoStore
+from clipsearch.ingest.facts import DAY, PhotoFacts, day_start
+from clipsearch.model.identity import ModelIdentity
 from clipsearch.settings import Settings
-from clipsearch.store import PhotoStore
 
 DIM = 512
 FOLDERS = 10  # photo i is in folder f{i % 10}: a folder filter passes one photo in ten

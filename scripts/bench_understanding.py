@@ -26,8 +26,8 @@ from pathlib import Path
 
 import reverse_geocode
 
-from clipsearch.query import MAX_QUERY_CHARS
-from clipsearch.understanding import Vocabulary, understand
+from clipsearch.search.query import MAX_QUERY_CHARS
+from clipsearch.search.understanding import Vocabulary, understand
 
 CAMERAS = ("Google Pixel 7", "Google Pixel 6", "Apple iPhone 12", "Canon EOS 5D Mark IV", "SONY ILCE-7M3")
 SMALL_PLACES = ("Kyoto", "Japan", "Lisbon", "Portugal", "New York", "United States", "Nice", "France", "Turkey")

@@ -29,9 +29,9 @@ from pathlib import Path
 from benchkit import PRETRAINED_HELP, cpu_seconds, page_environment, scratch_and_weights, streamlit_page
 from visitors import Visitor
 
+from clipsearch.index.server import EmbeddedServer
+from clipsearch.ingest.loader import LoadOptions
 from clipsearch.library import Library
-from clipsearch.loader import LoadOptions
-from clipsearch.server import EmbeddedServer
 from clipsearch.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

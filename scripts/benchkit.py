@@ -16,9 +16,9 @@ from pathlib import Path
 
 import open_clip
 import torch
+from cluster import LocalCluster, free_port
 
-from clipsearch.cluster import LocalCluster, free_port
-from clipsearch.server import EmbeddedServer
+from clipsearch.index.server import EmbeddedServer
 from clipsearch.settings import Settings
 
 PRETRAINED_HELP = "tag or checkpoint file (default: random weights)"

@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from cluster import LocalCluster, free_port
 from PIL import Image
 
-from clipsearch.cluster import LocalCluster, free_port
-from clipsearch.connection import connect
-from clipsearch.server import EmbeddedServer
+from clipsearch.index.connection import connect
+from clipsearch.index.server import EmbeddedServer
 from clipsearch.settings import ModelSpec, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -256,7 +256,7 @@ def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def encoder(random_checkpoint: Path):
-    from clipsearch.torch_engine import TorchImageEncoder
+    from clipsearch.model.torch_engine import TorchImageEncoder
 
     return TorchImageEncoder.load(ModelSpec.named("ViT-B-32", str(random_checkpoint)))
 
@@ -280,7 +280,7 @@ def text_photos(tmp_path_factory, sample_photos: Path) -> tuple[Path, dict[str, 
 @pytest.fixture(scope="session")
 def text_reader():
     """PP-OCR, loaded once for the session."""
-    from clipsearch.reading import TextReader
+    from clipsearch.model.reading import TextReader
 
     return TextReader()
 
@@ -309,7 +309,7 @@ def photo_folder(tmp_path: Path, sample_photos: Path) -> Path:
 @pytest.fixture
 def indexed_store(open_test_index, encoder, photo_folder: Path):
     """This test's index holding photo_folder, loaded by the real loader."""
-    from clipsearch.loader import LoadOptions, PhotoLoader
+    from clipsearch.ingest.loader import LoadOptions, PhotoLoader
 
     store = open_test_index()
     PhotoLoader(store, lambda: encoder, LoadOptions(), show_bar=False).index_folder(photo_folder)
@@ -368,8 +368,8 @@ def camera_jpeg() -> Callable[..., bytes]:
 
 @pytest.fixture(scope="session")
 def downgrade_to_version_2() -> Callable[..., None]:
-    from clipsearch.schema import FIELDS
-    from clipsearch.store import PhotoStore
+    from clipsearch.index.schema import FIELDS
+    from clipsearch.index.store import PhotoStore
 
     def downgrade_to_version_2(client, store: PhotoStore) -> None:
         """Make an index look as the previous clipsearch left it: no places, version 2, and a search index
@@ -390,8 +390,8 @@ def downgrade_to_version_2() -> Callable[..., None]:
 
 @pytest.fixture(scope="session")
 def downgrade_to_version_3() -> Callable[..., None]:
-    from clipsearch.schema import FIELDS
-    from clipsearch.store import PhotoStore
+    from clipsearch.index.schema import FIELDS
+    from clipsearch.index.store import PhotoStore
 
     def downgrade_to_version_3(client, store: PhotoStore) -> None:
         """Make an index look as the previous clipsearch left it: no words of names, version 3, and a search
@@ -412,8 +412,8 @@ def downgrade_to_version_3() -> Callable[..., None]:
 
 @pytest.fixture(scope="session")
 def downgrade_to_version_1() -> Callable[..., None]:
-    from clipsearch.schema import FIELDS
-    from clipsearch.store import PhotoStore
+    from clipsearch.index.schema import FIELDS
+    from clipsearch.index.store import PhotoStore
 
     def downgrade_to_version_1(client, store: PhotoStore) -> None:
         """Make an index look as the previous clipsearch left it: no facts, version 1, a vector-only index."""
@@ -464,7 +464,7 @@ def located_photo(source: Path, position: tuple[float, float] | None, taken: str
 
 
 # Where the photos of `located_library` were taken: cities on four continents, two photos in Kyoto, a photo
-# at sea (no populated place within clipsearch.places.MAX_PLACE_KM) and one without GPS tags.
+# at sea (no populated place within clipsearch.ingest.places.MAX_PLACE_KM) and one without GPS tags.
 LOCATIONS: dict[str, tuple[float, float] | None] = {
     "kyoto-1": (35.0116, 135.7681),
     "kyoto-2": (34.9949, 135.7850),

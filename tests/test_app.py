@@ -17,17 +17,17 @@ from streamlit.testing.v1 import AppTest
 
 from clipsearch import library
 from clipsearch.display import escape_markdown
-from clipsearch.duplicates import find_duplicates
-from clipsearch.filters import SearchFilter
-from clipsearch.labels import MAX_LABELS_TEXT, LabelList
+from clipsearch.index.filters import SearchFilter
+from clipsearch.index.store import PhotoStore
+from clipsearch.ingest.facts import day_start
+from clipsearch.ingest.loader import LoadOptions, PhotoLoader
 from clipsearch.library import Library, forget_encodings
-from clipsearch.loader import LoadOptions, PhotoLoader
-from clipsearch.onnx_engine import OnnxTextEncoder
-from clipsearch.photos import day_start
-from clipsearch.results import SearchOptions, find
+from clipsearch.model.labels import MAX_LABELS_TEXT, LabelList
+from clipsearch.model.onnx_engine import OnnxTextEncoder
+from clipsearch.model.torch_engine import TorchTextEncoder
+from clipsearch.search.duplicates import find_duplicates
+from clipsearch.search.results import SearchOptions, find
 from clipsearch.settings import Settings
-from clipsearch.store import PhotoStore
-from clipsearch.torch_engine import TorchTextEncoder
 from tests.conftest import dated_photo
 
 APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
@@ -348,7 +348,7 @@ def test_open_shows_the_photo_larger_with_its_labels(indexed: PhotoStore, photo_
 def test_a_stopped_embedded_server_is_reported_then_restarted(
     tmp_path: Path, monkeypatch, random_checkpoint: Path, encoder, photo_folder: Path
 ) -> None:
-    from clipsearch.server import EmbeddedServer
+    from clipsearch.index.server import EmbeddedServer
 
     server = EmbeddedServer(tmp_path / "own-data")
     settings = Settings(data_dir=server.data_dir, index_name="restartable")
@@ -718,7 +718,7 @@ def test_the_duplicates_view_groups_the_planted_copies(
 def test_a_dense_library_shows_bounded_groups(app_env: Settings, open_test_index) -> None:
     """Every photo at least 0.9 like every other (as the random model's own photos are): once, each photo asked
     again for 4x more neighbours while all passed (35 s at 1,000 photos), and a group showed every member."""
-    from clipsearch.schema import PhotoRecord
+    from clipsearch.index.schema import PhotoRecord
 
     store = open_test_index()
     rng = np.random.default_rng(5)

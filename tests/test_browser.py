@@ -18,14 +18,14 @@ from pathlib import Path
 import pytest
 
 from clipsearch.display import WORD_JOINER, escape_markdown
-from clipsearch.engine import uses_onnx
-from clipsearch.labels import MAX_LABELS_TEXT, LabelList
+from clipsearch.index.server import EmbeddedServer
+from clipsearch.ingest.files import display_path
+from clipsearch.ingest.loader import LoadOptions, PhotoLoader
 from clipsearch.library import Library
-from clipsearch.loader import LoadOptions, PhotoLoader
-from clipsearch.overview import per_month
-from clipsearch.photos import display_path
-from clipsearch.results import SearchOptions, find
-from clipsearch.server import EmbeddedServer
+from clipsearch.model.engine import uses_onnx
+from clipsearch.model.labels import MAX_LABELS_TEXT, LabelList
+from clipsearch.search.overview import per_month
+from clipsearch.search.results import SearchOptions, find
 from clipsearch.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -281,8 +281,8 @@ def test_filters_and_order_from_a_shared_link_equal_the_store(
 ) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    from clipsearch.filters import SearchFilter
-    from clipsearch.photos import day_start
+    from clipsearch.index.filters import SearchFilter
+    from clipsearch.ingest.facts import day_start
 
     store = open_test_index()
     where = SearchFilter(folder="2021/japan", after=day_start("2021-03-01"))
@@ -443,7 +443,7 @@ def test_results_show_on_a_map_and_a_timeline_whose_span_filters_them(
     from playwright.sync_api import expect, sync_playwright
 
     streamlit_server, process = streamlit_app
-    from clipsearch.filters import SearchFilter
+    from clipsearch.index.filters import SearchFilter
 
     store = open_test_index()
     query = encoder.encode_text(["a photo"])[0]
@@ -505,8 +505,8 @@ def test_the_library_view_counts_what_the_files_hold_and_opens_search_with_a_fil
 ) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    from clipsearch.photos import read_facts
-    from clipsearch.places import places_at
+    from clipsearch.ingest.facts import read_facts
+    from clipsearch.ingest.places import places_at
 
     files = sorted(travel_library.rglob("*.jpg"))
     facts = [read_facts(path.read_bytes(), path.stat().st_mtime) for path in files]
@@ -572,7 +572,7 @@ def test_typed_places_and_dates_become_chips_and_a_removed_chip_gives_its_words_
     removing the place chip searches "temple in Kyoto" among every photo of 2021."""
     from playwright.sync_api import expect, sync_playwright
 
-    from clipsearch.filters import SearchFilter
+    from clipsearch.index.filters import SearchFilter
 
     store = open_test_index()
     options = SearchOptions(k=20, duplicate_similarity=Settings().duplicate_similarity)

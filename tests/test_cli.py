@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipsearch.connection import connect
 from clipsearch.errors import IndexMissing
-from clipsearch.photos import DAY, day_start
-from clipsearch.server import EmbeddedServer
+from clipsearch.index.connection import connect
+from clipsearch.index.server import EmbeddedServer
+from clipsearch.index.store import PhotoStore
+from clipsearch.ingest.facts import DAY, day_start
 from clipsearch.settings import Settings
-from clipsearch.store import PhotoStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,7 +71,7 @@ def test_second_cli_run_encodes_nothing_and_says_so(
     imported = {
         line.rpartition("|")[2].strip() for line in second.stderr.splitlines() if line.startswith("import time:")
     }
-    assert "clipsearch.loader" in imported and not imported & {"torch", "onnxruntime", "open_clip"}
+    assert "clipsearch.ingest.loader" in imported and not imported & {"torch", "onnxruntime", "open_clip"}
 
     info = run_cli(cli_env, "info").stdout
     assert "2 photos, model ViT-B-32 / vit-b-32-random.pt#" in info and f"photos from {folder.resolve()}" in info

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 import valkey
+from cluster import BUS_OFFSET, COORDINATOR_OFFSET, LocalCluster
 from streamlit.testing.v1 import AppTest
 
-from clipsearch.cluster import BUS_OFFSET, COORDINATOR_OFFSET, LocalCluster
-from clipsearch.connection import connect
+from clipsearch.index.connection import connect
+from clipsearch.index.store import PhotoStore
 from clipsearch.settings import Settings
-from clipsearch.store import PhotoStore
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ("cluster",)
@@ -101,8 +101,8 @@ def own_cluster(tmp_path: Path, valkey_search: Path) -> Iterator[LocalCluster]:
 def test_the_page_on_a_cluster_that_loses_a_primary_says_so_then_recovers(
     own_cluster: LocalCluster, monkeypatch, random_checkpoint: Path, encoder, photo_folder: Path
 ) -> None:
+    from clipsearch.ingest.loader import LoadOptions
     from clipsearch.library import Library
-    from clipsearch.loader import LoadOptions
 
     settings = Settings(valkey_url=own_cluster.url, index_name="restart", pretrained=str(random_checkpoint))
     for name, value in {

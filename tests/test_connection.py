@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from clipsearch.connection import connect
 from clipsearch.errors import NoVectorSearch, ServerUnreachable, TlsRefused, WrongCredentials
-from clipsearch.server import EmbeddedServer, valkey_binary
+from clipsearch.index.connection import connect
+from clipsearch.index.server import EmbeddedServer, valkey_binary
 from clipsearch.settings import Settings
 
 

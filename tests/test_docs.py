@@ -8,16 +8,17 @@ import argparse
 import ast
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
 from clipsearch import cli
 from clipsearch.cli import build_parser
+from clipsearch.index.schema import FIELDS, Photo
+from clipsearch.index.store import Hit
 from clipsearch.links import OLD_NAMES, PARAMS
-from clipsearch.results import Result
-from clipsearch.schema import FIELDS, Photo
+from clipsearch.search.results import Result
 from clipsearch.settings import SETTINGS, Settings
-from clipsearch.store import Hit
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "clipsearch"
@@ -62,30 +63,45 @@ def test_every_url_parameter_is_in_the_security_doc() -> None:
 
 def layers() -> dict[str, int]:
     rows = table_rows((ROOT / "docs" / "development.md").read_text(encoding="utf-8"), "### Layers")
-    return {module: int(row[0]) for row in rows for module in re.findall(r"`(\w+)`", row[1])}
+    return {module: int(row[0]) for row in rows for module in re.findall(r"`([\w.]+)`", row[1])}
+
+
+SUBPACKAGES = ("model", "index", "ingest", "search")  # whose modules the layers name one by one (not app)
+
+
+def module_name(parts: Sequence[str]) -> str:
+    """A module of the package by its name in the layers: `library`, `index.store`; the page's modules are `app`."""
+    if parts[0] in SUBPACKAGES and len(parts) > 1:
+        return f"{parts[0]}.{parts[1]}"
+    return parts[0]
 
 
 def imported(path: Path) -> set[str]:
-    """The clipsearch modules a file imports (at its top or inside a function), by their first name."""
+    """The clipsearch modules a file imports (at its top or inside a function), by their names in the layers."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "clipsearch":
-            parts = node.module.split(".")
-            found |= {parts[1]} if len(parts) > 1 else {alias.name for alias in node.names}
+            parts = node.module.split(".")[1:]
+            if not parts:
+                found |= {alias.name for alias in node.names}
+            elif parts[0] in SUBPACKAGES and len(parts) == 1:
+                found |= {f"{parts[0]}.{alias.name}" for alias in node.names}
+            else:
+                found.add(module_name(parts))
         elif isinstance(node, ast.Import):
-            found |= {alias.name.split(".")[1] for alias in node.names if alias.name.startswith("clipsearch.")}
+            found |= {module_name(a.name.split(".")[1:]) for a in node.names if a.name.startswith("clipsearch.")}
     return found
 
 
 def test_no_module_imports_from_a_layer_below_it() -> None:
     layer = layers()
-    modules = {path: path.stem if path.parent == PACKAGE else path.parent.name for path in PACKAGE.rglob("*.py")}
-    unplaced = {name for name in modules.values() if name not in layer} - {"__init__"}
+    modules = {path: module_name(path.relative_to(PACKAGE).with_suffix("").parts) for path in PACKAGE.rglob("*.py")}
+    unplaced = {name for name in modules.values() if name not in layer and not name.endswith("__init__")}
     assert not unplaced, f"modules missing from the layers of docs/development.md: {unplaced}"
     wrong = [
         f"{path.relative_to(ROOT)} (layer {layer[name]}) imports {other} (layer {layer[other]})"
         for path, name in modules.items()
-        if name != "__init__"
+        if not name.endswith("__init__")
         for other in imported(path)
         if other != name and layer[other] > layer[name]
     ]

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clipsearch.duplicates import SimilarPairs, _both_ways, connected_labels
+from clipsearch.search.duplicates import SimilarPairs, _both_ways, connected_labels
 from clipsearch.sharing import Shared
 
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from clipsearch.errors import IndexMismatch, IndexMissing, ServerUnreachable
+from clipsearch.index.schema import PhotoRecord
+from clipsearch.ingest.loader import LoadOptions
 from clipsearch.library import Library, NotInIndex, QueryPhoto, SearchRequest, UnusablePhoto
-from clipsearch.loader import LoadOptions
-from clipsearch.query import BadQuery
-from clipsearch.results import Results, SearchOptions
-from clipsearch.schema import PhotoRecord
+from clipsearch.search.query import BadQuery
+from clipsearch.search.results import Results, SearchOptions
 from clipsearch.settings import Settings
 
 BACKENDS = ("redisearch", "valkey-search", "cluster")  # the store's operations on a cluster too

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clipsearch.filters import SearchFilter
+from clipsearch.index.filters import SearchFilter
+from clipsearch.ingest.places import DEFAULT_WITHIN_KM, Near, parse_position
 from clipsearch.links import PARAMS, held_link
-from clipsearch.places import DEFAULT_WITHIN_KM, Near, parse_position
-from clipsearch.query import BadQuery, parse_query
+from clipsearch.search.query import BadQuery, parse_query
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU_BUDGET_S = 0.25

@@ -18,12 +18,12 @@ import torch
 from PIL import Image, ImageOps
 
 from clipsearch.errors import FolderMismatch
-from clipsearch.filters import SearchFilter
-from clipsearch.loader import LoadOptions, PhotoLoader
-from clipsearch.photos import decode_photo
-from clipsearch.schema import SCHEMA_VERSION
-from clipsearch.store import PhotoStore
-from clipsearch.torch_engine import TorchImageEncoder
+from clipsearch.index.filters import SearchFilter
+from clipsearch.index.schema import SCHEMA_VERSION
+from clipsearch.index.store import PhotoStore
+from clipsearch.ingest.decoding import decode_photo
+from clipsearch.ingest.loader import LoadOptions, PhotoLoader
+from clipsearch.model.torch_engine import TorchImageEncoder
 
 SOME_PHOTOS = ["chair.jpg", "farm-animals-cat.jpg", "giraffe.jpg", "igloo.jpg", "pan.jpg", "sea1.jpg"]
 

@@ -16,18 +16,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from clipsearch.chart import score_chart_svg
 from clipsearch.display import escape_markdown
-from clipsearch.duplicates import _most_similar, keep_first
-from clipsearch.filters import SearchFilter, escape_tag, in_order
-from clipsearch.identity import ModelIdentity
-from clipsearch.labels import MAX_LABELS, MAX_LABELS_TEXT, LabelList
-from clipsearch.library import Found, Library, TermVectors
-from clipsearch.loader import Known, LoadOptions, Part, Source, _plan, check_download_url, csv_sources
-from clipsearch.photos import FIRST_DAY, LAST_DAY, BadPhoto, PhotoFacts, day_start, display_path
-from clipsearch.query import BadQuery
-from clipsearch.results import Cut, Result, Results, SearchOptions, fold, fold_heads, mmr_order
-from clipsearch.schema import (
+from clipsearch.index.filters import SearchFilter, escape_tag, in_order
+from clipsearch.index.schema import (
     AUTO_FLAT_UP_TO,
     FIELDS,
     PHOTO_FIELDS,
@@ -38,7 +29,18 @@ from clipsearch.schema import (
     fitting_algorithm,
     tag_value,
 )
-from clipsearch.store import Hit
+from clipsearch.index.store import Hit
+from clipsearch.ingest.facts import FIRST_DAY, LAST_DAY, PhotoFacts, day_start
+from clipsearch.ingest.files import BadPhoto, display_path
+from clipsearch.ingest.loader import Known, LoadOptions, Part, _plan
+from clipsearch.ingest.sources import Source, check_download_url, csv_sources
+from clipsearch.library import Found, Library, TermVectors
+from clipsearch.model.identity import ModelIdentity
+from clipsearch.model.labels import MAX_LABELS, MAX_LABELS_TEXT, LabelList
+from clipsearch.search.chart import score_chart_svg
+from clipsearch.search.duplicates import _most_similar, keep_first
+from clipsearch.search.query import BadQuery
+from clipsearch.search.results import Cut, Result, Results, SearchOptions, fold, fold_heads, mmr_order
 
 
 def units(rows: np.ndarray) -> np.ndarray:
@@ -233,12 +235,12 @@ def test_csv_rows_become_sources_once_each_and_paths_stay_inside(tmp_path: Path)
     (tmp_path / "a.jpg").write_bytes(b"x")
     listing = tmp_path / "photos.tsv"
     listing.write_text("id\tphoto_image_url\n1\thttps://example.com/p.jpg\n2\ta.jpg\n3\ta.jpg\n4\t../out.jpg\n5\t\n")
-    sources = csv_sources(listing, None, LoadOptions())
+    sources = csv_sources(listing, None, LoadOptions().fetching)
     assert [(s.kind, Path(s.path).name) for s in sources] == [("url", "p.jpg"), ("file", "a.jpg"), ("file", "out.jpg")]
     with pytest.raises(BadPhoto, match="outside the CSV's folder"):
         sources[2].read()
     with pytest.raises(ValueError, match="no column"):
-        csv_sources(listing, "nope", LoadOptions())
+        csv_sources(listing, "nope", LoadOptions().fetching)
 
 
 @pytest.mark.parametrize(
@@ -325,7 +327,7 @@ def test_days_outside_what_a_filter_takes_are_refused_with_the_bounds(day: str) 
 
 
 def test_photos_with_a_clock_in_year_9999_or_1_stay_off_the_timelines() -> None:
-    from clipsearch.overview import overview, per_month
+    from clipsearch.search.overview import overview, per_month
 
     odd = [datetime(9999, 12, 31, tzinfo=UTC).timestamp(), datetime(1, 1, 1, tzinfo=UTC).timestamp()]
     times = [day_start("2003-04-05"), day_start("2005-11-30"), *odd]

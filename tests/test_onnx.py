@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import clipsearch.onnx_export
-from clipsearch.engine import has_nvidia_gpu, load_image_encoder, load_text_encoder, uses_onnx
-from clipsearch.identity import pretrained_label
-from clipsearch.onnx_engine import MANIFEST, Export, OnnxImageEncoder, OnnxTextEncoder, export_folder
-from clipsearch.photos import decode_photo, read_file
+import clipsearch.model.onnx_export
+from clipsearch.ingest.decoding import decode_photo
+from clipsearch.ingest.files import read_file
+from clipsearch.model.engine import has_nvidia_gpu, load_image_encoder, load_text_encoder, uses_onnx
+from clipsearch.model.identity import pretrained_label
+from clipsearch.model.onnx_engine import MANIFEST, Export, OnnxImageEncoder, OnnxTextEncoder, export_folder
+from clipsearch.model.torch_engine import TorchImageEncoder, TorchTextEncoder
 from clipsearch.settings import ModelSpec, Settings
-from clipsearch.torch_engine import TorchImageEncoder, TorchTextEncoder
 
 # Mixed lengths in one batch: one over the 77-token context, an empty one, non-ASCII, one word.
 TEXTS = [
@@ -106,7 +107,7 @@ def test_a_changed_or_stale_export_is_not_used(onnx_model: ModelSpec, tmp_path: 
     (folder / MANIFEST).write_text(manifest.replace('"version": ', '"version": 1000 + '))  # not JSON any more
     assert _find(own, folder) is None
     (folder / MANIFEST).write_text(
-        manifest.replace(f'"version": {clipsearch.onnx_export.EXPORT_VERSION}', '"version": 0')
+        manifest.replace(f'"version": {clipsearch.model.onnx_export.EXPORT_VERSION}', '"version": 0')
     )
     assert _find(own, folder) is None  # an older clipsearch's export
 
@@ -126,7 +127,15 @@ def test_a_broken_export_is_exported_again(onnx_model: ModelSpec, encoder: Torch
 def test_a_killed_export_leaves_nothing_that_is_used(onnx_model: ModelSpec, encoder: TorchImageEncoder, tmp_path: Path):
     own = replace(onnx_model, onnx_cache=tmp_path / "cache")
     folder = export_folder(own, "text")
-    command = [sys.executable, "-m", "clipsearch.onnx_export", own.model_name, own.pretrained, "text", str(folder)]
+    command = [
+        sys.executable,
+        "-m",
+        "clipsearch.model.onnx_export",
+        own.model_name,
+        own.pretrained,
+        "text",
+        str(folder),
+    ]
     export = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not list(folder.parent.glob(f".{folder.name}.*/model.onnx*")) and time.monotonic() < deadline:
@@ -148,8 +157,8 @@ def test_an_export_that_differs_from_open_clip_falls_back_to_torch_with_a_warnin
     folder = export_folder(own, "text")
     # Exported here (not in a subprocess) with no tolerance at all: float arithmetic in another order
     # always differs a little, so the check must refuse it.
-    monkeypatch.setattr(clipsearch.onnx_export, "TOLERANCE", 0.0)
-    clipsearch.onnx_export.export(own.model_name, own.pretrained, "text", folder)
+    monkeypatch.setattr(clipsearch.model.onnx_export, "TOLERANCE", 0.0)
+    clipsearch.model.onnx_export.export(own.model_name, own.pretrained, "text", folder)
     recorded = (folder / MANIFEST).stat().st_mtime_ns
     with caplog.at_level(logging.WARNING):
         encoder = load_text_encoder(own)
@@ -176,7 +185,7 @@ def test_exports_are_private_to_their_user(onnx_model: ModelSpec) -> None:
 LOAD_IN_A_SMALL_GROUP = """
 import sys
 from pathlib import Path
-from clipsearch.engine import load_image_encoder
+from clipsearch.model.engine import load_image_encoder
 from clipsearch.errors import ExportFailed
 from clipsearch.settings import Settings
 try:
@@ -211,7 +220,7 @@ def test_the_export_command_prepares_both_towers_for_a_page_without_torch(
     folders = [Path(line.split(": ", 1)[1]) for line in done.stdout.splitlines() if " tower: " in line]
     assert len(folders) == 2 and all((folder / MANIFEST).is_file() for folder in folders)
     script = (
-        "import sys; from clipsearch.engine import load_image_encoder, load_text_encoder; "
+        "import sys; from clipsearch.model.engine import load_image_encoder, load_text_encoder; "
         "from clipsearch.settings import Settings; settings = Settings.from_env(); "
         "load_text_encoder(settings.model); load_image_encoder(settings.model); print('torch' in sys.modules)"
     )

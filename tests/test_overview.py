@@ -7,10 +7,10 @@ from datetime import date
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clipsearch.overview import MAX_BARS, month_of, month_span, overview, per_month, top_folder
-from clipsearch.photos import day_start
-from clipsearch.places import Place
-from clipsearch.schema import Photo
+from clipsearch.index.schema import Photo
+from clipsearch.ingest.facts import day_start
+from clipsearch.ingest.places import Place
+from clipsearch.search.overview import MAX_BARS, month_of, month_span, overview, per_month, top_folder
 
 KYOTO = Place("Kyoto", "Kyoto", "Japan")
 FIJI = Place("Levuka", "Eastern", "Fiji")

@@ -14,16 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipsearch.photos import (
-    BadPhoto,
-    decode_photo,
-    decode_photo_scaled,
-    file_under,
-    folders_of,
-    read_facts,
-    read_file,
-    walk_photos,
-)
+from clipsearch.ingest.decoding import decode_photo, decode_photo_scaled
+from clipsearch.ingest.facts import read_facts
+from clipsearch.ingest.files import BadPhoto, file_under, folders_of, read_file, walk_photos
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -90,8 +83,9 @@ def test_sixteen_bit_photos_convert_without_float64_copies(tmp_path: Path) -> No
     ramp = np.add.outer(np.arange(3000), np.arange(4000)) * 7 % 65536
     Image.fromarray(ramp.astype(np.uint16)).save(tmp_path / "sixteen.png")
     script = (
-        "import resource, sys; from clipsearch.photos import decode_photo; data = open(sys.argv[1], 'rb').read(); "
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; image = decode_photo(data); "
+        "import resource, sys; from clipsearch.ingest.decoding import decode_photo; "
+        "data = open(sys.argv[1], 'rb').read(); before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+        "image = decode_photo(data); "
         "print(image.mode, image.size, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)"
     )
     run = subprocess.run([sys.executable, "-c", script, str(tmp_path / "sixteen.png")], capture_output=True, text=True)
@@ -191,7 +185,8 @@ def hostile_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 # outcome. The peak is VmHWM, this address space's own: ru_maxrss keeps the forking parent's size across exec.
 DECODE_UPLOADS = """
 import sys, threading, time
-from clipsearch.photos import BadPhoto, decode_query_photo
+from clipsearch.ingest.decoding import decode_query_photo
+from clipsearch.ingest.files import BadPhoto
 from clipsearch.settings import Settings
 limits = Settings()
 files = [open(path, "rb").read() for path in sys.argv[1:]]
@@ -275,7 +270,7 @@ def test_facts_from_exif_with_an_offset_without_one_and_without_exif() -> None:
     assert (facts.taken_from, facts.taken_iso(), facts.camera) == ("file", "2020-02-03T04:05:06", "")
 
 
-@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")  # Pillow's; clipsearch.photos silences it outside pytest
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")  # Pillow's; clipsearch.ingest.facts silences it outside pytest
 def test_a_broken_exif_block_gives_the_file_time_and_no_error() -> None:
     mtime = datetime(2020, 2, 3, 4, 5, 6).timestamp()
     for broken in (b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\xff\xff", b"Exif\x00\x00garbage" * 10):

@@ -15,10 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from clipsearch.filters import SearchFilter
-from clipsearch.loader import LoadOptions, PhotoLoader
-from clipsearch.photos import PhotoFacts, read_facts
-from clipsearch.places import (
+from clipsearch.index.filters import SearchFilter
+from clipsearch.index.schema import SCHEMA_VERSION, IndexSchema, PhotoRecord
+from clipsearch.index.store import PhotoStore
+from clipsearch.index.upgrades import upgrade
+from clipsearch.ingest.facts import PhotoFacts, read_facts
+from clipsearch.ingest.loader import LoadOptions, PhotoLoader
+from clipsearch.ingest.places import (
     EARTH_RADIUS_KM,
     Near,
     Place,
@@ -27,10 +30,8 @@ from clipsearch.places import (
     parse_position,
     places_at,
 )
-from clipsearch.results import SearchOptions, find, why_nothing
-from clipsearch.schema import SCHEMA_VERSION, IndexSchema, PhotoRecord
+from clipsearch.search.results import SearchOptions, find, why_nothing
 from clipsearch.settings import Settings
-from clipsearch.store import PhotoStore
 from tests.conftest import LOCATIONS
 from tests.test_store import MODEL, unit_vectors
 
@@ -138,7 +139,7 @@ def test_photos_with_gps_tags_are_stored_with_the_geocoders_places(
 def located_records(vectors: np.ndarray) -> tuple[list[PhotoRecord], list[tuple[float, float] | None]]:
     """Photos scattered within 300 km of four cities (one in five without a position), as the loader writes
     them: facts with a position, and the place the geocoder gives it."""
-    from clipsearch.photos import PhotoFacts
+    from clipsearch.ingest.facts import PhotoFacts
 
     rng = np.random.default_rng(5)
     centres = [(35.0116, 135.7681), (38.7223, -9.1393), (40.7128, -74.0060), (-33.8688, 151.2093)]
@@ -199,7 +200,7 @@ def test_an_index_of_the_previous_version_gains_places_and_keeps_every_vector(
     def no_file(path: str, source: str) -> None:
         pytest.fail("the places come from the stored positions: no file is read")
 
-    assert upgraded.upgrade(no_file) == len(LOCATIONS)
+    assert upgrade(upgraded, no_file) == len(LOCATIONS)
     assert upgraded.schema.version == SCHEMA_VERSION
     assert {key: client.hget(key, "vector") for key in before} == before  # byte for byte
     assert {row.path: row.place for _, row in upgraded.scan(("path", "city", "region", "country"))} == expected

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clipsearch.query import MAX_QUERY_CHARS, MAX_TERMS, MAX_WEIGHT, BadQuery, Term, combine, parse_query
+from clipsearch.search.query import MAX_QUERY_CHARS, MAX_TERMS, MAX_WEIGHT, BadQuery, Term, combine, parse_query
 
 BACKENDS = ("redisearch", "valkey-search", "cluster")  # the store's operations on a cluster too
 
@@ -96,7 +96,7 @@ def test_cli_query_vector_is_the_weighted_sum_and_hits_equal_brute_force(
 
 
 def encoder_photo(path: Path):
-    from clipsearch.photos import DECODE_MARGIN, decode_photo
+    from clipsearch.ingest.decoding import DECODE_MARGIN, decode_photo
 
     return decode_photo(path.read_bytes(), at_least=DECODE_MARGIN * 224)
 

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clipsearch.ingest.loader import LoadOptions
 from clipsearch.library import Library
-from clipsearch.loader import LoadOptions
-from clipsearch.reading import MAX_TEXT_CHARS, READER, TextReader, bounded
-from clipsearch.results import SearchOptions
-from clipsearch.words import words_of
+from clipsearch.model.reading import MAX_TEXT_CHARS, READER, TextReader, bounded
+from clipsearch.search.results import SearchOptions
+from clipsearch.search.words import words_of
 from tests.conftest import PLAIN
 
 BACKENDS = ("redisearch", "valkey-search", "cluster")

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipsearch.duplicates import find_duplicates
-from clipsearch.loader import LoadOptions, PhotoLoader
-from clipsearch.results import Cut, SearchOptions, find
-from clipsearch.schema import PHOTO_FIELDS
-from clipsearch.store import PhotoStore
+from clipsearch.index.schema import PHOTO_FIELDS
+from clipsearch.index.store import PhotoStore
+from clipsearch.ingest.loader import LoadOptions, PhotoLoader
+from clipsearch.search.duplicates import find_duplicates
+from clipsearch.search.results import Cut, SearchOptions, find
 
 BACKENDS = ("redisearch", "valkey-search", "cluster")  # the store's operations on a cluster too
 

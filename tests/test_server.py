@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from clipsearch.errors import ServerError
-from clipsearch.server import EmbeddedServer, valkey_binary
+from clipsearch.index.server import EmbeddedServer, valkey_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,7 +32,7 @@ def test_socket_is_private_and_there_is_no_tcp_port(embedded_server: EmbeddedSer
 
 def test_two_processes_share_one_server(tmp_path: Path) -> None:
     script = (
-        "import sys; from clipsearch.server import EmbeddedServer; "
+        "import sys; from clipsearch.index.server import EmbeddedServer; "
         "s = EmbeddedServer(sys.argv[1]); s.ensure_started(); print(s.status().pid)"
     )
     data_dir = tmp_path / "shared-data"
@@ -204,11 +204,11 @@ def test_a_server_reading_its_data_back_reports_how_far_it_got(tmp_path: Path) -
     loading): both the embedded server's start and a client of its URL report the progress meanwhile."""
     import numpy as np
 
-    from clipsearch.connection import connect
-    from clipsearch.identity import ModelIdentity
-    from clipsearch.schema import IndexSchema, PhotoRecord
+    from clipsearch.index.connection import connect
+    from clipsearch.index.schema import IndexSchema, PhotoRecord
+    from clipsearch.index.store import PhotoStore
+    from clipsearch.model.identity import ModelIdentity
     from clipsearch.settings import Settings
-    from clipsearch.store import PhotoStore
 
     server = EmbeddedServer(tmp_path / "data")
     settings = Settings(data_dir=server.data_dir, algorithm="HNSW")

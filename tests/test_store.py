@@ -15,16 +15,17 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from clipsearch import errors
-from clipsearch.connection import connect
 from clipsearch.errors import ClipsearchError, FolderMismatch, IndexMismatch, IndexMissing, SearchRefused
-from clipsearch.filters import SearchFilter
-from clipsearch.identity import ModelIdentity
-from clipsearch.photos import DAY, PhotoFacts, day_start
-from clipsearch.places import fold_name
-from clipsearch.schema import SCHEMA_VERSION, IndexSchema, PhotoRecord, tag_value
-from clipsearch.server import EmbeddedServer
+from clipsearch.index.connection import connect
+from clipsearch.index.filters import SearchFilter
+from clipsearch.index.schema import SCHEMA_VERSION, IndexSchema, PhotoRecord, tag_value
+from clipsearch.index.server import EmbeddedServer
+from clipsearch.index.store import PhotoStore, refusal
+from clipsearch.index.upgrades import upgrade
+from clipsearch.ingest.facts import DAY, PhotoFacts, day_start
+from clipsearch.ingest.places import fold_name
+from clipsearch.model.identity import ModelIdentity
 from clipsearch.settings import Settings
-from clipsearch.store import PhotoStore, refusal
 
 BACKENDS = ("redisearch", "valkey-search", "cluster")  # the store's operations on a cluster too
 
@@ -380,7 +381,7 @@ def test_an_index_of_the_previous_version_is_refused_to_readers_and_upgraded_by_
     writer = PhotoStore.open(client, schema, create=True)
     assert writer.needs_upgrade
     by_path = {photo.path: photo for photo in photos}
-    assert writer.upgrade(lambda path, source: by_path[path].facts) == 60
+    assert upgrade(writer, lambda path, source: by_path[path].facts) == 60
     reader = PhotoStore.open(client, schema)
     assert not reader.needs_upgrade and reader.schema.version == SCHEMA_VERSION
     where = SearchFilter(folder="2021/japan", after=day_start("2021-03-01"))
@@ -394,9 +395,9 @@ def test_an_index_of_the_previous_version_is_refused_to_readers_and_upgraded_by_
 def test_auto_switches_between_flat_and_hnsw_by_size_keeping_every_document(
     client, settings: Settings, monkeypatch
 ) -> None:
-    import clipsearch.schema
+    import clipsearch.index.schema
 
-    monkeypatch.setattr(clipsearch.schema, "AUTO_FLAT_UP_TO", 50)  # the switch, at a size a test can reach
+    monkeypatch.setattr(clipsearch.index.schema, "AUTO_FLAT_UP_TO", 50)  # the switch, at a size a test can reach
     vectors = unit_vectors(np.random.default_rng(21), 60, 512)
     store = PhotoStore.open(client, IndexSchema.from_settings(settings, MODEL), create=True)
     assert settings.algorithm == "AUTO" and store.schema.algorithm == "FLAT"  # a new index starts exact
@@ -448,9 +449,9 @@ def test_searches_during_the_algorithm_switch_keep_answering_from_the_old_index(
     concurrent searches missed their exact match, with a partial count. Now the next index is built beside the
     current one; every search meanwhile, by a reader that opened the index before the switch, finds its photo
     first among all of them."""
-    import clipsearch.schema
+    import clipsearch.index.schema
 
-    monkeypatch.setattr(clipsearch.schema, "AUTO_FLAT_UP_TO", 1000)
+    monkeypatch.setattr(clipsearch.index.schema, "AUTO_FLAT_UP_TO", 1000)
     count = 6000
     vectors = unit_vectors(np.random.default_rng(8), count, 512)
     writer = PhotoStore.open(client, IndexSchema.from_settings(settings, MODEL), create=True)
@@ -486,11 +487,11 @@ def test_searches_during_the_algorithm_switch_keep_answering_from_the_old_index(
         searcher.join()
     assert searched > 20 and not misses, (searched, misses[:5])
     assert reader.nearest(vectors[7], k=1)[0].path == "photo-00007.jpg" and reader.schema.algorithm == "HNSW"
-    assert sorted(clipsearch.store._search_indexes(client) & {settings.index_name, f"{settings.index_name}.1"}) == [
-        f"{settings.index_name}.1"
-    ], "the old search index is dropped"
+    assert sorted(
+        clipsearch.index.store._search_indexes(client) & {settings.index_name, f"{settings.index_name}.1"}
+    ) == [f"{settings.index_name}.1"], "the old search index is dropped"
     writer.drop()
-    assert not {name for name in clipsearch.store._search_indexes(client) if name.startswith(settings.index_name)}
+    assert not {name for name in clipsearch.index.store._search_indexes(client) if name.startswith(settings.index_name)}
 
 
 def planted_vectors(rng: np.random.Generator) -> np.ndarray:
@@ -508,7 +509,7 @@ def test_similar_pairs_equal_brute_force_on_either_index(
 ) -> None:
     """FLAT: compared in blocks here (several each way); HNSW: each photo's KNN, asked again while all pass;
     a pair counts if found from either side."""
-    from clipsearch import duplicates
+    from clipsearch.search import duplicates
 
     monkeypatch.setattr(duplicates, "BLOCK", 64)
     vectors = planted_vectors(np.random.default_rng(11))

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from open_clip.tokenizer import default_bpe
 
-from clipsearch.labels import DEFAULT_LABELS
-from clipsearch.tokenizer import CACHED_WORD_CHARS, ClipTokenizer, merge_pairs
+from clipsearch.model.labels import DEFAULT_LABELS
+from clipsearch.model.tokenizer import CACHED_WORD_CHARS, ClipTokenizer, merge_pairs
 
 ROOT = Path(__file__).resolve().parent.parent
 

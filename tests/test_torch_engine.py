@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from clipsearch.errors import ConfigError
-from clipsearch.identity import pretrained_label
-from clipsearch.labels import rank_labels
-from clipsearch.photos import decode_photo
+from clipsearch.ingest.decoding import decode_photo
+from clipsearch.model.identity import pretrained_label
+from clipsearch.model.labels import rank_labels
+from clipsearch.model.torch_engine import TorchImageEncoder, TorchTextEncoder
 from clipsearch.settings import ModelSpec
-from clipsearch.torch_engine import TorchImageEncoder, TorchTextEncoder
 
 
 def test_encodings_equal_open_clips_own(
@@ -39,7 +39,7 @@ def test_encodings_equal_open_clips_own(
 
 
 def test_identity_is_computed_once_at_load(encoder: TorchImageEncoder, random_checkpoint: Path, monkeypatch) -> None:
-    import clipsearch.identity as identity_module
+    import clipsearch.model.identity as identity_module
 
     loaded = TorchTextEncoder.load(ModelSpec.named("ViT-B-32", str(random_checkpoint)))
     monkeypatch.setattr(identity_module, "file_fingerprint", lambda *args: pytest.fail("fingerprint read again"))

@@ -18,16 +18,16 @@ from hypothesis import strategies as st
 from streamlit.testing.v1 import AppTest
 
 from clipsearch import library as library_module
-from clipsearch.filters import FilterConflict, SearchFilter
+from clipsearch.index.filters import FilterConflict, SearchFilter
+from clipsearch.index.schema import PhotoRecord
+from clipsearch.index.store import PhotoStore
+from clipsearch.ingest.facts import DAY, PhotoFacts, day_start
+from clipsearch.ingest.places import fold_name, places_at
 from clipsearch.library import Library
-from clipsearch.photos import DAY, PhotoFacts, day_start
-from clipsearch.places import fold_name, places_at
-from clipsearch.query import MAX_QUERY_CHARS
-from clipsearch.results import SearchOptions
-from clipsearch.schema import PhotoRecord
+from clipsearch.search.query import MAX_QUERY_CHARS
+from clipsearch.search.results import SearchOptions
+from clipsearch.search.understanding import MAX_NAME_WORDS, Span, Vocabulary, understand
 from clipsearch.sharing import Shared
-from clipsearch.store import PhotoStore
-from clipsearch.understanding import MAX_NAME_WORDS, Span, Vocabulary, understand
 
 BACKENDS = ("redisearch", "valkey-search", "cluster")
 APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")

@@ -17,14 +17,15 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from streamlit.testing.v1 import AppTest
 
-from clipsearch.filters import SearchFilter
+from clipsearch.index.filters import SearchFilter
+from clipsearch.index.schema import SCHEMA_VERSION, IndexSchema, PhotoRecord
+from clipsearch.index.store import PhotoStore
+from clipsearch.index.upgrades import upgrade
+from clipsearch.ingest.loader import LoadOptions, PhotoLoader
 from clipsearch.library import Library
-from clipsearch.loader import LoadOptions, PhotoLoader
-from clipsearch.query import BadQuery
-from clipsearch.results import Cut, SearchOptions
-from clipsearch.schema import SCHEMA_VERSION, IndexSchema, PhotoRecord
-from clipsearch.store import PhotoStore
-from clipsearch.words import (
+from clipsearch.search.query import BadQuery
+from clipsearch.search.results import Cut, SearchOptions
+from clipsearch.search.words import (
     MAX_QUERY_WORDS,
     WORD,
     any_clause,
@@ -235,7 +236,7 @@ def test_an_index_of_the_previous_version_gains_the_words_without_encoding(
     def no_file(path: str, source: str) -> None:
         pytest.fail("the words come from the stored path and name: no file is read")
 
-    assert upgraded.upgrade(no_file) == len(before)
+    assert upgrade(upgraded, no_file) == len(before)
     assert upgraded.schema.version == SCHEMA_VERSION
     assert {key: client.hget(key, "vector") for key in before} == before  # byte for byte
     rows = {row.path: row for _, row in upgraded.scan(("path", "name_words", "folder_words"))}

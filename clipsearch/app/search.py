@@ -389,8 +389,8 @@ def filter_controls(library: Library) -> None:
         help="On: the words are also matched against the photos' file and folder names, and a photo named with "
         "them rises among CLIP's results (each says what matched). Off: CLIP alone.",
     )
-    # The days a link takes (clipsearch.photos.FIRST_DAY, LAST_DAY): Streamlit's default bounds, today ± 10 years,
-    # would drop an older photo's date from the box and the URL.
+    # The days a link takes (clipsearch.ingest.facts.FIRST_DAY, LAST_DAY): Streamlit's default bounds, today ± 10
+    # years, would drop an older photo's date from the box and the URL.
     st.date_input("Taken on or after", None, FIRST_DAY, LAST_DAY, key="after", bind="query-params", format="YYYY-MM-DD")
     st.date_input(
         "Taken on or before", None, FIRST_DAY, LAST_DAY, key="before", bind="query-params", format="YYYY-MM-DD"

@@ -1,7 +1,7 @@
 """The index as data: one table of a photo's fields (FIELDS) drives what is written, what is read and how it
 is decoded, and which fields the search index holds; IndexSchema names an index and records how it was made.
 
-Nothing here talks to a server: clipsearch.store does the I/O, clipsearch.filters the query syntax.
+Nothing here talks to a server: clipsearch.index.store does the I/O, clipsearch.index.filters the query syntax.
 """
 
 from __future__ import annotations
@@ -16,15 +16,22 @@ import numpy as np
 from valkey.commands.search.field import Field, NumericField, TagField, TextField, VectorField
 
 from clipsearch.errors import IndexMismatch
-from clipsearch.identity import ModelIdentity
-from clipsearch.photos import PhotoFacts, folders_of
-from clipsearch.places import Place, fold_name, places_at
+from clipsearch.ingest.facts import PhotoFacts
+from clipsearch.ingest.files import folders_of
+from clipsearch.ingest.places import Place, fold_name, places_at
+from clipsearch.model.identity import ModelIdentity
+from clipsearch.search.words import folder_words, name_words
 from clipsearch.settings import Settings
-from clipsearch.words import folder_words, name_words
 
-# The layout of keys and hash fields. Each step of the ladder (clipsearch.store.UPGRADES) brings an index one
+# The layout of keys and hash fields. Each step of the ladder (clipsearch.index.upgrades) brings an index one
 # version up in place; an index newer than this, or older than the ladder reaches, is refused.
 SCHEMA_VERSION = 4
+# What each step of the ladder adds: UPGRADE_STEPS[n] brings a version n index to version n + 1.
+UPGRADE_STEPS = {
+    1: "the dates, folders and cameras that filters need",
+    2: "the places of photos with a GPS position",
+    3: "the words of file and folder names that a search matches",
+}
 TAG_SEPARATOR = "|"
 # CLIPSEARCH_ALGORITHM=auto: exact FLAT search up to this many photos, HNSW above (docs/indexing.md says why);
 # back to FLAT only below 80 % of it, so that a collection around the limit does not switch back and forth.
@@ -73,13 +80,13 @@ FIELDS: dict[str, FieldSpec] = {
         FieldSpec("longitude", float, "numeric", since=2),
         FieldSpec("folders", bytes.decode, "tag", since=2),  # every folder a photo is in, lower case
         FieldSpec("camera_tag", bytes.decode, "tag", since=2),  # make and model, lower case
-        FieldSpec("city", bytes.decode, since=3),  # the place nearest the position (clipsearch.places)
+        FieldSpec("city", bytes.decode, since=3),  # the place nearest the position (clipsearch.ingest.places)
         FieldSpec("region", bytes.decode, since=3),
         FieldSpec("country", bytes.decode, since=3),
         FieldSpec("places", bytes.decode, "tag", since=3),  # city, region and country, folded (places.fold_name)
-        FieldSpec("name_words", bytes.decode, "text", since=4),  # the file name's words (clipsearch.words)
+        FieldSpec("name_words", bytes.decode, "text", since=4),  # the file name's words (clipsearch.search.words)
         FieldSpec("folder_words", bytes.decode, "text", since=4),  # the words of the folders it is in
-        FieldSpec("text", bytes.decode, "text", since=4),  # the words written in it (clipsearch.reading)
+        FieldSpec("text", bytes.decode, "text", since=4),  # the words written in it (clipsearch.model.reading)
         FieldSpec("text_read", bytes.decode, since=4),  # what read them (reading.READER); absent: not read
     )
 }
@@ -152,7 +159,7 @@ class Photo:
 def check_fields(names: Sequence[str]) -> None:
     unknown = [name for name in names if name not in FIELDS]
     if unknown:
-        raise ValueError(f"no such photo field: {', '.join(unknown)} (see clipsearch.schema.FIELDS)")
+        raise ValueError(f"no such photo field: {', '.join(unknown)} (see clipsearch.index.schema.FIELDS)")
 
 
 def meta_key(index_name: str) -> str:
@@ -228,7 +235,7 @@ class IndexSchema:
                 made.append(NumericField(spec.name))
             elif spec.indexed == "tag":
                 made.append(TagField(spec.name, separator=TAG_SEPARATOR))
-            elif spec.indexed == "text":  # words made by clipsearch.words: no stemming, no stop words
+            elif spec.indexed == "text":  # words made by clipsearch.search.words: no stemming, no stop words
                 made.append(TextField(spec.name, no_stem=True))
         return made
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clipsearch.engine import TextEncoding
+from clipsearch.model.engine import TextEncoding
 
 # What "What is in this photo?" ranks unless the user gives a list of their own.
 DEFAULT_LABELS = (

@@ -1,4 +1,4 @@
-/* Preloaded into the servers of clipsearch.cluster.LocalCluster: a socket bound to every interface is bound to
+/* Preloaded into the servers of scripts/cluster.py's LocalCluster: a socket bound to every interface is bound to
  * the loopback instead. valkey-search's coordinator binds its gRPC port to [::] and has no option to choose
  * its address, and it answers any peer without a password: on a laptop's network it must not be reachable. */
 #define _GNU_SOURCE

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from clipsearch.photos import DAY, day_start, taken_iso
-from clipsearch.places import Near, fold_name
-from clipsearch.schema import Photo, tag_value
-from clipsearch.words import any_clause, every_clause, phrase_clause
+from clipsearch.index.schema import Photo, tag_value
+from clipsearch.ingest.facts import DAY, day_start, taken_iso
+from clipsearch.ingest.places import Near, fold_name
+from clipsearch.search.words import any_clause, every_clause, phrase_clause
 
 ORDERS = ("relevance", "newest", "oldest")
 
@@ -20,8 +20,8 @@ class SearchFilter:
     """Which photos a search may return: taken in [after, before) (PhotoFacts time), in a folder (and its
     subfolders), by one of some cameras, in every one of some places (a city, region or country: "Kyoto" and
     "Japan"), within a radius of a position, with words in its file or folder names (every one of them, or
-    with `any_word` one of them; words as clipsearch.words makes them), with each of some phrases written in
-    it or its names (clipsearch.words.quoted). Every user-given value is escaped into the query."""
+    with `any_word` one of them; words as clipsearch.search.words makes them), with each of some phrases written in
+    it or its names (clipsearch.search.words.quoted). Every user-given value is escaped into the query."""
 
     after: float | None = None
     before: float | None = None

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from clipsearch.query import parse_query
+from clipsearch.search.query import parse_query
 
 # A run of letters or digits of any script ("\w" without the underscore).
 WORD = re.compile(r"[^\W_]+")
@@ -104,7 +104,7 @@ def _check_words(words: Sequence[str]) -> None:
     if not words:
         raise ValueError("no words to match")
     if bad := [word for word in words if not WORD.fullmatch(word) or word != word.lower()]:
-        raise ValueError(f"not words as clipsearch.words makes them: {bad}")
+        raise ValueError(f"not words as clipsearch.search.words makes them: {bad}")
 
 
 def matched(words: Sequence[str], fields: Mapping[str, str | None]) -> tuple[str, ...]:

@@ -1,7 +1,7 @@
 """CLIP's towers through ONNX Runtime, from exports cached on disk: no torch in this process.
 
 A tower is exported once per model identity (model, pretrained tag or checkpoint fingerprint, EXPORT_VERSION)
-by clipsearch.onnx_export, in a subprocess, so that a process that only searches never imports torch. The
+by clipsearch.model.onnx_export, in a subprocess, so that a process that only searches never imports torch. The
 export checks the ONNX model against open_clip before it is kept; every load checks the files against the
 sizes and SHA-256 sums the export recorded, and exports again when they differ.
 """
@@ -27,9 +27,9 @@ from PIL import Image
 
 from clipsearch import errors
 from clipsearch.errors import ClipsearchError, ExportFailed
-from clipsearch.identity import ModelIdentity, pretrained_label
+from clipsearch.model.identity import ModelIdentity, pretrained_label
+from clipsearch.model.tokenizer import VOCABULARY_FILE, ClipTokenizer
 from clipsearch.settings import ModelSpec
-from clipsearch.tokenizer import VOCABULARY_FILE, ClipTokenizer
 
 EXPORT_VERSION = 1  # bump when the exported graphs or the manifest change: older exports are then rebuilt
 MANIFEST = "manifest.json"
@@ -125,7 +125,7 @@ def exported(model: ModelSpec, tower: str) -> Export:
 
 
 def _run_export(model: ModelSpec, tower: str, folder: Path) -> None:
-    command = [sys.executable, "-m", "clipsearch.onnx_export"]
+    command = [sys.executable, "-m", "clipsearch.model.onnx_export"]
     command += [model.model_name, model.pretrained, tower, str(folder)]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S, check=False)

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clipsearch.schema import PHOTO_FIELDS, VECTOR_FIELD, Photo
-from clipsearch.store import Hit, PhotoStore
+from clipsearch.index.schema import PHOTO_FIELDS, VECTOR_FIELD, Photo
+from clipsearch.index.store import Hit, PhotoStore
 
 NEIGHBOURS = 8  # asked for each photo; one whose every neighbour is a duplicate is asked again with more
 BATCH = 64  # photos per pipelined round trip

@@ -1,7 +1,7 @@
 """CLIP through open_clip and torch: its own preprocess and tokenizer, L2-normalised float32 vectors.
 
-The torch engine; clipsearch.onnx_engine runs the same towers through ONNX Runtime, and
-clipsearch.engine chooses between them.
+The torch engine; clipsearch.model.onnx_engine runs the same towers through ONNX Runtime, and
+clipsearch.model.engine chooses between them.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from open_clip.factory import load_state_dict
 from PIL import Image
 
 from clipsearch.errors import ConfigError, WeightsUnavailable
-from clipsearch.identity import ModelIdentity, pretrained_label
+from clipsearch.model.identity import ModelIdentity, pretrained_label
 from clipsearch.settings import ModelSpec
 
 

@@ -9,9 +9,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from clipsearch.photos import on_a_day_filtered
-from clipsearch.places import Place
-from clipsearch.schema import Photo
+from clipsearch.index.schema import Photo
+from clipsearch.ingest.facts import on_a_day_filtered
+from clipsearch.ingest.places import Place
 
 MAX_SPOTS = 500  # the places a map of the whole collection shows, most photos first
 MAX_BARS = 30  # the cameras, countries, cities or folders a chart shows, most photos first

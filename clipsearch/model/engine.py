@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from PIL import Image
 
-from clipsearch.identity import ModelIdentity, pretrained_label
+from clipsearch.model.identity import ModelIdentity, pretrained_label
 
 if TYPE_CHECKING:
     from clipsearch.settings import ModelSpec
@@ -95,7 +95,7 @@ def load_image_encoder(model: ModelSpec, batches: bool = False) -> ImageEncoding
 
 def _load(model: ModelSpec, tower: str, batches: bool = False) -> Any:
     if uses_onnx(model):
-        from clipsearch import onnx_engine
+        from clipsearch.model import onnx_engine
 
         try:
             if tower == "text":
@@ -103,7 +103,7 @@ def _load(model: ModelSpec, tower: str, batches: bool = False) -> Any:
             return onnx_engine.OnnxImageEncoder.load(model, batches)
         except onnx_engine.OnnxUnusable as reason:
             _fall_back(model, reason)
-    from clipsearch import torch_engine
+    from clipsearch.model import torch_engine
 
     if tower == "text":
         return torch_engine.TorchTextEncoder.load(model)

@@ -25,7 +25,7 @@ from pathlib import Path
 import valkey
 
 from clipsearch.errors import ServerError
-from clipsearch.server import valkey_binary
+from clipsearch.index.server import valkey_binary
 
 SLOTS = 16384
 BUS_OFFSET = 10000  # Valkey's cluster bus listens on the port + 10000

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from clipsearch.duplicates import check_similarity
-from clipsearch.filters import ORDERS, SearchFilter, in_order
-from clipsearch.schema import PHOTO_FIELDS, VECTOR_FIELD
-from clipsearch.store import CheckedStore, Hit, PhotoStore
-from clipsearch.words import TEXT_FIELDS, carried, fuse, matched
+from clipsearch.index.filters import ORDERS, SearchFilter, in_order
+from clipsearch.index.schema import PHOTO_FIELDS, VECTOR_FIELD
+from clipsearch.index.store import CheckedStore, Hit, PhotoStore
+from clipsearch.search.duplicates import check_similarity
+from clipsearch.search.words import TEXT_FIELDS, carried, fuse, matched
 
 DEFAULT_RESULTS = 12  # what a search shows unless asked for more or fewer: on the page and from the CLI
 MAX_CANDIDATES = 2000  # the most candidates one search reads back (2 KiB of vector each)
@@ -108,7 +108,7 @@ def find(
 ) -> Results:
     """The results of one query vector as `options` say, with `fields` read for every result (and the path
     and name of the photos folded under them). Asks the index for more candidates, up to MAX_CANDIDATES, until
-    folding leaves k results. With `words` (clipsearch.words.query_words), the photos whose names carry them
+    folding leaves k results. With `words` (clipsearch.search.words.query_words), the photos whose names carry them
     are ranked with CLIP's results by one fused ranking (with_words)."""
     with_vectors = options.fold or options.variety > 0
     near = where is not None and where.near is not None
@@ -154,7 +154,7 @@ def with_words(
     k: int,
 ) -> list[Result]:
     """CLIP's results (`ranked`, best first) fused with the photos whose file or folder names carry the words
-    (clipsearch.words.fuse): the k nearest of those with every word and of those with any, asked in one round
+    (clipsearch.search.words.fuse): the k nearest of those with every word and of those with any, asked in one round
     trip, ranked by the words they carry, then by similarity. A match that CLIP's results folded under one of
     them as a near-duplicate is shown on its own (it is the photo named so); a match under the cut or outside
     the filter is not shown."""

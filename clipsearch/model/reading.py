@@ -2,7 +2,7 @@
 on the ONNX Runtime the model already uses; its detection and recognition models ship inside the wheel, so
 it reads offline).
 
-What is stored is the words as clipsearch.words makes them (lower case, letters and digits), in reading
+What is stored is the words as clipsearch.search.words makes them (lower case, letters and digits), in reading
 order, at most MAX_TEXT_CHARS: what a search matches, not a transcript. Lines recognised with a confidence
 under MIN_CONFIDENCE are left out, and so are lines of one character, which in photos without text are
 most of what is misread (docs/searching.md has the measurements that chose both).
@@ -15,7 +15,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
-from clipsearch.words import words_of
+from clipsearch.search.words import words_of
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -1,11 +1,11 @@
-"""The photo index in Valkey/Redis: the reads and writes. What is stored is clipsearch.schema's; what a
-search may return is clipsearch.filters'.
+"""The photo index in Valkey/Redis: the reads and writes. What is stored is clipsearch.index.schema's; what a
+search may return is clipsearch.index.filters'.
 
 Only the command subset that RediSearch and valkey-search (Aiven for Valkey) share is used:
-FT.CREATE ON HASH with PREFIX and VECTOR, NUMERIC and TAG fields; FT.SEARCH with a KNN clause after
-a pre-filter of NUMERIC ranges and TAG sets, PARAMS, LIMIT, RETURN of the score alias only and
-DIALECT 2; FT.INFO; FT.DROPINDEX; FT._LIST. Other fields are fetched with HMGET, and hits are sorted
-here rather than with SORTBY.
+FT.CREATE ON HASH with PREFIX, STOPWORDS 0 and VECTOR, NUMERIC, TAG and TEXT NOSTEM fields; FT.SEARCH with a
+KNN clause after a pre-filter of NUMERIC ranges, TAG sets and words of TEXT fields, PARAMS, LIMIT, RETURN of
+the score alias only and DIALECT 2; FT.INFO; FT.DROPINDEX; FT._LIST. Other fields are fetched with HMGET, and
+hits are sorted here rather than with SORTBY.
 
 On a cluster every command is slot-safe: each names one key (no multi-key DEL, MGET or transaction across
 slots), pipelines are split by node (valkey-py's cluster pipeline), scans visit every primary, counts are the
@@ -29,7 +29,6 @@ import valkey
 from valkey.cluster import ValkeyCluster
 from valkey.commands.search.indexDefinition import IndexDefinition, IndexType
 
-from clipsearch.connection import NO_VECTOR_SEARCH, Client, is_cluster
 from clipsearch.errors import (
     ClipsearchError,
     FolderMismatch,
@@ -39,23 +38,20 @@ from clipsearch.errors import (
     SearchRefused,
     ServerError,
 )
-from clipsearch.filters import SearchFilter, in_order
-from clipsearch.photos import PhotoFacts
-from clipsearch.places import places_at
-from clipsearch.schema import (
+from clipsearch.index.connection import NO_VECTOR_SEARCH, Client, is_cluster
+from clipsearch.index.filters import SearchFilter, in_order
+from clipsearch.index.schema import (
     OPTIONAL_FIELDS,
     PHOTO_FIELDS,
     SCHEMA_VERSION,
+    UPGRADE_STEPS,
     VECTOR_FIELD,
     IndexSchema,
     Photo,
     PhotoRecord,
     check_fields,
-    fact_mapping,
     fitting_algorithm,
     meta_key,
-    place_mapping,
-    word_mapping,
 )
 
 SCORE_ALIAS = "score"
@@ -115,7 +111,7 @@ def _index_exists(client: Client, name: str) -> bool:
     return name in _search_indexes(client)
 
 
-def _drop_search_index(client: Client, name: str) -> None:
+def drop_search_index(client: Client, name: str) -> None:
     """FT.DROPINDEX with the name alone: the documents stay (valkey-search takes no other form)."""
     if _index_exists(client, name):
         client.execute_command("FT.DROPINDEX", name)
@@ -171,7 +167,7 @@ class PhotoStore:
     def _create_index(self, schema: IndexSchema) -> None:
         definition = IndexDefinition(prefix=[schema.prefix], index_type=IndexType.HASH)
         try:
-            # No stop words: a query's words are chosen by clipsearch.words, the same on both backends.
+            # No stop words: a query's words are chosen by clipsearch.search.words, the same on both backends.
             self.client.ft(schema.search_index).create_index(schema.fields(), definition=definition, stopwords=[])
         except valkey.ResponseError as error:
             # Another process won the race: RediSearch says "Index already exists", valkey-search
@@ -183,70 +179,17 @@ class PhotoStore:
 
     @property
     def needs_upgrade(self) -> bool:
-        """An index of an older key schema, opened by a writer: upgrade() it before writing."""
+        """An index of an older key schema, opened by a writer: upgraded (clipsearch.index.upgrades) before any
+        write."""
         return self.schema.version < SCHEMA_VERSION
 
-    def upgrade(self, facts_of: Callable[[str, str], PhotoFacts | None]) -> int:
-        """Bring an index of an older key schema to this one, in place, one step of UPGRADES at a time; the
-        search index is made again once, with the new fields. Returns how many photos were upgraded."""
-        if not self.needs_upgrade:
-            return 0
-        # No search index while every document changes: readers refuse an older version anyway.
-        _drop_search_index(self.client, self.schema.search_index)
-        upgraded = 0
-        for version in range(self.schema.version, SCHEMA_VERSION):
-            upgraded = UPGRADES[version](self, facts_of)
-        self._remake_index(replace(self.schema, version=SCHEMA_VERSION))
-        return upgraded
-
-    def _add_facts(self, facts_of: Callable[[str, str], PhotoFacts | None]) -> int:
-        """Version 1 to 2: every photo keeps its vector and gains its facts (`facts_of(path, source)`) and
-        folders."""
-        upgraded = 0
-        for batch in batched(self.scan(("path", "source"))):
-            pipe = self.client.pipeline(transaction=False)
-            for key, photo in batch:
-                path, source = photo.path or "", photo.source or "file"
-                pipe.hset(key, mapping=fact_mapping(path, source, facts_of(path, source)))
-            pipe.execute()
-            upgraded += len(batch)
-        return upgraded
-
-    def _add_places(self, facts_of: Callable[[str, str], PhotoFacts | None]) -> int:
-        """Version 2 to 3: every photo with a GPS position gains its place, from the position stored (read from
-        its file's header when it was indexed): no file is read again. The search index is made again with
-        latitude and longitude as NUMERIC fields and the places as a TAG field."""
-        upgraded = 0
-        for batch in batched(self.scan(("path", "latitude", "longitude"))):
-            located = [(key, photo.position) for key, photo in batch if photo.position is not None]
-            pipe = self.client.pipeline(transaction=False)
-            for (key, _), place in zip(located, places_at([position for _, position in located]), strict=True):
-                if place is not None:
-                    pipe.hset(key, mapping=place_mapping(place))
-            pipe.execute()
-            upgraded += len(batch)
-        return upgraded
-
-    def _add_words(self, facts_of: Callable[[str, str], PhotoFacts | None]) -> int:
-        """Version 3 to 4: every photo gains the words of its file name and of its folders, made from the path
-        and name stored: no file is read again. The search index is made again with them as TEXT fields."""
-        upgraded = 0
-        for batch in batched(self.scan(("path", "name", "source"))):
-            pipe = self.client.pipeline(transaction=False)
-            for key, photo in batch:
-                path = photo.path or ""
-                pipe.hset(key, mapping=word_mapping(path, photo.name or "", photo.source or "file"))
-            pipe.execute()
-            upgraded += len(batch)
-        return upgraded
-
-    def _remake_index(self, schema: IndexSchema) -> None:
+    def remake_index(self, schema: IndexSchema) -> None:
         """Make the search index again as `schema` says, over the stored documents (none is rewritten), while
         the current one goes on answering: the next generation is built beside it over the same prefix, and
         once it has indexed every document the metadata names it and the old one is dropped. A reader that
         finds its index gone reads the metadata again (see neighbours)."""
         new = replace(schema, generation=self.schema.generation + 1)
-        _drop_search_index(self.client, new.search_index)  # left by a remake that died before switching
+        drop_search_index(self.client, new.search_index)  # left by a remake that died before switching
         self._create_index(new)
         self.wait_indexed(new)
         pipe = self.client.pipeline(transaction=False)
@@ -254,7 +197,7 @@ class PhotoStore:
         self._changed(pipe)
         pipe.execute()
         old, self.schema = self.schema, new
-        _drop_search_index(self.client, old.search_index)
+        drop_search_index(self.client, old.search_index)
 
     def wait_indexed(self, schema: IndexSchema | None = None, timeout: float = 3600) -> None:
         """Until the server (every primary of a cluster) has indexed the documents that were there before
@@ -281,7 +224,7 @@ class PhotoStore:
         wanted = fitting_algorithm(self.count(), current)
         if wanted == current:
             return None
-        self._remake_index(replace(self.schema, algorithm=wanted))
+        self.remake_index(replace(self.schema, algorithm=wanted))
         return current, wanted
 
     def cameras(self) -> list[str]:
@@ -350,7 +293,7 @@ class PhotoStore:
         own = re.compile(rf"{re.escape(self.schema.name)}(\.\d+)?")
         for name in _search_indexes(self.client):
             if own.fullmatch(name):
-                _drop_search_index(self.client, name)
+                drop_search_index(self.client, name)
         self.delete(self.client.scan_iter(match=f"{self.schema.prefix}*", count=1000))
         self.client.delete(self.schema.meta_key, *(self._derived_key(name) for name in DERIVED))
 
@@ -596,7 +539,7 @@ def refusal(index_name: str, error: Exception) -> ClipsearchError:
     return SearchRefused(f"index {index_name!r}: {error}")
 
 
-DERIVED = ("vocabulary",)  # what PhotoStore.derived keeps: the words a query can name (clipsearch.understanding)
+DERIVED = ("vocabulary",)  # what PhotoStore.derived keeps: the words a query can name (clipsearch.search.understanding)
 
 
 def _returned(pairs: Sequence[Any], fields: Sequence[str]) -> list[Any]:
@@ -648,11 +591,12 @@ def _pairs(reply: Any) -> dict[str, Any]:
 
 
 def _check_compatible(wanted: IndexSchema, stored: IndexSchema, writer: bool) -> None:
-    upgradable = stored.version in UPGRADES and all(v in UPGRADES for v in range(stored.version, SCHEMA_VERSION))
+    steps = range(stored.version, SCHEMA_VERSION)
+    upgradable = bool(steps) and all(version in UPGRADE_STEPS for version in steps)
     if upgradable and not writer:
         raise IndexMismatch(
             f"index {wanted.name!r} was made by an older clipsearch (key schema version {stored.version}) and "
-            f"lacks {' and '.join(WHAT_UPGRADES_ADD[v] for v in range(stored.version, SCHEMA_VERSION))}. "
+            f"lacks {' and '.join(UPGRADE_STEPS[v] for v in range(stored.version, SCHEMA_VERSION))}. "
             "Run the loader once "
             "(`python -m clipsearch index FOLDER`): it upgrades the index in place, without encoding anything again."
         )
@@ -669,17 +613,3 @@ def _check_compatible(wanted: IndexSchema, stored: IndexSchema, writer: bool) ->
             f"CLIPSEARCH_PRETRAINED={stored.model.pretrained} to search it, or rebuild it with "
             "`python scripts/load_photos.py --rebuild`, or use another CLIPSEARCH_INDEX."
         )
-
-
-# The ladder of upgrades: UPGRADES[n] brings every photo of a version n index to version n + 1, in place
-# (the search index is made again after the last step).
-UPGRADES: dict[int, Callable[[PhotoStore, Callable[[str, str], PhotoFacts | None]], int]] = {
-    1: PhotoStore._add_facts,
-    2: PhotoStore._add_places,
-    3: PhotoStore._add_words,
-}
-WHAT_UPGRADES_ADD = {
-    1: "the dates, folders and cameras that filters need",
-    2: "the places of photos with a GPS position",
-    3: "the words of file and folder names that a search matches",
-}

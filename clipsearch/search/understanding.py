@@ -24,13 +24,13 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from clipsearch.filters import SearchFilter
-from clipsearch.photos import DAY, FIRST_DAY, LAST_DAY, day_start
-from clipsearch.places import fold_name
-from clipsearch.schema import Photo
+from clipsearch.index.filters import SearchFilter
+from clipsearch.index.schema import Photo
+from clipsearch.ingest.facts import DAY, FIRST_DAY, LAST_DAY, day_start
+from clipsearch.ingest.places import fold_name
 
 MAX_NAME_WORDS = 6  # the most words of a place or camera name matched ("Santa Cruz de la Sierra")
-ORDINARY_WORDS = Path(__file__).parent / "data" / "ordinary-words.txt.gz"  # scripts/make_ordinary_words.py
+ORDINARY_WORDS = Path(__file__).parents[1] / "data" / "ordinary-words.txt.gz"  # scripts/make_ordinary_words.py
 # What the understanding reads of each photo to make the index's vocabulary.
 VOCABULARY_FIELDS = ("taken", "camera", "city", "region", "country")
 
@@ -286,7 +286,7 @@ def _in_a_term(text: str, start: int) -> bool:
 
 def _quoted(text: str, start: int) -> bool:
     """Whether the words at `start` are inside double quotes: words that must be written in the photo or its
-    name ("\"Kyoto\"" is the word, not the place; clipsearch.words.quoted)."""
+    name ("\"Kyoto\"" is the word, not the place; clipsearch.search.words.quoted)."""
     return text[:start].count('"') % 2 == 1
 
 

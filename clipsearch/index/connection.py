@@ -12,7 +12,7 @@ from valkey.cluster import ValkeyCluster
 from valkey.exceptions import ClusterError, ValkeyClusterException
 
 from clipsearch.errors import NoVectorSearch, ServerUnreachable, TlsRefused, WrongCredentials
-from clipsearch.server import EmbeddedServer, LoadingCallback, report_loading
+from clipsearch.index.server import EmbeddedServer, LoadingCallback, report_loading
 from clipsearch.settings import TLS_SCHEMES, Settings, redact_url
 
 NO_VECTOR_SEARCH = "this server has no FT.CREATE with VECTOR: use Valkey with valkey-search, Redis 8, or Redis Stack"

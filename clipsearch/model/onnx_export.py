@@ -1,6 +1,6 @@
 """Export one CLIP tower to ONNX, check it against open_clip, and only then put it in the cache, atomically.
 
-Run as `python -m clipsearch.onnx_export MODEL PRETRAINED text|image FOLDER` (clipsearch.onnx_engine does,
+Run as `python -m clipsearch.model.onnx_export MODEL PRETRAINED text|image FOLDER` (clipsearch.model.onnx_engine does,
 in a subprocess). The files are written into a temporary folder beside FOLDER and renamed into place once
 checked, so a killed export never leaves files that are used. A tower that does not match open_clip within
 TOLERANCE is recorded as unusable, with the reason, so later starts use torch without exporting again.
@@ -26,8 +26,8 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
 from clipsearch.errors import ClipsearchError
-from clipsearch.identity import ModelIdentity, pretrained_label
-from clipsearch.onnx_engine import (
+from clipsearch.model.identity import ModelIdentity, pretrained_label
+from clipsearch.model.onnx_engine import (
     EXPORT_LOCK,
     EXPORT_VERSION,
     MANIFEST,
@@ -41,9 +41,9 @@ from clipsearch.onnx_engine import (
     private_folder,
     session,
 )
+from clipsearch.model.tokenizer import VOCABULARY_FILE, ClipTokenizer
+from clipsearch.model.torch_engine import TorchTextEncoder, embed_dim, image_tower, text_features_as_long_as
 from clipsearch.settings import ModelSpec
-from clipsearch.tokenizer import VOCABULARY_FILE, ClipTokenizer
-from clipsearch.torch_engine import TorchTextEncoder, embed_dim, image_tower, text_features_as_long_as
 
 # Queries the text export is checked on: mixed lengths, one over the 77-token context, empty, non-ASCII.
 CHECK_TEXTS = (
@@ -222,7 +222,7 @@ def main(argv: list[str]) -> int:
     try:
         model_name, pretrained, tower, folder = argv
     except ValueError:
-        print("usage: python -m clipsearch.onnx_export MODEL PRETRAINED text|image FOLDER", file=sys.stderr)
+        print("usage: python -m clipsearch.model.onnx_export MODEL PRETRAINED text|image FOLDER", file=sys.stderr)
         return 64
     if tower not in ("text", "image"):
         print(f"ValueError: tower {tower!r}: choose text or image", file=sys.stderr)

@@ -9,56 +9,42 @@ job. A bad file is reported and never touches the store.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import ipaddress
 import os
-import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
-from http.client import HTTPMessage, HTTPResponse
-from pathlib import Path, PurePosixPath
-from typing import IO, TYPE_CHECKING
-from urllib.parse import urlsplit
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from clipsearch.errors import IndexMismatch
-from clipsearch.photos import (
-    DECODE_MARGIN,
+from clipsearch.index.schema import SCHEMA_VERSION, VECTOR_FIELD, PhotoRecord
+from clipsearch.index.store import CheckedStore, PhotoStore
+from clipsearch.index.upgrades import upgrade
+from clipsearch.ingest.decoding import DECODE_MARGIN, DEFAULT_MAX_PIXELS, decode_photo_scaled, make_thumbnail
+from clipsearch.ingest.facts import PhotoFacts, read_facts
+from clipsearch.ingest.files import (
     DEFAULT_MAX_BYTES,
-    DEFAULT_MAX_PIXELS,
     BadPhoto,
-    PhotoFacts,
-    PhotoFile,
     content_hash,
-    decode_photo_scaled,
     display_path,
     file_under,
-    make_thumbnail,
-    read_facts,
     read_file,
     walk_photos,
 )
-from clipsearch.reading import READ_SIDE, READER, TextReader
-from clipsearch.schema import SCHEMA_VERSION, VECTOR_FIELD, PhotoRecord
-from clipsearch.store import CheckedStore, PhotoStore
+from clipsearch.ingest.sources import Fetching, Source, csv_sources, file_source
+from clipsearch.model.reading import READ_SIDE, READER, TextReader
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from clipsearch.engine import ImageEncoding
+    from clipsearch.model.engine import ImageEncoding
 
-CSV_COLUMNS = ("photo_image_url", "image_url", "url", "path", "file", "filename")
-MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
-DOWNLOAD_SCHEMES = ("http", "https")
 ProgressCallback = Callable[[int, int], None]
 # A JPEG is decoded at a DCT scale that keeps at least this many times the model's input side: its own
 # resize then still shrinks the photo, and the model input differs from full decoding's by a mean 0.0035
@@ -108,7 +94,15 @@ class LoadOptions:
     download_deadline: float = 120.0  # for a whole download, so a slow-drip server cannot hold a worker
     download_retries: int = 3
     part: Part | None = None  # only this part of the photos: one of several loaders of one index
-    read_text: bool = False  # read the words written in each photo (clipsearch.reading), also of those indexed
+    read_text: bool = False  # read the words written in each photo (clipsearch.model.reading), also of those indexed
+
+    @property
+    def fetching(self) -> Fetching:
+        """What reading a CSV's rows may do (clipsearch.ingest.sources)."""
+        return Fetching(
+            self.max_bytes, self.allow_any_path, self.allow_private_hosts, self.download_timeout,
+            self.download_deadline, self.download_retries,
+        )  # fmt: skip
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "max_pixels", "max_bytes", "workers", "download_retries"):
@@ -121,21 +115,6 @@ class LoadOptions:
                 f"--prune with --part {self.part}: each part sees only its own photos, so it would take every other "
                 "part's photos for gone. Prune in a run over the whole folder, without --part."
             )
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where one photo's bytes come from; size and mtime are known up front for files only."""
-
-    path: str
-    read: Callable[[], bytes]
-    kind: str = "file"
-    size: int | None = None
-    mtime: float | None = None
-
-    @property
-    def name(self) -> str:
-        return PurePosixPath(urlsplit(self.path).path if self.kind == "url" else self.path).name
 
 
 @dataclass(frozen=True)
@@ -231,7 +210,7 @@ class PhotoLoader:
         unlisted: list[str] = []  # folders that could not be listed: what they hold is unknown, not gone
         for entry in walk_photos(root, report.skipped):
             if entry.problem is None:
-                sources.append(_file_source(entry, self.options.max_bytes))
+                sources.append(file_source(entry, self.options.max_bytes))
             else:
                 report.failed.append((entry.relpath, entry.problem))
                 if entry.folder:
@@ -249,7 +228,7 @@ class PhotoLoader:
     def index_csv(self, csv_path: Path, column: str | None = None) -> LoadReport:
         report = LoadReport()
         self._upgrade(None, report)
-        self._run(self._this_part(csv_sources(Path(csv_path), column, self.options)), report, None)
+        self._run(self._this_part(csv_sources(Path(csv_path), column, self.options.fetching)), report, None)
         return report
 
     def _this_part(self, sources: list[Source]) -> list[Source]:
@@ -283,7 +262,7 @@ class PhotoLoader:
             except (BadPhoto, OSError):
                 return None
 
-        report.upgraded = self.store.upgrade(facts_of)
+        report.upgraded = upgrade(self.store, facts_of)
 
     def _run(self, sources: list[Source], report: LoadReport, gone: Callable[[str], bool] | None) -> None:
         started = time.monotonic()
@@ -462,7 +441,7 @@ def known_photos(store: PhotoStore) -> dict[str, Known]:
 
 def pending_photos(store: PhotoStore | None, root: Path) -> int:
     """How many photos under root a run would read (new or changed) or prune (gone); store None: none indexed."""
-    sources = [_file_source(entry, DEFAULT_MAX_BYTES) for entry in walk_photos(Path(root)) if entry.problem is None]
+    sources = [file_source(entry, DEFAULT_MAX_BYTES) for entry in walk_photos(Path(root)) if entry.problem is None]
     known = known_photos(store) if store is not None else {}
     todo, _ = _plan(sources, known)
     return len(todo) + len(known.keys() - {source.path for source in sources})
@@ -476,132 +455,3 @@ def _plan(sources: list[Source], known: dict[str, Known]) -> tuple[list[tuple[So
         if entry is None or (source.kind == "file" and (entry.size, entry.mtime) != (source.size, source.mtime)):
             todo.append((source, entry))
     return todo, len(sources) - len(todo)
-
-
-def _file_source(photo: PhotoFile, max_bytes: int) -> Source:
-    return Source(photo.relpath, partial(read_file, photo.path, max_bytes), "file", photo.size, photo.mtime)
-
-
-def csv_sources(csv_path: Path, column: str | None, options: LoadOptions) -> list[Source]:
-    """One source per row: http(s) URLs are downloaded, anything else is a path relative to the CSV.
-
-    A local row is stored under its resolved path, so it never shares a key with a folder's photo
-    of the same relative name. Absolute paths, and paths that climb out of the CSV's folder, are
-    refused unless options.allow_any_path.
-    """
-    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
-        sample = handle.read(64 * 1024)
-        handle.seek(0)
-        try:
-            dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(sample, delimiters=",\t;")
-        except csv.Error:  # no delimiter to find: a single column
-            dialect = csv.excel
-        rows = list(csv.DictReader(handle, dialect=dialect))
-    header = list(rows[0]) if rows else []
-    if column is None:
-        column = next((name for name in CSV_COLUMNS if name in header), None)
-    if column is None or column not in header:
-        raise ValueError(
-            f"{csv_path}: no column {column!r}" if column else f"{csv_path}: no column named one of {CSV_COLUMNS}"
-        )
-    sources = []
-    for row in rows:
-        value = (row.get(column) or "").strip()
-        if not value:
-            continue
-        if urlsplit(value).scheme.lower() in DOWNLOAD_SCHEMES:
-            sources.append(Source(value, _downloader(value, options), "url"))
-            continue
-        path = (csv_path.parent / value).resolve()
-        if not options.allow_any_path and (Path(value).is_absolute() or ".." in Path(value).parts):
-            sources.append(
-                Source(str(path), partial(_refuse, "refused: outside the CSV's folder (allow with --allow-any-path)"))
-            )
-            continue
-        try:
-            info = path.stat()
-        except OSError:
-            sources.append(Source(str(path), partial(read_file, path, options.max_bytes)))
-            continue
-        read = partial(read_file, path, options.max_bytes)
-        sources.append(Source(str(path), read, "file", info.st_size, info.st_mtime))
-    first_of_each: dict[str, Source] = {}  # a photo listed twice is read once
-    for source in sources:
-        first_of_each.setdefault(source.path, source)
-    return list(first_of_each.values())
-
-
-def _refuse(reason: str) -> bytes:
-    raise BadPhoto(reason)
-
-
-def check_download_url(url: str, allow_private_hosts: bool) -> None:
-    """Refuse what a CSV should not make the loader fetch: other schemes, and (unless allowed) this machine
-    or its private network. Names are resolved here and again when connecting: a host that answers
-    differently the second time (DNS rebinding) is not caught, so do not load untrusted CSVs on a machine
-    whose network holds secrets."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in DOWNLOAD_SCHEMES:
-        raise BadPhoto(f"refused: {parts.scheme or 'no'} scheme (only http and https are downloaded)")
-    if allow_private_hosts:
-        return
-    for *_, address in socket.getaddrinfo(parts.hostname or "", parts.port or 443, proto=socket.IPPROTO_TCP):
-        ip = ipaddress.ip_address(address[0])
-        if not ip.is_global:
-            raise BadPhoto(
-                f"refused: {parts.hostname} is a loopback, private or link-local address ({ip}); "
-                "allow such hosts with --allow-private-hosts"
-            )
-
-
-class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
-    def __init__(self, allow_private_hosts: bool) -> None:
-        self.allow_private_hosts = allow_private_hosts
-
-    def redirect_request(
-        self,
-        req: urllib.request.Request,
-        fp: IO[bytes],
-        code: int,
-        msg: str,
-        headers: HTTPMessage,
-        newurl: str,
-    ) -> urllib.request.Request | None:
-        check_download_url(newurl, self.allow_private_hosts)
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-def _downloader(url: str, options: LoadOptions) -> Callable[[], bytes]:
-    def download() -> bytes:
-        check_download_url(url, options.allow_private_hosts)
-        opener = urllib.request.build_opener(_CheckedRedirects(options.allow_private_hosts))
-        last_error: Exception | None = None
-        for attempt in range(options.download_retries):
-            if attempt:
-                time.sleep(min(0.5 * 2**attempt, 8.0))
-            try:
-                request = urllib.request.Request(url, headers={"User-Agent": "clipsearch-loader"})
-                with opener.open(request, timeout=options.download_timeout) as response:
-                    return _read_within(response, time.monotonic() + options.download_deadline)
-            except urllib.error.HTTPError as error:
-                if error.code < 500 and error.code != 429:
-                    raise BadPhoto(f"download failed: HTTP {error.code} {error.reason}") from None
-                last_error = error
-            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:
-                last_error = error
-        raise BadPhoto(f"download failed after {options.download_retries} tries: {last_error}")
-
-    return download
-
-
-def _read_within(response: HTTPResponse, deadline: float) -> bytes:
-    chunks: list[bytes] = []
-    total = 0
-    while chunk := response.read1(64 * 1024):  # whatever has arrived: read() would wait for all 64 KiB
-        total += len(chunk)
-        if total > MAX_DOWNLOAD_BYTES:
-            raise BadPhoto(f"download larger than {MAX_DOWNLOAD_BYTES // 2**20} MiB")
-        if time.monotonic() > deadline:
-            raise BadPhoto("download too slow: it did not finish within its time limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
