@@ -54,7 +54,7 @@ from clipsearch.settings import Settings
 from clipsearch.sharing import Shared
 
 # The page and the CLI import from here what requests and results are made of, besides the Library: the page
-# imports nothing else of the core (tests/test_docs.py holds it to this module, settings, links, display, errors).
+# imports nothing else of the core (tests/unit/test_docs.py holds it to this module, settings, links, display, errors).
 __all__ = [
     "DEFAULT_LABELS",
     "DEFAULT_RESULTS",

@@ -191,7 +191,7 @@ def _mebibytes(value: object) -> str:
 class Setting:
     """One setting: the Settings field it fills, its environment variable (a Streamlit secret of the same name
     fills in for it on the page), how its text is read (ConfigError says why not), and how the README's table
-    writes its default (tests/test_docs.py checks the table against these)."""
+    writes its default (tests/unit/test_docs.py checks the table against these)."""
 
     name: str
     variable: str

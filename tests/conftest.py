@@ -1,7 +1,9 @@
 """Fixtures that start real components (an embedded Valkey server, a real open_clip model) and share test data.
 
-A test that uses the server or the model is marked `slow` by itself; `pytest -m "not slow"` runs the
-unit tests that need neither, in seconds.
+Two tiers: tests/unit (plain values, no server, no model: the whole folder in under a minute) and
+tests/integration (servers, models, the page, a browser). A test that uses the server or the model is marked
+`slow` by itself, and one in tests/unit that does fails the collection; `pytest tests/unit`, or
+`pytest -m "not slow"` (which adds the few plain tests of the integration modules), runs the fast tier.
 """
 
 from __future__ import annotations
@@ -36,11 +38,17 @@ SLOW_FIXTURES = {"search_server", "own_server", "random_checkpoint", "run_cli", 
 SLOW_MODULES = {"test_connection", "test_server", "test_benchmarks"}  # each test starts servers of its own
 
 
+UNIT = Path(__file__).resolve().parent / "unit"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The one place that marks tests slow: by the fixtures they use, or the module they are in."""
+    """The one place that marks tests slow: by the fixtures they use, or the module they are in; and that
+    keeps tests/unit free of them."""
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.path.stem in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
+            if item.path.is_relative_to(UNIT):
+                raise pytest.UsageError(f"{item.nodeid} needs a server or the model: it belongs in tests/integration")
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The page's kinds of chart, defined with Altair: `python -m clipsearch.app.chart_templates` writes their
 Vega-Lite specifications (with placeholder data) to chart_templates.json, which clipsearch.app.charts fills
-with each chart's rows. The page never imports this module; tests/test_charts.py checks that the file is
+with each chart's rows. The page never imports this module; tests/unit/test_charts.py checks that the file is
 what this module builds.
 
 Charts render as SVG (their marks are in the page, where a browser test counts them). The maps draw the

@@ -1,7 +1,7 @@
 """CLIP's byte-pair tokenizer without torch, so that a text search through ONNX Runtime never imports it.
 
 open_clip's SimpleTokenizer (OpenAI's, with open_clip's default "lower" cleaning) is the reference: this
-reads the same vocabulary file and gives the same token ids (tests/test_tokenizer.py compares them on
+reads the same vocabulary file and gives the same token ids (tests/unit/test_tokenizer.py compares them on
 thousands of strings). open_clip's module cannot be used as it is because it imports torch.
 """
 

@@ -1,5 +1,6 @@
 """Duplicate grouping as pure logic: connected components of similar pairs, groups at a threshold, and one scan
-shared by concurrent callers. No server, no model (tests/test_results.py groups real photos in a real index)."""
+shared by concurrent callers. No server, no model (tests/integration/test_results.py groups real photos in a
+real index)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 # Each benchmark runs every backend it finds; CI has valkey-search (tests/conftest.py fails without it there).
-VALKEY_SEARCH = Path(__file__).resolve().parents[2] / "shared" / "valkey-search" / "libsearch.so"
+VALKEY_SEARCH = Path(__file__).resolve().parents[3] / "shared" / "valkey-search" / "libsearch.so"
 BACKENDS = ("redisearch", "valkey-search", "cluster") if VALKEY_SEARCH.is_file() else ("redisearch",)
 
 

@@ -33,7 +33,7 @@ from clipsearch.ingest.places import (
 from clipsearch.search.results import SearchOptions, find, why_nothing
 from clipsearch.settings import Settings
 from tests.conftest import LOCATIONS
-from tests.test_store import MODEL, unit_vectors
+from tests.integration.test_store import MODEL, unit_vectors
 
 BACKENDS = ("redisearch", "valkey-search", "cluster")
 

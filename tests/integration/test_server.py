@@ -18,7 +18,7 @@ import pytest
 from clipsearch.errors import ServerError
 from clipsearch.index.server import EmbeddedServer, valkey_binary
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_socket_is_private_and_there_is_no_tcp_port(embedded_server: EmbeddedServer) -> None:

@@ -20,7 +20,7 @@ from clipsearch.links import OLD_NAMES, PARAMS
 from clipsearch.search.results import Result
 from clipsearch.settings import SETTINGS, Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "clipsearch"
 
 

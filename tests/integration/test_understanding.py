@@ -30,7 +30,7 @@ from clipsearch.search.understanding import MAX_NAME_WORDS, Span, Vocabulary, un
 from clipsearch.sharing import Shared
 
 BACKENDS = ("redisearch", "valkey-search", "cluster")
-APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
+APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
 TODAY = date(2026, 12, 7)  # a Monday
 CITIES = {  # where the test photos were taken: each a city, with its region and country (as GeoNames says)
     "kyoto": (35.0116, 135.7681),  # Kyoto, Kyoto, Japan

@@ -41,7 +41,7 @@ from clipsearch.search.words import (
 )
 
 BACKENDS = ("redisearch", "valkey-search", "cluster")
-APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
+APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
 
 
 # --- plain values ------------------------------------------------------------------------------------
@@ -252,7 +252,7 @@ HOSTILE = st.text(alphabet=st.sampled_from([*"@|-{}()\"'~%:;*\\/ \t$[]<>!,.^_+",
 @pytest.fixture
 def hostile_store(client, settings):
     """An empty FLAT index that a test fills with hostile names."""
-    from tests.test_store import MODEL
+    from tests.integration.test_store import MODEL
 
     schema = IndexSchema.from_settings(dataclasses.replace(settings, algorithm="FLAT"), MODEL)
     return PhotoStore.open(client, schema, create=True)

@@ -22,7 +22,7 @@ from clipsearch.index.connection import connect
 from clipsearch.index.store import PhotoStore
 from clipsearch.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BACKENDS = ("cluster",)
 
 

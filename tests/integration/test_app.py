@@ -30,7 +30,7 @@ from clipsearch.search.results import SearchOptions, find
 from clipsearch.settings import Settings
 from tests.conftest import dated_photo
 
-APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
+APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
 CAPTION = re.compile(r"^#(\d+) · (-?\d\.\d{3}) · (.+?)(?: · (\d{4}-\d\d-\d\d)(?: \(file date\))?)?$")
 
 

@@ -17,7 +17,7 @@ from clipsearch.ingest.places import DEFAULT_WITHIN_KM, Near, parse_position
 from clipsearch.links import PARAMS, held_link
 from clipsearch.search.query import BadQuery, parse_query
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CPU_BUDGET_S = 0.25
 
 # Generated values, and the adversarial ones the issue found: long runs of what the old parser backtracked

@@ -16,7 +16,7 @@ from open_clip.tokenizer import default_bpe
 from clipsearch.model.labels import DEFAULT_LABELS
 from clipsearch.model.tokenizer import CACHED_WORD_CHARS, ClipTokenizer, merge_pairs
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 ALPHABETS = (
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",

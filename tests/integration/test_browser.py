@@ -28,7 +28,7 @@ from clipsearch.search.overview import per_month
 from clipsearch.search.results import SearchOptions, find
 from clipsearch.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 OUTPUT = ROOT / "test-output"
 # Chromium flags for a closed network: no background calls home, no sandbox as root.

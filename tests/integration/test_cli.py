@@ -21,7 +21,7 @@ from clipsearch.index.store import PhotoStore
 from clipsearch.ingest.facts import DAY, day_start
 from clipsearch.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
