@@ -504,11 +504,10 @@ class Library:
             understood = self.understand(words).without(request.as_written)
             words = understood.words
             where = self._narrowed(where, understood)
-        subjects = [display_path(self._like_name(key)) for key in request.like]
-        vectors = [self._like_vector(key) for key in request.like]
+        liked = [self._liked(key) for key in request.like]
         photos = tuple(self._photo(photo) for photo in request.photos)
-        subjects += [photo.name for photo in request.photos]
-        vectors += [photo.vector for photo in photos]
+        subjects = [name for name, _ in liked] + [photo.name for photo in request.photos]
+        vectors = [vector for _, vector in liked] + [photo.vector for photo in photos]
         options = replace(request.options, k=min(MAX_SHOWN, request.options.k * max(request.pages, 1)))
         if not words and not vectors and understood is not None and understood.parts:
             results = self.listing(where, options, request.fields)  # the words were all filters
@@ -530,15 +529,13 @@ class Library:
         except FilterConflict as conflict:
             raise WordsConflict(conflict, understood, with_filters=True) from None
 
-    def _like_vector(self, key: str) -> np.ndarray:
-        if (vector := self.stored_vector(key)) is None:
+    def _liked(self, key: str) -> tuple[str, np.ndarray]:
+        """A "More like this" photo's name, as shown, and its vector; NotInIndex unless it is one of the index's
+        photos with a vector of this model's size."""
+        vector, name = self.stored_vector(key), self.photo_name(key)
+        if vector is None or name is None:
             raise NotInIndex(key)
-        return vector
-
-    def _like_name(self, key: str) -> str:
-        if (name := self.photo_name(key)) is None:
-            raise NotInIndex(key)
-        return name
+        return display_path(name), vector
 
     def _photo(self, photo: QueryPhoto) -> PhotoQuery:
         try:
