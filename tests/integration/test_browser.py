@@ -426,9 +426,9 @@ def test_a_shared_link_shows_photos_on_the_first_screen_and_names_every_setting(
         images = page.locator('.st-key-gallery [data-testid="stImage"] img')
         expect(images.first).to_be_visible(timeout=120_000)
         page.wait_for_function("() => [...document.images].every(img => img.complete && img.naturalWidth > 0)")
-        # For a few hundred milliseconds after its images load, a phone can still show an earlier layout (the bar
-        # on one line, the gallery in columns, the first photo a thousand pixels down, seen in 4 of 50 loads):
-        # what is asserted is where the photos settle.
+        # Just after its images load, a phone can still show an earlier layout for a moment (the bar on one line,
+        # the gallery in columns, the first photo far down): what is asserted is
+        # where the photos settle.
         expect(images.first).to_be_in_viewport(timeout=10_000)
         first = settled_box(images.first)
         assert first["y"] < height, f"the first photo starts at {first} on a {device}"
