@@ -360,7 +360,8 @@ def export_command(settings: Settings) -> int:
     """Both towers exported (or found) in the cache: a page that finds them there never imports torch."""
     from clipsearch.model.onnx_engine import exported
 
-    for tower in ("text", "image"):
+    towers = ("text", "image", "text-int8") if settings.text_precision == "int8" else ("text", "image")
+    for tower in towers:
         print(f"{tower} tower: {exported(settings.model, tower).folder}")
     print(f"ship {settings.onnx_cache} with the app and set CLIPSEARCH_ONNX_CACHE to where it lands")
     return 0

@@ -268,9 +268,9 @@ _LABEL_VECTORS: Shared[np.ndarray] = Shared(KEPT_LABEL_LISTS)
 _DUPLICATE_SCANS: Shared[SimilarPairs] = Shared(KEPT_VERSIONS)
 
 
-def _made_by(encoder: TextEncoding | ImageEncoding) -> tuple[str, ModelIdentity]:
-    """What a kept encoding is kept by: the engine and the weights that made it."""
-    return type(encoder).__qualname__, encoder.identity
+def _made_by(encoder: TextEncoding | ImageEncoding) -> tuple[str, str, ModelIdentity]:
+    """What a kept encoding is kept by: the engine, its precision and the weights that made it."""
+    return type(encoder).__qualname__, encoder.precision, encoder.identity
 
 
 def forget_encodings() -> None:

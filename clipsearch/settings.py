@@ -18,6 +18,7 @@ DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 URL_SCHEMES = ("valkey", "valkeys", "redis", "rediss", "unix")
 TLS_SCHEMES = ("valkeys", "rediss")
 ENGINES = ("auto", "onnx", "torch")  # see clipsearch.model.engine
+TEXT_PRECISIONS = ("float32", "int8")  # see clipsearch.model.onnx_engine.OnnxTextEncoder
 ALGORITHMS = ("AUTO", "HNSW", "FLAT")  # see clipsearch.index.schema
 PERCENT_ENCODING_HELP = (
     "percent-encode the user name and password: '@' as %40, '/' as %2F, '?' as %3F, '#' as %23, ':' as %3A "
@@ -36,6 +37,7 @@ class ModelSpec:
     engine: str
     onnx_cache: Path
     onnx_threads: int
+    text_precision: str
 
     @staticmethod
     def named(model_name: str, pretrained: str) -> ModelSpec:
@@ -70,6 +72,9 @@ class Settings:
     engine: str = "auto"  # auto, onnx or torch: see clipsearch.model.engine
     # Threads each ONNX Runtime query runs on; 0: one per core. Many visitors' queries run side by side.
     onnx_threads: int = 0
+    # The ONNX engine's text tower: float32 (open_clip's vectors), or int8 weights (faster, smaller, and close to
+    # open_clip's vectors: docs/engine.md).
+    text_precision: str = "float32"
     onnx_cache: Path = field(default_factory=lambda: default_cache_dir() / "onnx")
     # Indexing reads the words written in each photo (OCR: several times slower than encoding alone).
     read_text: bool = False
@@ -87,7 +92,9 @@ class Settings:
     def model(self) -> ModelSpec:
         """What chooses and loads the model: the key under which a process keeps one loaded encoder, whatever
         index or server it serves."""
-        return ModelSpec(self.model_name, self.pretrained, self.engine, self.onnx_cache, self.onnx_threads)
+        return ModelSpec(
+            self.model_name, self.pretrained, self.engine, self.onnx_cache, self.onnx_threads, self.text_precision
+        )
 
     @property
     def server_label(self) -> str:
@@ -132,6 +139,12 @@ def _engine(name: str, raw: str) -> str:
     if (engine := raw.lower()) not in ENGINES:
         raise ConfigError(f"{name}={raw!r}: choose " + ", ".join(ENGINES))
     return engine
+
+
+def _text_precision(name: str, raw: str) -> str:
+    if (precision := raw.lower()) not in TEXT_PRECISIONS:
+        raise ConfigError(f"{name}={raw!r}: choose " + " or ".join(TEXT_PRECISIONS))
+    return precision
 
 
 def _ca_file(name: str, raw: str) -> Path:
@@ -224,6 +237,7 @@ SETTINGS = (
     Setting("engine", "CLIPSEARCH_ENGINE", _engine),
     Setting("onnx_cache", "CLIPSEARCH_ONNX_CACHE", _path, shown=_in_the_cache),
     Setting("onnx_threads", "CLIPSEARCH_ONNX_THREADS", _whole),
+    Setting("text_precision", "CLIPSEARCH_TEXT_PRECISION", _text_precision),
     Setting("read_text", "CLIPSEARCH_READ_TEXT", _flag),
     Setting("algorithm", "CLIPSEARCH_ALGORITHM", _algorithm),
     Setting("hnsw_m", "CLIPSEARCH_HNSW_M", _positive_int),

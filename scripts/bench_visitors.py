@@ -2,7 +2,7 @@
 last one ended, against the minimal Streamlit page in the same run.
 
 Usage: python scripts/bench_visitors.py [--visitors 20] [--seconds 30] [--views search,library,duplicates]
-                                        [--checkout DIR] [--pretrained TAG_OR_FILE]
+                                        [--checkout DIR] [--pretrained TAG_OR_FILE] [--text-precision int8]
 
 Indexes the sample photos into a private embedded server, then starts `streamlit run` of
 scripts/reference_page.py (a text box bound to ?q= and 12 captioned thumbnails with two buttons each: the
@@ -123,6 +123,7 @@ def main() -> None:
     parser.add_argument("--views", default=",".join(VIEWS), help=f"of the page, comma-separated: {', '.join(VIEWS)}")
     parser.add_argument("--checkout", type=Path, default=ROOT, help="the clipsearch checkout whose page to run")
     parser.add_argument("--pretrained", help=PRETRAINED_HELP)
+    parser.add_argument("--text-precision", default="float32", help="the page's CLIPSEARCH_TEXT_PRECISION")
     parser.add_argument("--photos", type=Path, default=ROOT / "photos", help="the folder indexed (default photos/)")
     args = parser.parse_args()
     views = [view.strip() for view in args.views.split(",") if view.strip()]
@@ -142,7 +143,7 @@ def main() -> None:
                 process,
             ):
                 loads.append(load(url, process.pid, "minimal", args.visitors, args.seconds))
-            page_env = {**env, "PYTHONPATH": str(checkout)}
+            page_env = {**env, "PYTHONPATH": str(checkout), "CLIPSEARCH_TEXT_PRECISION": args.text_precision}
             with streamlit_page("streamlit_app.py", page_env, checkout, scratch / "page.log") as (url, process):
                 warm = Visitor(url)
                 if warm.run("q=a+photo").exceptions:
@@ -154,7 +155,8 @@ def main() -> None:
             server.stop()
 
     photos = sum(1 for path in args.photos.rglob("*") if path.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    print(f"{checkout}: {args.visitors} visitors at once, {args.seconds:g} s a view, {photos} photos")
+    tower = f"{args.text_precision} text tower"
+    print(f"{checkout} ({tower}): {args.visitors} visitors at once, {args.seconds:g} s a view, {photos} photos")
     print(f"{'':26}" + "".join(f"{result.view:>13}" for result in loads))
     minimal = loads[0].per_second
     rows: tuple[tuple[str, Callable[[Load], str]], ...] = (

@@ -30,6 +30,11 @@ class ModelEncoding(Protocol):
     @property
     def identity(self) -> ModelIdentity: ...
 
+    @property
+    def precision(self) -> str:
+        """The weights' precision: float32, or int8 for a text tower quantized (CLIPSEARCH_TEXT_PRECISION)."""
+        ...
+
 
 class TextEncoding(ModelEncoding, Protocol):
     """Anything that turns text into vectors of a known model: what a text search and label ranking need."""

@@ -34,9 +34,15 @@ from clipsearch.settings import ModelSpec
 EXPORT_VERSION = 1  # bump when the exported graphs or the manifest change: older exports are then rebuilt
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"
+INT8_FILE = "model-int8.onnx"  # the text tower with int8 weights (onnx_export.export_text_int8)
 TOLERANCE = 1e-5  # largest difference from open_clip's normalised vectors an export may have
+# Smallest cosine similarity between the int8 text tower's vectors and open_clip's, on the export's check
+# queries, for the int8 tower to be used (docs/engine.md: what it changes in the rankings).
+INT8_AGREEMENT = 0.99
 EXPORT_TIMEOUT_S = 1800
-EXPORT_MEMORY_MB = 700  # what an export's subprocess takes at its peak, rounded up (docs/public-app.md)
+# What an export's subprocess takes at its peak, rounded up (docs/public-app.md): making the int8 text tower
+# holds several copies of the float32 graph at once.
+EXPORT_MEMORY_MB = {"text": 700, "image": 700, "text-int8": 1100}
 EXPORT_LOCK = ".export.lock"  # in the cache folder: one export at a time, whatever the tower or the process
 
 logger = logging.getLogger(__name__)
@@ -107,9 +113,9 @@ def _file_problem(path: Path, recorded: dict[str, Any]) -> str | None:
 
 
 def exported(model: ModelSpec, tower: str) -> Export:
-    """The cached export of `tower` ("text" or "image") for the model, exporting it first if need be.
+    """The cached export of `tower` ("text", "image" or "text-int8") for the model, exporting it first if need be.
 
-    The export runs in a subprocess with torch (tens of seconds, once): this process stays torch-free.
+    The export runs in a subprocess (with torch, tens of seconds, once): this process stays torch-free.
     Errors a user must act on (unknown model, weights unavailable) come back as themselves.
     """
     folder = export_folder(model, tower)
@@ -139,8 +145,8 @@ def _run_export(model: ModelSpec, tower: str, folder: Path) -> None:
         raise ExportFailed(
             f"exporting the {tower} tower of {model.model_name} was killed by signal {-done.returncode} "
             f"({signal.Signals(-done.returncode).name}), most likely for lack of memory: it needs about "
-            f"{EXPORT_MEMORY_MB} MB once, beside what this process holds. Run `python -m clipsearch export` on a "
-            "larger machine and ship its CLIPSEARCH_ONNX_CACHE folder with the app (docs/public-app.md)."
+            f"{EXPORT_MEMORY_MB[tower]} MB once, beside what this process holds. Run `python -m clipsearch export` "
+            "on a larger machine and ship its CLIPSEARCH_ONNX_CACHE folder with the app (docs/public-app.md)."
         )
     last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
     try:
@@ -190,18 +196,38 @@ def normalised(features: np.ndarray) -> np.ndarray:
 
 
 class OnnxTextEncoder:
-    """The text tower through ONNX Runtime, with a torch-free tokenizer, queries cut after end-of-text."""
+    """The text tower through ONNX Runtime, with a torch-free tokenizer, queries cut after end-of-text.
 
-    def __init__(self, export: Export, threads: int = 0) -> None:
+    With `int8` (CLIPSEARCH_TEXT_PRECISION=int8) the tower with int8 weights runs: a query reads every weight
+    of the tower once, so a quarter of the bytes is most of a quarter of the time, and a quarter of the tower's
+    memory in a page that serves every visitor; its vectors are close to open_clip's, not equal.
+    """
+
+    def __init__(self, export: Export, threads: int = 0, int8: Export | None = None) -> None:
         manifest = export.manifest
         self.identity = ModelIdentity(manifest["model"], manifest["pretrained"], manifest["dim"])
         self.logit_scale = float(manifest["logit_scale"])
         self.tokenizer = ClipTokenizer(export.folder / VOCABULARY_FILE, manifest["context_length"])
-        self.session = session(export.folder / MODEL_FILE, packed=True, threads=threads)
+        self.precision = "float32" if int8 is None else "int8"
+        model_file = export.folder / MODEL_FILE if int8 is None else int8.folder / INT8_FILE
+        self.session = session(model_file, packed=True, threads=threads)
 
     @classmethod
     def load(cls, model: ModelSpec) -> Self:
-        return cls(exported(model, "text"), model.onnx_threads)
+        """The float32 tower, or with CLIPSEARCH_TEXT_PRECISION=int8 the int8 one where it can be made and is
+        close enough to open_clip's (else the float32 one, with a warning that says why)."""
+        text = exported(model, "text")
+        int8 = None
+        if model.text_precision == "int8":
+            try:
+                int8 = exported(model, "text-int8")
+            except (OnnxUnusable, ExportFailed) as reason:
+                logger.warning(
+                    "CLIPSEARCH_TEXT_PRECISION=int8: the int8 text tower of %s is not used (%s); running it in float32",
+                    model.model_name,
+                    reason,
+                )
+        return cls(text, model.onnx_threads, int8)
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
@@ -220,6 +246,7 @@ class OnnxImageEncoder:
     def __init__(self, export: Export, batches: bool = False, threads: int = 0) -> None:
         manifest = export.manifest
         self.identity = ModelIdentity(manifest["model"], manifest["pretrained"], manifest["dim"])
+        self.precision = "float32"
         self.preprocess = manifest["preprocess"]
         size = self.preprocess["size"]
         self.input_side = size if isinstance(size, int) else max(size)

@@ -1,13 +1,16 @@
 """Export one CLIP tower to ONNX, check it against open_clip, and only then put it in the cache, atomically.
 
-Run as `python -m clipsearch.model.onnx_export MODEL PRETRAINED text|image FOLDER` (clipsearch.model.onnx_engine does,
-in a subprocess). The files are written into a temporary folder beside FOLDER and renamed into place once
-checked, so a killed export never leaves files that are used. A tower that does not match open_clip within
-TOLERANCE is recorded as unusable, with the reason, so later starts use torch without exporting again.
+Run as `python -m clipsearch.model.onnx_export MODEL PRETRAINED text|image|text-int8 FOLDER`
+(clipsearch.model.onnx_engine does, in a subprocess). The files are written into a temporary folder beside
+FOLDER and renamed into place once checked, so a killed export never leaves files that are used. A tower that
+does not match open_clip within TOLERANCE is recorded as unusable, with the reason, so later starts use torch
+without exporting again. `text-int8` is made from the text tower's export without torch (torch is imported
+only by the towers exported from it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import gc
 import json
@@ -16,25 +19,27 @@ import shutil
 import sys
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import open_clip
-import torch
-from open_clip.transform import PreprocessCfg, image_transform_v2
+import onnxruntime
 from PIL import Image
 
-from clipsearch.errors import ClipsearchError
+from clipsearch.errors import ClipsearchError, ExportFailed
 from clipsearch.model.identity import ModelIdentity, pretrained_label
 from clipsearch.model.onnx_engine import (
     EXPORT_LOCK,
     EXPORT_VERSION,
+    INT8_AGREEMENT,
+    INT8_FILE,
     MANIFEST,
     MODEL_FILE,
     TOLERANCE,
     Export,
     clip_pixels,
+    export_folder,
     file_record,
     normalised,
     numpy_reproduces,
@@ -42,8 +47,12 @@ from clipsearch.model.onnx_engine import (
     session,
 )
 from clipsearch.model.tokenizer import VOCABULARY_FILE, ClipTokenizer
-from clipsearch.model.torch_engine import TorchTextEncoder, embed_dim, image_tower, text_features_as_long_as
 from clipsearch.settings import ModelSpec
+
+if TYPE_CHECKING:
+    import torch
+
+    from clipsearch.model.torch_engine import TorchTextEncoder
 
 # Queries the text export is checked on: mixed lengths, one over the 77-token context, empty, non-ASCII.
 CHECK_TEXTS = (
@@ -56,16 +65,29 @@ CHECK_TEXTS = (
 )
 
 
-class _TextUpToLength(torch.nn.Module):
-    def __init__(self, tower: torch.nn.Module) -> None:
-        super().__init__()
-        self.tower = tower
+def _text_up_to_length(tower: torch.nn.Module) -> torch.nn.Module:
+    """The text tower's forward for tokens of any length (torch_engine.text_features_as_long_as), as a module."""
+    import torch
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return text_features_as_long_as(self.tower, tokens)
+    from clipsearch.model.torch_engine import text_features_as_long_as
+
+    class TextUpToLength(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tower = tower
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return text_features_as_long_as(self.tower, tokens)
+
+    return TextUpToLength()
 
 
 def export_text(model_name: str, pretrained: str, work: Path) -> dict[str, Any]:
+    import open_clip
+    import torch
+
+    from clipsearch.model.torch_engine import TorchTextEncoder
+
     encoder = TorchTextEncoder.load(ModelSpec.named(model_name, pretrained), device=torch.device("cpu"))
     manifest = _identity_fields(encoder.identity, "text")
     manifest |= {"logit_scale": encoder.logit_scale, "context_length": encoder.tokenizer.context_length}
@@ -79,7 +101,7 @@ def export_text(model_name: str, pretrained: str, work: Path) -> dict[str, Any]:
         return manifest | {"usable": False, "reason": "clipsearch's tokenizer differs from open_clip's for this model"}
     with torch.inference_mode():
         expected = normalised(encoder.tower(theirs).numpy())  # open_clip's own forward, all 77 tokens
-    _export(_TextUpToLength(encoder.tower), theirs[:2, :16], "tokens", (0, 1), work)
+    _export(_text_up_to_length(encoder.tower), theirs[:2, :16], "tokens", (0, 1), work)
     del encoder
     gc.collect()  # torch's tower goes before ONNX Runtime loads the export
     runtime = session(work / MODEL_FILE)
@@ -89,7 +111,45 @@ def export_text(model_name: str, pretrained: str, work: Path) -> dict[str, Any]:
     return manifest | _compared(expected, np.stack(got), got_batch)
 
 
+def export_text_int8(model_name: str, pretrained: str, work: Path) -> dict[str, Any]:
+    """The text tower's export with int8 weights, one scale per output channel, whose activations are quantized
+    as each query runs (ONNX Runtime's dynamic quantization); usable where its vectors of the check queries, one
+    by one and as a batch, are all at least INT8_AGREEMENT similar to the float32 export's (which are
+    open_clip's, within TOLERANCE). Made from that export (onnx_engine.exported makes it first), without torch."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = dataclasses.replace(ModelSpec.named(model_name, pretrained), onnx_cache=work.parent)
+    text = Export.find(export_folder(model, "text"), model_name, pretrained_label(pretrained), "text")
+    if text is None:
+        raise ExportFailed(f"the text tower of {model_name} must be exported before its int8 version")
+    manifest = {key: text.manifest[key] for key in ("model", "pretrained", "dim", "logit_scale", "context_length")}
+    manifest |= {"version": EXPORT_VERSION, "tower": "text-int8", "onnxruntime": onnxruntime.__version__}
+    tokenizer = ClipTokenizer(text.folder / VOCABULARY_FILE, text.manifest["context_length"])
+    shutil.copyfile(text.folder / VOCABULARY_FILE, work / VOCABULARY_FILE)
+    quantize_dynamic(text.folder / MODEL_FILE, work / INT8_FILE, per_channel=True, weight_type=QuantType.QInt8)
+    rows = tokenizer(CHECK_TEXTS)
+    vectors = {}
+    for file, folder in ((MODEL_FILE, text.folder), (INT8_FILE, work)):
+        runtime = session(folder / file)
+        one_by_one = [runtime.run(None, {"tokens": tokenizer.padded([each], len(row))})[0][0]
+                      for each, row in zip(CHECK_TEXTS, rows, strict=True)]  # fmt: skip
+        batch = runtime.run(None, {"tokens": tokenizer.padded(CHECK_TEXTS)})[0]
+        vectors[file] = normalised(np.stack(one_by_one)), normalised(batch)
+        del runtime
+    expected = vectors[MODEL_FILE][0]
+    agreement = float(min((got * expected).sum(axis=-1).min() for got in vectors[INT8_FILE]))
+    if agreement >= INT8_AGREEMENT:
+        return manifest | {"usable": True, "min_cosine": agreement}
+    return manifest | {
+        "usable": False,
+        "min_cosine": agreement,
+        "reason": f"its vectors are as little as {agreement:.4f} similar to open_clip's (under {INT8_AGREEMENT})",
+    }
+
+
 def _why_text_not_exportable(encoder: TorchTextEncoder) -> str | None:
+    import open_clip
+
     tokenizer = encoder.tokenizer
     if not isinstance(tokenizer, open_clip.tokenizer.SimpleTokenizer) or tokenizer.reduction_fn is not None:
         return f"its tokenizer ({type(tokenizer).__name__}) is not CLIP's plain byte-pair tokenizer"
@@ -103,6 +163,11 @@ def _why_text_not_exportable(encoder: TorchTextEncoder) -> str | None:
 def export_image(model_name: str, pretrained: str, work: Path) -> dict[str, Any]:
     """The image tower alone (encoder.image_tower: the checkpoint memory-mapped, the text weights never read),
     and torch's model gone before ONNX Runtime loads the export: the peak is the larger of the two, not both."""
+    import torch
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    from clipsearch.model.torch_engine import embed_dim, image_tower
+
     tower: Any = image_tower(model_name, pretrained)
     manifest = _identity_fields(ModelIdentity(model_name, pretrained_label(pretrained), embed_dim(model_name)), "image")
     preprocess = dict(tower.preprocess_cfg)
@@ -137,6 +202,8 @@ def _check_images() -> list[Image.Image]:
 
 
 def _identity_fields(identity: ModelIdentity, tower: str) -> dict[str, Any]:
+    import torch
+
     return {
         "version": EXPORT_VERSION,
         "model": identity.name,
@@ -150,6 +217,8 @@ def _identity_fields(identity: ModelIdentity, tower: str) -> dict[str, Any]:
 def _export(module: torch.nn.Module, example: torch.Tensor, name: str, dynamic: tuple[int, ...], work: Path) -> None:
     """`module` (one tensor in, one out) as the ONNX graph of work/MODEL_FILE, `dynamic` the input's axes of
     any size; the input is called `name` in the graph."""
+    import torch
+
     shapes = ({axis: torch.export.Dim.DYNAMIC for axis in dynamic},)  # by position: whatever forward calls it
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -194,7 +263,7 @@ def export(model_name: str, pretrained: str, tower: str, folder: Path) -> None:
             return
         work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         try:
-            manifest = (export_text if tower == "text" else export_image)(model_name, pretrained, work)
+            manifest = TOWERS[tower](model_name, pretrained, work)
             manifest["files"] = {path.name: file_record(path) for path in sorted(work.iterdir())}
             (work / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
             _sync(work)
@@ -218,14 +287,24 @@ def _replace(work: Path, folder: Path) -> None:
     os.rename(work, folder)
 
 
+TOWERS: dict[str, Callable[[str, str, Path], dict[str, Any]]] = {
+    "text": export_text,
+    "image": export_image,
+    "text-int8": export_text_int8,
+}
+
+
 def main(argv: list[str]) -> int:
     try:
         model_name, pretrained, tower, folder = argv
     except ValueError:
-        print("usage: python -m clipsearch.model.onnx_export MODEL PRETRAINED text|image FOLDER", file=sys.stderr)
+        print(
+            "usage: python -m clipsearch.model.onnx_export MODEL PRETRAINED text|image|text-int8 FOLDER",
+            file=sys.stderr,
+        )
         return 64
-    if tower not in ("text", "image"):
-        print(f"ValueError: tower {tower!r}: choose text or image", file=sys.stderr)
+    if tower not in TOWERS:
+        print(f"ValueError: tower {tower!r}: choose " + ", ".join(TOWERS), file=sys.stderr)
         return 64
     try:
         export(model_name, pretrained, tower, Path(folder))

@@ -33,6 +33,7 @@ class TorchEncoder:
     """
 
     logit_scale: float = 100.0  # CLIP's usual scale, for checkpoints that do not carry one
+    precision = "float32"  # (CLIPSEARCH_TEXT_PRECISION=int8 is the ONNX engine's)
 
     def __init__(self, model_name: str, pretrained: str, device: torch.device) -> None:
         check_names(model_name, pretrained)

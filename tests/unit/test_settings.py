@@ -17,9 +17,11 @@ def test_settings_from_env_and_redaction() -> None:
             "CLIPSEARCH_INDEX": "my-photos",
             "CLIPSEARCH_HNSW_EF_RUNTIME": "50",
             "CLIPSEARCH_DATA_DIR": "",
+            "CLIPSEARCH_TEXT_PRECISION": "INT8",
         }
     )
     assert settings.index_name == "my-photos" and settings.hnsw_ef_runtime == 50
+    assert settings.model.text_precision == "int8" and Settings().model.text_precision == "float32"
     assert settings.data_dir == Path(".clipsearch")
     assert settings.server_label == "rediss://avnadmin:***@host.aivencloud.com:12345"
     assert redact_url("unix:///tmp/v.sock?password=pw&db=0") == "unix:///tmp/v.sock?password=***&db=0"
@@ -34,6 +36,7 @@ def test_settings_from_env_and_redaction() -> None:
         {"CLIPSEARCH_HNSW_M": "many"},
         {"CLIPSEARCH_HNSW_M": "0"},
         {"CLIPSEARCH_ALGORITHM": "IVF"},
+        {"CLIPSEARCH_TEXT_PRECISION": "fp16"},
     ],
 )
 def test_bad_settings_are_config_errors(bad: dict[str, str]) -> None:
