@@ -2,14 +2,16 @@
 
 Usage: python scripts/bench_page.py [--queries 30] [--pretrained TAG_OR_FILE] [--photos photos]
 
-Indexes the sample photos into a private embedded server, then starts `streamlit run` five times, one
+Indexes the sample photos into a private embedded server, then starts `streamlit run` six times, one
 after the other: scripts/reference_page.py (the minimal page: a text box and 12 cached, captioned
 thumbnails with two buttons each), streamlit_app.py with CLIPSEARCH_ENGINE=torch, and streamlit_app.py with
-the ONNX Runtime engine three times: its first start, with an empty export cache (the text tower is exported
-in a subprocess), a later start with the cache in place, and one with Match names off (`text=false`: CLIP
-alone, where the others also match the words against the photos' names and text). Debian's Chromium
-(Playwright) opens each with ?q= (cold start: from launching `streamlit run` to 12 loaded results), then
-types each query and presses Enter;
+the ONNX Runtime engine four times: its first start, with an empty export cache (the text tower is exported
+in a subprocess), a later start with the cache in place, one with Match names off (`text=false`: CLIP
+alone, where the others also match the words against the photos' names and text), and one with
+CLIPSEARCH_TEXT_PRECISION=int8 (its cold start includes making the int8 tower, once). Debian's Chromium
+(Playwright) opens each with ?q= (cold start: from launching `streamlit run` to 12 loaded results); then, all
+of them running, each query is typed into every page in turn (interleaved, so that the machine's drift over
+minutes falls on every page alike) and Enter pressed;
 a round trip ends when the heading names the query, no element is stale and all 12 images have loaded.
 Memory is the page process's VmRSS after the first query (split into anonymous memory and mapped files:
 shared libraries and memory-mapped weights) and its VmHWM (peak) at the end, from /proc. Without
@@ -20,9 +22,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import time
 import urllib.parse
-from dataclasses import replace
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -49,14 +53,16 @@ QUERIES = [
     "a woolen hat", "santa claus", "a man jumping", "a dog on a chair", "a harbour", "an old church",
 ]  # fmt: skip
 SCENES = ("", " at dusk", " in winter", " seen from above")
-# (column, script, CLIPSEARCH_ENGINE, URL parameters): the ONNX runs share one export cache, empty before the
-# first; the last searches by CLIP alone (Match names off), the others also match the words as text.
-RUNS: tuple[tuple[str, str, str, dict[str, str]], ...] = (
-    ("reference", "scripts/reference_page.py", "auto", {}),
-    ("torch", "streamlit_app.py", "torch", {}),
-    ("onnx 1st start", "streamlit_app.py", "onnx", {}),
-    ("onnx", "streamlit_app.py", "onnx", {}),
-    ("onnx CLIP alone", "streamlit_app.py", "onnx", {"text": "false"}),
+# (column, script, CLIPSEARCH_ENGINE, CLIPSEARCH_TEXT_PRECISION, URL parameters): the ONNX runs share one export
+# cache, empty before the first; "CLIP alone" searches with Match names off, the others also match the words
+# as text.
+RUNS: tuple[tuple[str, str, str, str, dict[str, str]], ...] = (
+    ("reference", "scripts/reference_page.py", "auto", "float32", {}),
+    ("torch", "streamlit_app.py", "torch", "float32", {}),
+    ("onnx 1st start", "streamlit_app.py", "onnx", "float32", {}),
+    ("onnx", "streamlit_app.py", "onnx", "float32", {}),
+    ("onnx CLIP alone", "streamlit_app.py", "onnx", "float32", {"text": "false"}),
+    ("onnx int8", "streamlit_app.py", "onnx", "int8", {}),
 )
 DONE = """([query]) => {
   const heading = [...document.querySelectorAll('[data-testid="stMarkdownContainer"]')]
@@ -67,32 +73,49 @@ DONE = """([query]) => {
 }"""
 
 
-def measure(
-    script: str, env: dict[str, str], queries: list[str], page: Page, log: Path, params: dict[str, str]
-) -> dict[str, float]:
-    started = time.perf_counter()
-    with streamlit_page(script, env, ROOT, log) as (url, process):  # the first request as soon as it listens
-        page.goto(f"{url}/?{urllib.parse.urlencode({'q': queries[0], **params})}")
-        page.wait_for_function(DONE, arg=[queries[0]], timeout=300_000, polling="raf")
-        cold = time.perf_counter() - started
-        rss_first = {field: memory_kb(process.pid, field) for field in ("VmRSS", "RssAnon", "RssFile")}
-        box = page.get_by_label("Describe the photo you are looking for, then press Enter")
-        trips = []
-        for query in queries[1:]:
-            box.fill(query)
-            started = time.perf_counter()
-            box.press("Enter")
-            page.wait_for_function(DONE, arg=[query], timeout=120_000, polling="raf")
-            trips.append(time.perf_counter() - started)
+@dataclass
+class Measured:
+    """One page of the run: its tab, its process, and what was timed of it."""
+
+    page: Page
+    process: subprocess.Popen[bytes]
+    cold_s: float
+    rss_first_kb: dict[str, int]
+    trips: list[float] = field(default_factory=list)
+
+    def row(self) -> dict[str, float]:
         return {
-            "cold_s": cold,
-            "median_ms": statistics.median(trips) * 1e3,
-            "min_ms": min(trips) * 1e3,
-            "rss_first_mb": rss_first["VmRSS"] / 1024,
-            "anon_first_mb": rss_first["RssAnon"] / 1024,
-            "file_first_mb": rss_first["RssFile"] / 1024,
-            "peak_mb": memory_kb(process.pid, "VmHWM") / 1024,
+            "cold_s": self.cold_s,
+            "median_ms": statistics.median(self.trips) * 1e3,
+            "min_ms": min(self.trips) * 1e3,
+            "rss_first_mb": self.rss_first_kb["VmRSS"] / 1024,
+            "anon_first_mb": self.rss_first_kb["RssAnon"] / 1024,
+            "file_first_mb": self.rss_first_kb["RssFile"] / 1024,
+            "peak_mb": memory_kb(self.process.pid, "VmHWM") / 1024,
         }
+
+
+def start(
+    stack: ExitStack, script: str, env: dict[str, str], query: str, page: Page, log: Path, params: dict[str, str]
+) -> Measured:
+    """`streamlit run` of the script, opened with ?q=: the cold start, and the memory after the first query."""
+    started = time.perf_counter()
+    url, process = stack.enter_context(streamlit_page(script, env, ROOT, log))  # the first request once it listens
+    page.goto(f"{url}/?{urllib.parse.urlencode({'q': query, **params})}")
+    page.wait_for_function(DONE, arg=[query], timeout=300_000, polling="raf")
+    cold = time.perf_counter() - started
+    return Measured(
+        page, process, cold, {field: memory_kb(process.pid, field) for field in ("VmRSS", "RssAnon", "RssFile")}
+    )
+
+
+def round_trip(measured: Measured, query: str) -> None:
+    box = measured.page.get_by_label("Describe the photo you are looking for, then press Enter")
+    box.fill(query)
+    started = time.perf_counter()
+    box.press("Enter")
+    measured.page.wait_for_function(DONE, arg=[query], timeout=120_000, polling="raf")
+    measured.trips.append(time.perf_counter() - started)
 
 
 def main() -> None:
@@ -114,13 +137,17 @@ def main() -> None:
             library = Library(settings, image_encoder=partial(load_image_encoder_with_torch, settings))
             library.index_folder(args.photos, LoadOptions(), show_bar=False)
             del library
-            results = {}
-            with sync_playwright() as playwright:
+            with sync_playwright() as playwright, ExitStack() as stack:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                for name, script, engine, params in RUNS:
+                pages = {}
+                for name, script, engine, precision, params in RUNS:  # cold starts, one after the other
                     page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
-                    run_env = {**env, "CLIPSEARCH_ENGINE": engine}
-                    results[name] = measure(script, run_env, queries, page, scratch / f"{name}.log", params)
+                    run_env = {**env, "CLIPSEARCH_ENGINE": engine, "CLIPSEARCH_TEXT_PRECISION": precision}
+                    pages[name] = start(stack, script, run_env, queries[0], page, scratch / f"{name}.log", params)
+                for query in queries[1:]:  # then each query on every page in turn: the same moment's machine
+                    for measured in pages.values():
+                        round_trip(measured, query)
+                results = {name: measured.row() for name, measured in pages.items()}
                 browser.close()
         finally:
             server.stop()
