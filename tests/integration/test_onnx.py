@@ -22,7 +22,7 @@ import pytest
 import clipsearch.model.onnx_export
 from clipsearch.ingest.decoding import decode_photo
 from clipsearch.ingest.files import read_file
-from clipsearch.model.engine import has_nvidia_gpu, load_image_encoder, load_text_encoder, uses_onnx
+from clipsearch.model.engine import TextEncoding, has_nvidia_gpu, load_image_encoder, load_text_encoder, uses_onnx
 from clipsearch.model.identity import pretrained_label
 from clipsearch.model.onnx_engine import (
     INT8_AGREEMENT,
@@ -95,18 +95,11 @@ def test_the_int8_text_tower_is_close_to_open_clip_and_ranks_as_it_does(
 
 def test_an_int8_tower_too_far_from_open_clip_is_not_used(onnx_model: ModelSpec, tmp_path: Path, monkeypatch, caplog):
     own, _ = _own_copy(onnx_model, tmp_path)
-    own = replace(own, text_precision="int8")
-    folder = export_folder(own, "text-int8")
-    # Made here (not in a subprocess), asking for vectors equal to open_clip's: int8 weights never give them.
+    # Asking for vectors equal to open_clip's: int8 weights never give them.
     monkeypatch.setattr(clipsearch.model.onnx_export, "INT8_AGREEMENT", 1.0)
-    clipsearch.model.onnx_export.export(own.model_name, own.pretrained, "text-int8", folder)
-    recorded = (folder / MANIFEST).stat().st_mtime_ns
-    with caplog.at_level(logging.WARNING):
-        encoder = load_text_encoder(own)
+    encoder = _refused(replace(own, text_precision="int8"), "text-int8", caplog)
     assert isinstance(encoder, OnnxTextEncoder) and encoder.precision == "float32"
     assert "int8 text tower" in caplog.text and "similar to open_clip's (under 1.0)" in caplog.text
-    load_text_encoder(own)
-    assert (folder / MANIFEST).stat().st_mtime_ns == recorded, "a refused int8 tower is remembered, not redone"
 
 
 def test_image_tower_and_its_preprocess_equal_open_clip(
@@ -205,19 +198,24 @@ def test_a_killed_export_leaves_nothing_that_is_used(onnx_model: ModelSpec, enco
 def test_an_export_that_differs_from_open_clip_falls_back_to_torch_with_a_warning(
     onnx_model: ModelSpec, tmp_path: Path, monkeypatch, caplog
 ) -> None:
-    own = replace(onnx_model, onnx_cache=tmp_path / "cache")
-    folder = export_folder(own, "text")
-    # Exported here (not in a subprocess) with no tolerance at all: float arithmetic in another order
-    # always differs a little, so the check must refuse it.
+    # No tolerance at all: float arithmetic in another order always differs a little, so the check must refuse it.
     monkeypatch.setattr(clipsearch.model.onnx_export, "TOLERANCE", 0.0)
-    clipsearch.model.onnx_export.export(own.model_name, own.pretrained, "text", folder)
+    encoder = _refused(replace(onnx_model, onnx_cache=tmp_path / "cache"), "text", caplog)
+    assert isinstance(encoder, TorchTextEncoder)
+    assert "ONNX Runtime is not used" in caplog.text and "differ from open_clip's" in caplog.text
+
+
+def _refused(own: ModelSpec, tower: str, caplog: pytest.LogCaptureFixture) -> TextEncoding:
+    """Exports `tower` here, not in a subprocess (the caller has made its check fail), then loads the text
+    encoder, warnings captured; a second load must find the refusal recorded and export nothing."""
+    folder = export_folder(own, tower)
+    clipsearch.model.onnx_export.export(own.model_name, own.pretrained, tower, folder)
     recorded = (folder / MANIFEST).stat().st_mtime_ns
     with caplog.at_level(logging.WARNING):
         encoder = load_text_encoder(own)
-    assert isinstance(encoder, TorchTextEncoder)
-    assert "ONNX Runtime is not used" in caplog.text and "differ from open_clip's" in caplog.text
     load_text_encoder(own)
     assert (folder / MANIFEST).stat().st_mtime_ns == recorded, "a refused export is remembered, not redone"
+    return encoder
 
 
 def test_weights_that_cannot_be_had_are_reported_as_such(onnx_model: ModelSpec) -> None:
