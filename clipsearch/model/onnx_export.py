@@ -104,11 +104,16 @@ def export_text(model_name: str, pretrained: str, work: Path) -> dict[str, Any]:
     _export(_text_up_to_length(encoder.tower), theirs[:2, :16], "tokens", (0, 1), work)
     del encoder
     gc.collect()  # torch's tower goes before ONNX Runtime loads the export
-    runtime = session(work / MODEL_FILE)
-    got = [normalised(runtime.run(None, {"tokens": ours.padded([text], len(row))})[0])[0]
-           for text, row in zip(CHECK_TEXTS, ours(CHECK_TEXTS), strict=True)]  # fmt: skip
-    got_batch = normalised(runtime.run(None, {"tokens": ours.padded(CHECK_TEXTS)})[0])
-    return manifest | _compared(expected, np.stack(got), got_batch)
+    return manifest | _compared(expected, *_check_vectors(work / MODEL_FILE, ours))
+
+
+def _check_vectors(model_file: Path, tokenizer: ClipTokenizer) -> tuple[np.ndarray, np.ndarray]:
+    """An exported text tower's normalised vectors of the check queries: each cut to its own length, and all
+    in one padded batch."""
+    runtime = session(model_file)
+    one_by_one = [normalised(runtime.run(None, {"tokens": tokenizer.padded([text], len(row))})[0])[0]
+                  for text, row in zip(CHECK_TEXTS, tokenizer(CHECK_TEXTS), strict=True)]  # fmt: skip
+    return np.stack(one_by_one), normalised(runtime.run(None, {"tokens": tokenizer.padded(CHECK_TEXTS)})[0])
 
 
 def export_text_int8(model_name: str, pretrained: str, work: Path) -> dict[str, Any]:
@@ -127,17 +132,8 @@ def export_text_int8(model_name: str, pretrained: str, work: Path) -> dict[str, 
     tokenizer = ClipTokenizer(text.folder / VOCABULARY_FILE, text.manifest["context_length"])
     shutil.copyfile(text.folder / VOCABULARY_FILE, work / VOCABULARY_FILE)
     quantize_dynamic(text.folder / MODEL_FILE, work / INT8_FILE, per_channel=True, weight_type=QuantType.QInt8)
-    rows = tokenizer(CHECK_TEXTS)
-    vectors = {}
-    for file, folder in ((MODEL_FILE, text.folder), (INT8_FILE, work)):
-        runtime = session(folder / file)
-        one_by_one = [runtime.run(None, {"tokens": tokenizer.padded([each], len(row))})[0][0]
-                      for each, row in zip(CHECK_TEXTS, rows, strict=True)]  # fmt: skip
-        batch = runtime.run(None, {"tokens": tokenizer.padded(CHECK_TEXTS)})[0]
-        vectors[file] = normalised(np.stack(one_by_one)), normalised(batch)
-        del runtime
-    expected = vectors[MODEL_FILE][0]
-    agreement = float(min((got * expected).sum(axis=-1).min() for got in vectors[INT8_FILE]))
+    expected, _ = _check_vectors(text.folder / MODEL_FILE, tokenizer)
+    agreement = float(min((got * expected).sum(axis=-1).min() for got in _check_vectors(work / INT8_FILE, tokenizer)))
     if agreement >= INT8_AGREEMENT:
         return manifest | {"usable": True, "min_cosine": agreement}
     return manifest | {
