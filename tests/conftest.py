@@ -599,3 +599,30 @@ def search_equals_brute_force(run_cli, encoder) -> Callable[..., None]:
             assert all(hit["path"] == rows[hit["key"]].path for hit in found)
 
     return check
+
+
+def gallery_tiles(app: Any) -> list[dict[str, Any]]:
+    """What the search page's gallery shows (an AppTest's run): each tile's key, rank, picture, caption (plain
+    text) and actions, as the page sends them to the browser."""
+    return [
+        tile for element in app.get("bidi_component") for tile in json.loads(json.loads(element.proto.json)["tiles"])
+    ]
+
+
+def gallery_columns(app: Any) -> int:
+    [element] = app.get("bidi_component")
+    return int(json.loads(element.proto.json)["columns"])
+
+
+def choose_in_gallery(app: Any, photo_key: str, action: str) -> None:
+    """Press one of a result's actions (like, open, near-duplicates) in an AppTest's gallery, as the browser does:
+    the widget values of the page, and the gallery's event. AppTest has no way to press a component's button, so
+    this sends what the component's own `setTriggerValue("action", ...)` sends."""
+    from streamlit.components.v2.bidi_component.main import _make_trigger_id
+
+    [element] = app.get("bidi_component")
+    states = app._tree.get_widget_states()
+    event = states.widgets.add()
+    event.id = _make_trigger_id(element.proto.id, "events")
+    event.json_trigger_value = json.dumps([{"event": "action", "value": {"key": photo_key, "action": action}}])
+    app._run(states)

@@ -3,7 +3,10 @@ its caption, the gallery of results, and the dialog that opens one photo larger 
 
 from __future__ import annotations
 
+import base64
+import json
 import math
+from importlib import resources as package_files
 from pathlib import Path
 from typing import Literal
 
@@ -27,8 +30,6 @@ from clipsearch.library import (
 DIALOG_SIDE = 1600  # "Open" sends this much, not the camera's full file
 NEAR_DUPLICATES_PICTURED = 8  # of a result's near-duplicates; the rest are named
 TOP_LABELS = 5
-# Gallery tiles of one shape, cropped to fill; "Open" shows the whole photo.
-GALLERY_CSS = "<style>.st-key-gallery img {aspect-ratio: 4 / 3; object-fit: cover;}</style>"
 
 
 def taken_label(hit: Hit, full: bool = False) -> str:
@@ -118,54 +119,66 @@ def open_photo(hit: Hit, rank: int) -> None:
         show_labels(library, vector)
 
 
+LIKE, OPEN, NEAR_DUPLICATES = "like", "open", "near-duplicates"  # what the gallery's actions send
+_ASSETS = package_files.files("clipsearch.app")
+# One element for the whole gallery (gallery.js): its pictures, captions and each result's actions.
+GALLERY = st.components.v2.component(
+    "clipsearch_gallery",
+    js=_ASSETS.joinpath("gallery.js").read_text(encoding="utf-8"),
+    css=_ASSETS.joinpath("gallery.css").read_text(encoding="utf-8"),
+)
+
+
 def gallery(results: list[Result], columns: int, library: Library) -> None:
-    """The results in rows of `columns`, ranks left to right (a phone stacks them, one a row)."""
-    st.html(GALLERY_CSS)
-    with st.container(key="gallery"):
+    """The results in rows of `columns`, ranks left to right (a phone stacks them, one a row), each with its
+    actions (More like this, Open, +N near-duplicates); an action asked for in the last run opens its dialog."""
+    tiles = [gallery_tile(rank, result, library) for rank, result in enumerate(results, 1)]
+    st.session_state.shown = frozenset(tile["key"] for tile in tiles)  # the photos an action may name
+    # The tiles as one JSON string: Streamlit looks for dataframes in a component's lists (importing pandas and
+    # pyarrow), not in a string.
+    GALLERY(key="gallery", data={"columns": columns, "tiles": json.dumps(tiles)}, on_action_change=chosen)
+    if (asked := st.session_state.pop("asked", None)) is not None:
         for rank, result in enumerate(results, 1):
-            if (rank - 1) % columns == 0:
-                row = st.columns(columns)
-            with row[(rank - 1) % columns]:
-                gallery_tile(rank, result, library)
+            if result.hit.key == asked[0]:
+                open_photo(result.hit, rank) if asked[1] == OPEN else near_duplicates(result)
 
 
-LIKE, OPEN = "More like this", "Open"
-
-
-def gallery_tile(rank: int, result: Result, library: Library) -> None:
-    """A result's picture and caption, and its actions as one row of pills (More like this, Open, +N
-    near-duplicates): one widget rather than a button each in a container, since every search draws twelve."""
+def gallery_tile(rank: int, result: Result, library: Library) -> dict[str, object]:
+    """What the gallery shows of a result: its picture (a data URL of the stored thumbnail, or the photo's
+    address), its caption as plain text, and its actions."""
     hit = result.hit
-    # Captions are Markdown: a file name must not become a link or an image.
-    caption = f"#{rank}{how_similar(hit)} · {escape_markdown(display_path(hit.photo.name or hit.path))}"
+    caption = f"#{rank}{how_similar(hit)} · {display_path(hit.photo.name or hit.path)}"
     if result.matched:  # what of it the words matched as text: why it rose
-        caption += " · " + escape_markdown("; ".join(result.matched))
-    captioned_picture(hit, library, caption, "stretch")
-    actions = [LIKE, OPEN]
+        caption += " · " + "; ".join(result.matched)
+    if hit.photo.taken is not None:
+        caption += f" · {taken_label(hit)}"
+    image = picture(hit, library)
+    if image is None:
+        caption += " (no thumbnail)"
+    actions = [{"action": LIKE, "label": "More like this"}, {"action": OPEN, "label": "Open"}]
     if folded := result.near_duplicates:
-        actions.append(f"+{len(folded)} near-duplicate" + ("s" if len(folded) > 1 else ""))
-    st.pills(
-        "Actions", actions, key=f"act-{hit.key}", on_change=chosen, args=(hit.key,), label_visibility="collapsed",
-        wrap=True,
-    )  # fmt: skip
-    asked = st.session_state.get("asked")
-    if asked is not None and asked[0] == hit.key:
-        del st.session_state["asked"]
-        if asked[1] == OPEN:
-            open_photo(hit, rank)
-        else:
-            near_duplicates(result)
+        label = f"+{len(folded)} near-duplicate" + ("s" if len(folded) > 1 else "")
+        actions.append({"action": NEAR_DUPLICATES, "label": label})
+    return {
+        "key": hit.key,
+        "rank": rank,
+        "src": f"data:image/jpeg;base64,{base64.b64encode(image).decode()}" if isinstance(image, bytes) else image,
+        "caption": caption,
+        "actions": actions,
+    }
 
 
-def chosen(key: str) -> None:
-    """An action of a result's pills: More like this searches from it; the others open a dialog as the gallery
-    is drawn again. The pill itself goes back to unselected."""
-    action = st.session_state[f"act-{key}"]
-    st.session_state[f"act-{key}"] = None
-    if action == LIKE:
+def chosen() -> None:
+    """An action of the gallery: More like this searches from its photo; the others open a dialog as the gallery
+    is drawn again."""
+    asked = st.session_state.gallery.action  # from the browser: only a photo shown and an action it offers
+    key = asked.get("key") if isinstance(asked, dict) else None
+    if not isinstance(key, str) or key not in st.session_state.get("shown", ()):
+        return
+    if asked.get("action") == LIKE:
         more_like(key)
-    elif action is not None:
-        st.session_state.asked = (key, action)
+    elif asked.get("action") in (OPEN, NEAR_DUPLICATES):
+        st.session_state.asked = (key, asked["action"])
 
 
 @st.dialog("Near-duplicates", width="large")

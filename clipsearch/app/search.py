@@ -1,6 +1,7 @@
-"""The search view: the box and the photos first; how many, columns, variety, the cut, folding, filters and
-order folded into two popovers, with what is active named above the gallery, each a chip that removes it.
-Every control is bound to the URL (names in clipsearch.links), so a link reproduces the search."""
+"""The search view: one line of settings (words or a photo; how many, columns, variety, the cut, folding, filters
+and order folded into two popovers), then the box and the photos, with what is active named above the gallery,
+each a chip that removes it. Every control is bound to the URL (names in clipsearch.links), so a link
+reproduces the search."""
 
 from __future__ import annotations
 
@@ -93,25 +94,38 @@ def show_more() -> None:
 
 
 def reset(key: str, default: object) -> None:
+    """A setting's chip removed: its control, in the settings bar, is drawn again with the default."""
     st.session_state[key] = default
+    st.session_state.settings_changed = True
 
 
 def select_span() -> None:
     """The months dragged across on the timeline become the date filter (and so the URL's after and before)."""
     if (span := charts.selected_span(st.session_state.timeline.selection)) is not None:
         st.session_state.after, st.session_state.before = span
+        st.session_state.settings_changed = True
 
 
 # --- the view ---------------------------------------------------------------------------
 
 
 def view(settings: Settings, library: Library) -> None:
+    """The settings bar, then the box and its results as a fragment: a new query (or a result's action) runs the
+    fragment alone, not the sidebar, the navigation and the settings' fifteen controls, which it does not change."""
     st.session_state.setdefault("like", st.query_params.get("like", ""))
     st.session_state.setdefault("pages", int(st.query_params.get("pages", "1")))
     st.session_state.setdefault("mode", "Words")
     st.session_state.setdefault("q", "")
     st.session_state.setdefault("as_written", tuple(filter(None, st.query_params.get("as_written", "").split("\n"))))
-    filters = search_bar(settings, library)
+    settings_bar(settings, library)
+    box_and_results(settings, library)
+
+
+@st.fragment
+def box_and_results(settings: Settings, library: Library) -> None:
+    if st.session_state.pop("settings_changed", False):  # by a chip or the timeline: the settings bar shows them
+        st.rerun(scope="app")
+    search_box()
     if st.session_state.as_written:
         st.query_params["as_written"] = "\n".join(st.session_state.as_written)
     elif "as_written" in st.query_params:
@@ -121,7 +135,7 @@ def view(settings: Settings, library: Library) -> None:
         st.query_params["like"] = st.session_state.like
     elif "like" in st.query_params:
         del st.query_params["like"]
-    found = search(settings, library, filters)
+    found = search(settings, library)
     if found is None:
         return
     results, understood = found.results, found.understood
@@ -152,10 +166,9 @@ def emphasised(words: str) -> str:
     return f"**{escape_markdown(words)}**"
 
 
-def search(settings: Settings, library: Library, filters: DeltaGenerator) -> Found | None:
+def search(settings: Settings, library: Library) -> Found | None:
     """The search the page asks for (Library.search), or None with what to do instead said: words, or a photo
-    ("More like this", or an upload) with words added to it. The places, dates and cameras understood from the
-    words are named in the Filters popover."""
+    ("More like this", or an upload) with words added to it."""
     state = st.session_state
     slot = None
     if state.like or state.mode == "Photo":
@@ -172,7 +185,7 @@ def search(settings: Settings, library: Library, filters: DeltaGenerator) -> Fou
     except NotInIndex:  # (a "More like this" photo that is gone: the words are searched instead)
         st.warning("That photo is not in the index.")
         state.like = ""
-        return search(settings, library, filters) if state.mode != "Photo" else None
+        return search(settings, library) if state.mode != "Photo" else None
     except UnusablePhoto as error:
         reason = escape_markdown(error.reason)
         st.error(
@@ -185,20 +198,12 @@ def search(settings: Settings, library: Library, filters: DeltaGenerator) -> Fou
         st.error(f"**{what} cannot be read:** {escape_markdown(str(problem))}")
         return None
     except WordsConflict as conflict:
-        understood_caption(filters, conflict.understood)
         chips(active_settings(settings), conflict.understood)
         st.error(f"**What the words say and the filters cannot both hold:** {escape_markdown(str(conflict))}.")
         return None
-    understood_caption(filters, found.understood)
     if found.photos and slot is not None:
         preview(slot, library, found)
     return found
-
-
-def understood_caption(filters: DeltaGenerator, understood: Understood | None) -> None:
-    if understood is not None and understood.parts:
-        said = " · ".join(f"{part.kind} {part.value()}" for part in understood.parts)
-        filters.caption(f"And from your words: {escape_markdown(said)} (each a chip above the photos).")
 
 
 def words_request(settings: Settings) -> SearchRequest | None:
@@ -286,33 +291,34 @@ def where_and_when(located: list[tuple[int, Result]], shown: int, times: list[fl
         st.caption(f"When the {len(times)} matching photos were taken, per month: drag across months to filter.")
 
 
-def search_bar(settings: Settings, library: Library) -> DeltaGenerator:
-    """Words or a photo, the box, the two popovers of settings, and the examples: one or two lines. Returns the
-    Filters popover, where the filters understood from the words are named once they are known."""
+def settings_bar(settings: Settings, library: Library) -> None:
+    """Words or a photo, and the two popovers of settings: one line above the box."""
     with st.container(horizontal=True, vertical_alignment="bottom", key="search-bar"):
         st.segmented_control(
             "Search by", ["Words", "Photo"], key="mode", required=True, on_change=clear_like,
             label_visibility="collapsed",
         )  # fmt: skip
-        if st.session_state.mode == "Words":
-            st.text_input(
-                "Describe the photo you are looking for, then press Enter",
-                key="q",
-                bind="query-params",
-                max_chars=MAX_QUERY_CHARS,
-                placeholder="Describe a photo, e.g. a dog on a chair, then press Enter",
-                on_change=new_words,
-                label_visibility="collapsed",
-                width="stretch",
-            )
         with st.popover("Results", key="results-settings"):
             result_controls(settings)
-        filters = st.popover("Filters", key="filters")
-        with filters:
+        with st.popover("Filters", key="filters"):
             filter_controls(library)
-    if st.session_state.mode == "Words":
-        st.pills("Examples", EXAMPLE_PROMPTS, key="example", on_change=use_example, label_visibility="collapsed")
-    return filters
+
+
+def search_box() -> None:
+    """The box for words, and the examples under it."""
+    if st.session_state.mode != "Words":
+        return
+    st.text_input(
+        "Describe the photo you are looking for, then press Enter",
+        key="q",
+        bind="query-params",
+        max_chars=MAX_QUERY_CHARS,
+        placeholder="Describe a photo, e.g. a dog on a chair, then press Enter",
+        on_change=new_words,
+        label_visibility="collapsed",
+        width="stretch",
+    )
+    st.pills("Examples", EXAMPLE_PROMPTS, key="example", on_change=use_example, label_visibility="collapsed")
 
 
 def result_controls(settings: Settings) -> None:

@@ -28,7 +28,7 @@ from clipsearch.model.torch_engine import TorchTextEncoder
 from clipsearch.search.duplicates import find_duplicates
 from clipsearch.search.results import SearchOptions, find
 from clipsearch.settings import Settings
-from tests.conftest import dated_photo
+from tests.conftest import choose_in_gallery, dated_photo, gallery_columns, gallery_tiles
 
 APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
 CAPTION = re.compile(r"^#(\d+) · (-?\d\.\d{3}) · (.+?)(?: · (\d{4}-\d\d-\d\d)(?: \(file date\))?)?$")
@@ -71,13 +71,13 @@ def run_app(**query_params: str) -> AppTest:
 
 def act(app: AppTest, photo_key: str, action: str) -> None:
     """Choose one of a result's actions: More like this, Open, +N near-duplicates."""
-    app.button_group(key=f"act-{photo_key}").set_value(action).run()
+    choose_in_gallery(app, photo_key, {"More like this": "like", "Open": "open"}.get(action, "near-duplicates"))
 
 
 def results(app: AppTest) -> list[tuple[int, float, str]]:
-    """(rank, similarity, name) of each gallery image, in rank order."""
-    found = [CAPTION.match(caption) for image in app.image for caption in image.captions]
-    return sorted((int(m[1]), float(m[2]), unescape(m[3])) for m in found if m)
+    """(rank, similarity, name) of each gallery tile, in rank order."""
+    found = [CAPTION.match(tile["caption"]) for tile in gallery_tiles(app)]
+    return sorted((int(m[1]), float(m[2]), m[3]) for m in found if m)
 
 
 def unescape(markdown: str) -> str:
@@ -108,16 +108,9 @@ def test_text_search_shows_slider_count_and_columns(indexed: PhotoStore) -> None
     app.slider(key="k").set_value(5).run()
     assert len(results(app)) == 5
     app.slider(key="columns").set_value(5).run()
-    assert len(results(app)) == 5 and len(gallery_cells(app, 5)) == 5, "one row of five"
-    app.slider(key="k").set_value(12).run()
-    assert len(gallery_cells(app, 5)) == 15, "three rows of five"
+    assert len(results(app)) == 5 and gallery_columns(app) == 5
     app.slider(key="columns").set_value(6).run()
-    assert len(gallery_cells(app, 6)) == 12, "two rows of six"
-
-
-def gallery_cells(app: AppTest, columns: int) -> list:
-    """The cells of the gallery's rows: st.columns(n) gives each a weight of 1/n (no other row has 5 or 6)."""
-    return [column for column in app.columns if abs(column.weight - 1 / columns) < 1e-6]
+    assert gallery_columns(app) == 6
 
 
 def test_example_prompt_searches(indexed: PhotoStore) -> None:
@@ -458,8 +451,9 @@ def test_full_size_photos_come_only_from_the_configured_folder(
     index_elsewhere(app_env, encoder, sample_photos / "giraffe.jpg", tmp_path / "elsewhere", thumbnail_size=None)
     app = run_app(q="an animal")
     assert_clean(app)
-    assert results(app) == [], "no thumbnail, and the file is not in CLIPSEARCH_PHOTOS: nothing to show"
-    assert any("(no thumbnail)" in caption.value for caption in app.caption)
+    [tile] = gallery_tiles(app)
+    assert tile["src"] is None, "no thumbnail, and the file is not in CLIPSEARCH_PHOTOS: no picture to show"
+    assert tile["caption"].endswith("(no thumbnail)")
 
 
 def test_a_malformed_valkey_url_is_explained_without_the_password(app_env: Settings, monkeypatch) -> None:
@@ -482,8 +476,7 @@ def test_filters_and_order_round_trip_through_the_url_and_equal_the_store(
     expected = store.nearest(encoder.encode_text(["a photo"])[0], k=12, where=where, order="newest")
     shown = results(app)
     assert [name for _, _, name in shown] == [hit.photo.name for hit in expected] and 0 < len(shown) < 12
-    captions = [caption for image in app.image for caption in image.captions]
-    dates = [CAPTION.match(caption).group(4) for caption in captions]
+    dates = [CAPTION.match(tile["caption"]).group(4) for tile in gallery_tiles(app)]
     assert dates == sorted(dates, reverse=True) and min(dates) >= "2021-03-01"
 
     app.selectbox(key="camera").set_value("Canon EOS R6").run()  # no Canon photo is in 2021/japan
@@ -543,7 +536,7 @@ def near_duplicates(app: AppTest) -> dict[str, list[str]]:
     folded = {}
     for key, label in folding_actions(app):
         assert not [caption for image in app.image for caption in image.captions if SIMILAR.match(caption)]
-        app.button_group(key=key).set_value(label).run()
+        choose_in_gallery(app, key, "near-duplicates")
         folded[label] = [
             unescape(match[2]) for image in app.image for caption in image.captions if (match := SIMILAR.match(caption))
         ]
@@ -551,12 +544,14 @@ def near_duplicates(app: AppTest) -> dict[str, list[str]]:
     return folded
 
 
-NEAR = re.compile(r"^\+\d+ near-duplicates?$")
-
-
 def folding_actions(app: AppTest) -> list[tuple[str, str]]:
-    """(widget key, label) of each result's "+N near-duplicates" action."""
-    return [(group.key, option) for group in app.button_group for option in group.options if NEAR.match(option)]
+    """(photo key, label) of each result's "+N near-duplicates" action."""
+    return [
+        (tile["key"], action["label"])
+        for tile in gallery_tiles(app)
+        for action in tile["actions"]
+        if action["action"] == "near-duplicates"
+    ]
 
 
 def test_near_duplicates_fold_under_the_best_and_the_toggle_round_trips(
@@ -593,7 +588,7 @@ def test_a_burst_shows_the_first_folded_photos_and_names_the_rest(
     [(label, pictured)] = near_duplicates(app).items()
     assert label == "+12 near-duplicates" and len(pictured) == 8
     [(key, label)] = folding_actions(app)
-    app.button_group(key=key).set_value(label).run()
+    choose_in_gallery(app, key, "near-duplicates")
     [rest] = [caption.value for caption in app.caption if caption.value.startswith("and 4 more: ")]
     named = set(unescape(rest.removeprefix("and 4 more: ")).split(", "))
     assert (

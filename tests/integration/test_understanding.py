@@ -28,6 +28,7 @@ from clipsearch.search.query import MAX_QUERY_CHARS
 from clipsearch.search.results import SearchOptions
 from clipsearch.search.understanding import MAX_NAME_WORDS, Span, Vocabulary, understand
 from clipsearch.sharing import Shared
+from tests.conftest import gallery_tiles
 
 BACKENDS = ("redisearch", "valkey-search", "cluster")
 APP = str(Path(__file__).resolve().parents[2] / "streamlit_app.py")
@@ -348,17 +349,17 @@ def page_over_travels(travels, monkeypatch, search_server, settings, random_chec
     return travels
 
 
-TILE = re.compile(r"^#(\d+)(?: · (-?\d\.\d{3}))? · (photo\\?-\d{3}\\?\.jpg) · (\d{4}-\d\d-\d\d) \(no thumbnail\)$")
+TILE = re.compile(r"^#(\d+)(?: · (-?\d\.\d{3}))? · (photo-\d{3}\.jpg) · (\d{4}-\d\d-\d\d) \(no thumbnail\)$")
 
 
 def tiles(app: AppTest) -> list[re.Match[str]]:
     """Each gallery tile's caption (these photos have no thumbnail), in rank order: rank, similarity, name, day."""
-    found = [match for caption in app.caption if (match := TILE.match(caption.value))]
+    found = [match for tile in gallery_tiles(app) if (match := TILE.match(tile["caption"]))]
     return sorted(found, key=lambda match: int(match[1]))
 
 
 def gallery_names(app: AppTest) -> list[str]:
-    return [match[3].replace("\\", "") for match in tiles(app)]  # (Markdown, escaped)
+    return [match[3] for match in tiles(app)]
 
 
 def part_chips(app: AppTest) -> list[str]:
