@@ -53,7 +53,8 @@ VISITOR_WORDS = ["a cat", "snowy streets", "a red car", "old tools", "a bridge",
 DONE = """([query]) => {
   const heading = [...document.querySelectorAll('[data-testid="stMarkdownContainer"]')]
     .some(element => element.innerText.includes('Photos matching ' + query));
-  const images = [...document.querySelectorAll('.st-key-gallery [data-testid="stImage"] img')];
+  const images = [...document.querySelectorAll('.st-key-gallery *')]
+    .flatMap(element => element.shadowRoot ? [...element.shadowRoot.querySelectorAll('img')] : []);
   return heading && !document.querySelector('[data-stale="true"]') && images.length >= 1
     && images.every(image => image.complete && image.naturalWidth > 0);
 }"""

@@ -67,7 +67,10 @@ RUNS: tuple[tuple[str, str, str, str, dict[str, str]], ...] = (
 DONE = """([query]) => {
   const heading = [...document.querySelectorAll('[data-testid="stMarkdownContainer"]')]
     .some(element => element.innerText.includes('Photos matching ' + query));
-  const images = [...document.querySelectorAll('[data-testid="stImage"] img')];
+  // The minimal page's images, or those in the shadow root of clipsearch's gallery.
+  const images = [...document.querySelectorAll('[data-testid="stImage"] img'),
+    ...[...document.querySelectorAll('.st-key-gallery *')]
+      .flatMap(element => element.shadowRoot ? [...element.shadowRoot.querySelectorAll('img')] : [])];
   return heading && !document.querySelector('[data-stale="true"]') && images.length === 12
     && images.every(image => image.complete && image.naturalWidth > 0);
 }"""
