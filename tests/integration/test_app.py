@@ -167,6 +167,23 @@ def test_more_like_this_uses_the_stored_vector_and_goes_into_the_url(indexed: Ph
     assert [name for _, _, name in results(app)] == expected
 
 
+def test_a_gallery_event_for_a_photo_not_shown_or_an_action_not_offered_changes_nothing(indexed: PhotoStore) -> None:
+    """The gallery's events come from the browser, and so from whoever speaks its websocket."""
+    app = run_app(q="a monument", k="3")
+    shown = results(app)
+    hidden = next(
+        name for name in (row.name for _, row in indexed.scan(("name",))) if name not in {n for *_, n in shown}
+    )
+    for photo, action in [
+        (_key_of(indexed, hidden), "like"),
+        (_key_of(indexed, shown[0][2]), "delete"),
+        ("x" * 9, "open"),
+    ]:
+        choose_in_gallery(app, photo, action)
+        assert_clean(app)
+        assert results(app) == shown and "like" not in app.query_params and not app.get("progress")
+
+
 def test_upload_searches_by_image_and_names_what_is_in_it(indexed: PhotoStore, photo_folder: Path) -> None:
     app = run_app()
     app.segmented_control(key="mode").set_value("Photo").run()
