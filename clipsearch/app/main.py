@@ -7,10 +7,9 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from clipsearch.app import duplicates, library_view, resources, search
-from clipsearch.display import escape_markdown
-from clipsearch.errors import ClipsearchError, IndexMissing
-from clipsearch.library import LOST, Library
+from clipsearch.app import duplicates, library_view, problems, resources, search
+from clipsearch.errors import IndexMissing
+from clipsearch.library import Library
 from clipsearch.links import held_link
 from clipsearch.settings import Settings
 
@@ -81,13 +80,5 @@ def main() -> None:
 
 
 def run() -> None:
-    try:
+    with problems.explained():
         main()
-    except ClipsearchError as problem:
-        st.error(f"**{problem.title}.** {escape_markdown(str(problem))}")
-    except LOST as problem:
-        resources.forget_client()
-        st.error(
-            f"**Lost the connection to the Valkey server** ({escape_markdown(str(problem))}). "
-            "Reload the page to reconnect."
-        )

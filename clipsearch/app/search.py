@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from clipsearch.app import charts, resources
+from clipsearch.app import charts, problems, resources
 from clipsearch.app.pictures import gallery, show_labels
 from clipsearch.display import escape_markdown
 from clipsearch.library import (
@@ -118,13 +118,22 @@ def view(settings: Settings, library: Library) -> None:
     st.session_state.setdefault("q", "")
     st.session_state.setdefault("as_written", tuple(filter(None, st.query_params.get("as_written", "").split("\n"))))
     settings_bar(settings, library)
-    box_and_results(settings, library)
+    box_and_results()
 
 
 @st.fragment
-def box_and_results(settings: Settings, library: Library) -> None:
+def box_and_results() -> None:
+    """It takes no Library: a fragment keeps its arguments for its own runs, and this run's comes from
+    resources."""
     if st.session_state.pop("settings_changed", False):  # by a chip or the timeline: the settings bar shows them
         st.rerun(scope="app")
+    with problems.explained():
+        show_search(resources.library())
+
+
+def show_search(library: Library) -> None:
+    """The box, the search it asks for, and what it found."""
+    settings = library.settings
     search_box()
     if st.session_state.as_written:
         st.query_params["as_written"] = "\n".join(st.session_state.as_written)

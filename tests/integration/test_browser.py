@@ -293,6 +293,39 @@ def test_a_flood_of_labels_closes_that_visitors_connection_and_costs_the_page_no
     assert grown_mb < 50, f"the labels grew the page by {grown_mb:.0f} MB"
 
 
+def test_losing_the_server_during_a_new_query_is_explained(
+    cli_env: dict[str, str], encoder, photo_folder: Path, free_port: int, tmp_path: Path
+) -> None:
+    """A new query runs the box's fragment alone, outside the page's own handling of errors: losing the server
+    there is explained all the same, and the next query finds the server again."""
+    from visitors import Visitor
+
+    server = EmbeddedServer(tmp_path / "own-data")
+    settings = Settings(data_dir=server.data_dir, index_name="lost-in-a-fragment")
+    env = {name: value for name, value in cli_env.items() if name != "VALKEY_URL"}
+    env |= {
+        "CLIPSEARCH_DATA_DIR": str(server.data_dir),
+        "CLIPSEARCH_SEARCH_MODULE": "",
+        "CLIPSEARCH_INDEX": settings.index_name,
+        "CLIPSEARCH_PHOTOS": str(photo_folder),
+    }
+    box = "Describe the photo you are looking for, then press Enter"
+    try:
+        store = Library(settings, text_encoder=lambda: encoder).store(create=True)
+        PhotoLoader(store, lambda: encoder, LoadOptions(), show_bar=False).index_folder(photo_folder)
+        with streamlit_run(env, free_port, tmp_path / "streamlit.log") as (url, _):
+            visitor = Visitor(url)
+            assert visitor.run("q=a+tower").says("Photos matching **a tower**")
+            assert visitor.fragments.get(visitor.text_boxes[box]), "the box is drawn by a fragment"
+            server.stop()
+            lost = visitor.type(box, "a bridge")
+            assert not lost.exceptions and lost.says("Lost the connection to the Valkey server"), lost.texts
+            again = visitor.type(box, "a harbour")
+            assert not again.exceptions and again.says("Photos matching **a harbour**"), again.texts
+    finally:
+        server.stop()
+
+
 @pytest.mark.dated_library
 def test_filters_and_order_from_a_shared_link_equal_the_store(
     streamlit_server: str, open_test_index, encoder, dated_library: Path
