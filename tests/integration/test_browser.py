@@ -110,6 +110,7 @@ def streamlit_server(streamlit_app: tuple[str, subprocess.Popen[bytes]]) -> str:
 LABELS = "Labels to rank, one per line"
 GALLERY_CAPTIONS = ".st-key-gallery figcaption"  # (Playwright's CSS reaches into the gallery's shadow root)
 # Every image of the page loaded, the gallery's too (document.images does not reach into a shadow root).
+RUN_ENDED = """() => !document.querySelector('[data-testid="stStatusWidget"]')"""  # Streamlit's "Running…"
 IMAGES_LOADED = """() => [...document.images, ...[...document.querySelectorAll('*')]
     .flatMap(element => element.shadowRoot ? [...element.shadowRoot.querySelectorAll('img')] : [])]
     .every(img => img.complete && img.naturalWidth > 0)"""
@@ -376,6 +377,9 @@ def test_folding_the_cut_and_show_more_write_the_url_and_a_shared_link_restores_
         page.get_by_text("Fold near-duplicates").click()
         page.wait_for_url("**fold=false**", timeout=60_000)
         expect(similar).to_have_count(0, timeout=60_000)
+        # The gallery is drawn before the run ends: the next click waits for it to end, or lands on a control
+        # being drawn again (CI once lost the click on "relative" that way).
+        page.wait_for_function(RUN_ENDED, timeout=60_000)
         page.get_by_text("relative", exact=True).click()
         page.wait_for_url("**cut=relative**", timeout=60_000)
         page.keyboard.press("Escape")
