@@ -197,7 +197,10 @@ def _through_the_index(
             found, more = _at_least(store, vector, found, floor, most, total)
             capped += more
             this = index.setdefault(key, len(index))
-            pairs.extend((this, index.setdefault(other, len(index)), score) for other, score in found if other != key)
+            # Among equal scores (the same file twice) the KNN need not return the photo itself: `most` counts
+            # it, so its others are cut to one fewer.
+            others = [(other, score) for other, score in found if other != key][: most - 1]
+            pairs.extend((this, index.setdefault(other, len(index)), score) for other, score in others)
         if on_progress is not None:
             on_progress(min(done + len(batch), total), total)
         return len(batch)

@@ -538,6 +538,26 @@ def test_similar_pairs_equal_brute_force_on_either_index(
         assert score >= np.sort(similarity[row])[-3] - 1e-5, "one of its three most similar"
 
 
+@pytest.mark.parametrize("algorithm", ["FLAT", "HNSW"])
+def test_capped_pairs_keep_as_many_when_a_photo_has_exact_copies(client, settings: Settings, algorithm: str) -> None:
+    """The same file in several folders has the same vector: an index's KNN among equal scores need not put the
+    asking photo first, or return it at all, and each photo still keeps its `max_neighbours` others, no more."""
+    from clipsearch.search import duplicates
+
+    vectors = unit_vectors(np.random.default_rng(12), 60, 512)
+    vectors[50:] = vectors[0]  # eleven copies of one photo
+    schema = IndexSchema.from_settings(dataclasses.replace(settings, algorithm=algorithm), MODEL)
+    store = PhotoStore.open(client, schema, create=True)
+    keys = store.upsert(records(vectors))
+    store.wait_indexed()
+    capped = duplicates.similar_pairs(store, 0.95, max_neighbours=3)
+    per_photo = np.bincount(capped.first, minlength=len(capped.keys))
+    copies = {keys[i] for i in [0, *range(50, 60)]}
+    assert {capped.keys[i]: int(count) for i, count in enumerate(per_photo) if count} == dict.fromkeys(copies, 3)
+    assert capped.capped == 11
+    assert all(capped.keys[a] != capped.keys[b] for a, b in zip(capped.first, capped.second, strict=True))
+
+
 # Every character the query syntax gives a meaning to but "*", which valkey-search reads as a prefix wildcard
 # at a tag's end even escaped (the known bug below has its own test).
 HOSTILE = st.lists(st.sampled_from([*"@|-{}()\"'~%:;\\/ \t$[]<>!,.^é中a", "canon"]), max_size=8).map("".join)
