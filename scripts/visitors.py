@@ -1,8 +1,8 @@
 """A page visitor without a browser: Streamlit's own websocket protocol, as a script (or a hostile visitor)
-speaks it. Each Visitor is one session of the page: it asks for runs with a query string and reads the
-page's messages until the run ends, or sends Streamlit's other messages (the "Clear cache" menu's). As a
-browser does, it keeps the value of every widget the page shows and sends them all with each interaction, and
-a widget drawn by a fragment asks for a run of that fragment alone.
+speaks it. Each Visitor is one session of the page: it asks for runs with a query string, types into a box or
+presses a button, and reads the page's messages until the run ends, or sends Streamlit's other messages (the
+"Clear cache" menu's). As a browser does, it keeps the value of every widget the page shows and sends them all
+with each interaction, and a widget drawn by a fragment asks for a run of that fragment alone.
 
 Used by the capacity benchmark (bench_visitors.py) and the tests of what one visitor can do to the page.
 """
@@ -30,6 +30,7 @@ class Run:
     texts: list[str] = field(default_factory=list)
     exceptions: list[str] = field(default_factory=list)
     text_boxes: dict[str, str] = field(default_factory=dict)  # each text box's label: its widget id
+    buttons: dict[str, str] = field(default_factory=dict)  # each button's label: its widget id
     widgets: dict[str, WidgetState] = field(default_factory=dict)  # each widget's id: its value as drawn
     fragments: dict[str, str] = field(default_factory=dict)  # a widget's id: the fragment that drew it, if one did
 
@@ -41,6 +42,7 @@ class Visitor:
     def __init__(self, url: str, timeout: float = 120) -> None:
         self.timeout = timeout
         self.text_boxes: dict[str, str] = {}
+        self.buttons: dict[str, str] = {}
         self.widgets: dict[str, WidgetState] = {}
         self.fragments: dict[str, str] = {}
         self._open = ExitStack()  # the connection is a context (websockets deprecates one used without)
@@ -72,6 +74,17 @@ class Visitor:
             message.rerun_script.fragment_id = fragment
         return self._send(message)
 
+    def press(self, label: str) -> Run:
+        """Press the button of this label, shown by an earlier run."""
+        message = BackMsg()
+        button = self.buttons[label]
+        message.rerun_script.widget_states.widgets.extend(
+            (self.widgets | {button: WidgetState(id=button, trigger_value=True)}).values()
+        )
+        if fragment := self.fragments.get(button):
+            message.rerun_script.fragment_id = fragment
+        return self._send(message)
+
     def _send(self, message: BackMsg) -> Run:
         started = time.perf_counter()
         self.connection.send(message.SerializeToString())
@@ -85,8 +98,8 @@ class Visitor:
                 shown = element.WhichOneof("type")
                 if (state := widget_state(element)) is not None:
                     run.widgets[state.id] = state
-                    if forward.delta.fragment_id:
-                        run.fragments[state.id] = forward.delta.fragment_id
+                if shown and forward.delta.fragment_id and (widget := getattr(getattr(element, shown), "id", "")):
+                    run.fragments[widget] = forward.delta.fragment_id
                 if shown == "markdown":
                     run.texts.append(element.markdown.body)
                 elif shown == "alert":
@@ -99,9 +112,12 @@ class Visitor:
                     run.text_boxes[element.text_area.label] = element.text_area.id
                 elif shown == "page_link":
                     run.texts.append(element.page_link.label)
+                elif shown == "button":
+                    run.buttons[element.button.label] = element.button.id
             elif kind == "script_finished" and forward.script_finished != ForwardMsg.FINISHED_EARLY_FOR_RERUN:
                 run.seconds = time.perf_counter() - started
                 self.text_boxes |= run.text_boxes
+                self.buttons |= run.buttons
                 # A run of the whole page unmounts the widgets it did not draw; a fragment's keeps the others.
                 self.widgets = (self.widgets if message.rerun_script.fragment_id else {}) | run.widgets
                 self.fragments |= run.fragments

@@ -10,7 +10,7 @@ from typing import Any
 import streamlit as st
 from streamlit.navigation.page import StreamlitPage
 
-from clipsearch.app import charts, resources
+from clipsearch.app import charts, problems, resources
 from clipsearch.display import escape_markdown
 from clipsearch.errors import IndexMissing
 from clipsearch.library import (
@@ -111,8 +111,14 @@ def waiting(library: Library) -> int:
 def index_panel() -> None:
     """How many photos, which model, index and server; and what waits to be indexed. A fragment: checking for
     changes reruns it alone, not the search. It takes no Library: a fragment keeps its arguments for its
-    reruns, and must not keep a client or a model alive."""
-    library = resources.library()
+    reruns, and must not keep a client or a model alive. Its own runs do not go through the page's handling of
+    errors."""
+    with problems.explained():
+        index_shown(resources.library())
+
+
+def index_shown(library: Library) -> None:
+    """The index panel's lines, and its buttons where this page may index the photo folder."""
     settings = library.settings
     try:
         schema, count = library.store().schema, resources.count(library)

@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 import streamlit as st
 
-from clipsearch.app import resources
+from clipsearch.app import problems, resources
 from clipsearch.display import escape_markdown
 from clipsearch.library import (
     DEFAULT_LABELS,
@@ -97,8 +97,14 @@ def more_like(key: str) -> None:
 
 @st.dialog("Photo", width="large")
 def open_photo(hit: Hit, rank: int) -> None:
-    """A dialog is a fragment, which keeps its arguments: it takes the Library from resources, not as one."""
-    library = resources.library()
+    """A dialog is a fragment, which keeps its arguments: it takes the Library from resources, not as one. Its
+    own runs do not go through the page's handling of errors."""
+    with problems.explained():
+        photo_shown(hit, rank, resources.library())
+
+
+def photo_shown(hit: Hit, rank: int, library: Library) -> None:
+    """The photo at the dialog's width, what is known of it, More like this, and what is in it."""
     path = library.photo_file(hit)
     image = (resized_photo(str(path), path.stat().st_mtime, DIALOG_SIDE) if path else None) or picture(hit, library)
     if image is not None:
@@ -112,7 +118,9 @@ def open_photo(hit: Hit, rank: int) -> None:
         + f" · {escape_markdown(where_taken(photo))}"
         + ("" if path else " · shown from the stored thumbnail (the photo is not in CLIPSEARCH_PHOTOS on this machine)")
     )
-    st.button("More like this", key=f"dialog-like-{hit.key}", on_click=more_like, args=(hit.key,))
+    if st.button("More like this", key=f"dialog-like-{hit.key}"):
+        more_like(hit.key)
+        st.rerun()  # the whole page, not the dialog alone: it closes, and the search is made from the photo
     st.subheader("What is in this photo?")
     vector = library.stored_vector(hit.key)
     if vector is not None:
@@ -183,8 +191,14 @@ def chosen() -> None:
 
 @st.dialog("Near-duplicates", width="large")
 def near_duplicates(result: Result) -> None:
-    """The photos folded under a result: pictured when asked for, so that a search sends none of them."""
-    library = resources.library()
+    """The photos folded under a result: pictured when asked for, so that a search sends none of them. A dialog's
+    own runs do not go through the page's handling of errors."""
+    with problems.explained():
+        near_duplicates_shown(result, resources.library())
+
+
+def near_duplicates_shown(result: Result, library: Library) -> None:
+    """Up to NEAR_DUPLICATES_PICTURED of them with their pictures, then the rest by name."""
     st.caption(f"Folded under {escape_markdown(display_path(result.hit.photo.name or result.hit.path))}.")
     folded = result.near_duplicates
     shown = folded[:NEAR_DUPLICATES_PICTURED]

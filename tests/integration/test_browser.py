@@ -294,13 +294,11 @@ def test_a_flood_of_labels_closes_that_visitors_connection_and_costs_the_page_no
     assert grown_mb < 50, f"the labels grew the page by {grown_mb:.0f} MB"
 
 
-def test_losing_the_server_during_a_new_query_is_explained(
+@contextmanager
+def page_of_its_own_server(
     cli_env: dict[str, str], encoder, photo_folder: Path, free_port: int, tmp_path: Path
-) -> None:
-    """A new query runs the box's fragment alone, outside the page's own handling of errors: losing the server
-    there is explained all the same, and the next query finds the server again."""
-    from visitors import Visitor
-
+) -> Iterator[tuple[EmbeddedServer, str]]:
+    """A page over an embedded server of its own, with `photo_folder` indexed: a test may stop the server."""
     server = EmbeddedServer(tmp_path / "own-data")
     settings = Settings(data_dir=server.data_dir, index_name="lost-in-a-fragment")
     env = {name: value for name, value in cli_env.items() if name != "VALKEY_URL"}
@@ -310,21 +308,71 @@ def test_losing_the_server_during_a_new_query_is_explained(
         "CLIPSEARCH_INDEX": settings.index_name,
         "CLIPSEARCH_PHOTOS": str(photo_folder),
     }
-    box = "Describe the photo you are looking for, then press Enter"
     try:
         store = Library(settings, text_encoder=lambda: encoder).store(create=True)
         PhotoLoader(store, lambda: encoder, LoadOptions(), show_bar=False).index_folder(photo_folder)
         with streamlit_run(env, free_port, tmp_path / "streamlit.log") as (url, _):
-            visitor = Visitor(url)
-            assert visitor.run("q=a+tower").says("Photos matching **a tower**")
-            assert visitor.fragments.get(visitor.text_boxes[box]), "the box is drawn by a fragment"
-            server.stop()
-            lost = visitor.type(box, "a bridge")
-            assert not lost.exceptions and lost.says("Lost the connection to the Valkey server"), lost.texts
-            again = visitor.type(box, "a harbour")
-            assert not again.exceptions and again.says("Photos matching **a harbour**"), again.texts
+            yield server, url
     finally:
         server.stop()
+
+
+def test_losing_the_server_during_a_new_query_is_explained(
+    cli_env: dict[str, str], encoder, photo_folder: Path, free_port: int, tmp_path: Path
+) -> None:
+    """A new query runs the box's fragment alone, outside the page's own handling of errors: losing the server
+    there is explained all the same, and the next query finds the server again."""
+    from visitors import Visitor
+
+    box = "Describe the photo you are looking for, then press Enter"
+    with page_of_its_own_server(cli_env, encoder, photo_folder, free_port, tmp_path) as (server, url):
+        visitor = Visitor(url)
+        assert visitor.run("q=a+tower").says("Photos matching **a tower**")
+        assert visitor.fragments.get(visitor.text_boxes[box]), "the box is drawn by a fragment"
+        server.stop()
+        lost = visitor.type(box, "a bridge")
+        assert not lost.exceptions and lost.says("Lost the connection to the Valkey server"), lost.texts
+        again = visitor.type(box, "a harbour")
+        assert not again.exceptions and again.says("Photos matching **a harbour**"), again.texts
+
+
+def test_losing_the_server_in_the_index_panel_is_explained(
+    cli_env: dict[str, str], encoder, photo_folder: Path, free_port: int, tmp_path: Path
+) -> None:
+    """Check for changes runs the index panel (the library view's, or the sidebar's) alone, outside the page's own
+    handling of errors."""
+    from visitors import Visitor
+
+    with page_of_its_own_server(cli_env, encoder, photo_folder, free_port, tmp_path) as (server, url):
+        visitor = Visitor(url)
+        assert visitor.run(page="library").says("is fully indexed.")
+        assert visitor.fragments.get(visitor.buttons["Check for changes"]), "the panel is a fragment"
+        server.stop()
+        lost = visitor.press("Check for changes")
+        assert not lost.exceptions and lost.says("Lost the connection to the Valkey server"), lost.texts
+
+
+def test_more_like_this_in_the_open_dialog_searches_from_its_photo(streamlit_server: str) -> None:
+    """The Open dialog is a fragment: its More like this runs the whole page, which closes the dialog and
+    searches from the photo (on main it ran the dialog alone, and the search stayed as it was)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{streamlit_server}/?q=a+harbour&k=6")
+        captions = page.locator(GALLERY_CAPTIONS)
+        expect(captions).to_have_count(6, timeout=120_000)
+        name = captions.nth(1).inner_text().split(" · ")[2]  # rank · score · name · date
+        page.get_by_role("button", name="Open: #2").click()
+        dialog = page.get_by_role("dialog")
+        expect(dialog.get_by_text(name, exact=False)).to_be_visible(timeout=60_000)
+        dialog.get_by_role("button", name="More like this").click()
+        expect(page.get_by_text(f"Photos like {name}", exact=False)).to_be_visible(timeout=60_000)
+        expect(dialog).to_have_count(0)
+        page.wait_for_url("**like=**", timeout=60_000)
+        expect(captions.first).to_contain_text(name, timeout=60_000)  # the photo itself first
+        browser.close()
 
 
 @pytest.mark.dated_library
