@@ -110,10 +110,25 @@ def streamlit_server(streamlit_app: tuple[str, subprocess.Popen[bytes]]) -> str:
 LABELS = "Labels to rank, one per line"
 GALLERY_CAPTIONS = ".st-key-gallery figcaption"  # (Playwright's CSS reaches into the gallery's shadow root)
 # Every image of the page loaded, the gallery's too (document.images does not reach into a shadow root).
-RUN_ENDED = """() => !document.querySelector('[data-testid="stStatusWidget"]')"""  # Streamlit's "Running…"
 IMAGES_LOADED = """() => [...document.images, ...[...document.querySelectorAll('*')]
     .flatMap(element => element.shadowRoot ? [...element.shadowRoot.querySelectorAll('img')] : [])]
     .every(img => img.complete && img.naturalWidth > 0)"""
+
+
+def choose_in_url(page, option: str, other: str, param: str) -> None:
+    """Choose `option` of a segmented control bound to the URL, until the URL says so. Now and then Streamlit's
+    frontend runs the click but leaves it out of the address: CI lost `cut=relative` twice, and here 1 in 8 runs
+    showed "relative" chosen and run, and the URL without it, also when the test waited for the run before
+    to end. Then it is chosen again, through `other`, once."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page.get_by_text(option, exact=True).click()
+    try:
+        page.wait_for_url(f"**{param}={option}**", timeout=15_000)
+    except PlaywrightTimeout:
+        page.get_by_text(other, exact=True).click()
+        page.get_by_text(option, exact=True).click()
+        page.wait_for_url(f"**{param}={option}**", timeout=60_000)
 
 
 def memory_kb(pid: int, field: str) -> int:
@@ -259,14 +274,16 @@ def test_clearing_the_caches_loads_no_second_model_or_client(
     visitors = [Visitor(url) for _ in range(12)]  # a session a search, each kept open with whatever it holds
     for visitor, query in zip(visitors, ("a cat", "a dog"), strict=False):  # warm: the model, the client
         assert visitor.run(f"q={urllib.parse.quote(query)}").says(f"Photos matching **{query}**")
-    before_mb, connections = memory_kb(process.pid, "VmRSS") / 1024, client.info("clients")["connected_clients"]
+    before_mb, connections = memory_kb(process.pid, "VmRSS") / 1024, {row["id"] for row in client.client_list()}
     for cycle, (clearing, searching) in enumerate(itertools.pairwise(visitors[1:])):
         clearing.clear_cache()
         run = searching.run(f"q=snowy+streets+{cycle}")
         assert run.says(f"Photos matching **snowy streets {cycle}**") and not run.exceptions, run
     grown_mb = memory_kb(process.pid, "VmRSS") / 1024 - before_mb
     assert grown_mb < 50, f"10 clears and searches grew the page by {grown_mb:.0f} MB"
-    assert client.info("clients")["connected_clients"] == connections, "a client was made again"
+    # Counted by connection: another test's client may close meanwhile (CI saw the count drop by one).
+    made = [row for row in client.client_list() if row["id"] not in connections]
+    assert not made, f"a client was made again: {made}"
     for visitor in visitors:
         visitor.close()
 
@@ -425,11 +442,7 @@ def test_folding_the_cut_and_show_more_write_the_url_and_a_shared_link_restores_
         page.get_by_text("Fold near-duplicates").click()
         page.wait_for_url("**fold=false**", timeout=60_000)
         expect(similar).to_have_count(0, timeout=60_000)
-        # The gallery is drawn before the run ends: the next click waits for it to end, or lands on a control
-        # being drawn again (CI once lost the click on "relative" that way).
-        page.wait_for_function(RUN_ENDED, timeout=60_000)
-        page.get_by_text("relative", exact=True).click()
-        page.wait_for_url("**cut=relative**", timeout=60_000)
+        choose_in_url(page, "relative", "absolute", "cut")
         page.keyboard.press("Escape")
         expect(page.get_by_role("button", name=re.compile("^relative cut 0.05"))).to_be_visible(timeout=60_000)
         shown = captions.count()
