@@ -1,6 +1,6 @@
 """How the page shows what went wrong: an error a person can act on with its title, and a lost connection to the
-server forgotten, so that the next run connects again. Around the whole page, and around each fragment, whose
-own runs do not go through the page's."""
+server forgotten, so that the next run connects again. Around the whole page, and around each fragment that
+reads the server (the search, the index panel, the dialogs), whose own runs do not go through the page's."""
 
 from __future__ import annotations
 
