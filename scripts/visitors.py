@@ -64,24 +64,20 @@ class Visitor:
 
     def type(self, label: str, text: str, query_string: str = "") -> Run:
         """Type `text` into the text box (or area) of this label, shown by an earlier run, and press Enter."""
-        message = BackMsg()
-        message.rerun_script.query_string = query_string
         box = self.text_boxes[label]
-        message.rerun_script.widget_states.widgets.extend(
-            (self.widgets | {box: WidgetState(id=box, string_value=text)}).values()
-        )
-        if fragment := self.fragments.get(box):
-            message.rerun_script.fragment_id = fragment
-        return self._send(message)
+        return self._interact(WidgetState(id=box, string_value=text), query_string)
 
     def press(self, label: str) -> Run:
         """Press the button of this label, shown by an earlier run."""
-        message = BackMsg()
         button = self.buttons[label]
-        message.rerun_script.widget_states.widgets.extend(
-            (self.widgets | {button: WidgetState(id=button, trigger_value=True)}).values()
-        )
-        if fragment := self.fragments.get(button):
+        return self._interact(WidgetState(id=button, trigger_value=True))
+
+    def _interact(self, changed: WidgetState, query_string: str = "") -> Run:
+        """A run with one widget's new value among all the others, of the fragment that drew it if one did."""
+        message = BackMsg()
+        message.rerun_script.query_string = query_string
+        message.rerun_script.widget_states.widgets.extend((self.widgets | {changed.id: changed}).values())
+        if fragment := self.fragments.get(changed.id):
             message.rerun_script.fragment_id = fragment
         return self._send(message)
 
